@@ -1,0 +1,117 @@
+"""`mcp-bridge doctor`: checks that say what is wrong and how to fix it.
+
+Each check returns Findings; any FAIL makes the command exit non-zero. WARN is for things
+that work today but will bite (a pool range the kernel also uses for outgoing ports).
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from bridge.config import PortRange, Settings
+from bridge.port_store import StoreError, read_snapshot
+from bridge.ports import bind_test
+
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+class Level(enum.StrEnum):
+    OK = "ok"
+    WARN = "WARN"
+    FAIL = "FAIL"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    level: Level
+    what: str
+    detail: str
+
+
+def ephemeral_overlap(port_range: PortRange, ephemeral_text: str) -> PortRange | None:
+    """The part of the pool range the kernel may hand to outgoing connections, if any."""
+    low, high = (int(x) for x in ephemeral_text.split()[:2])
+    lo, hi = max(low, port_range.low), min(high, port_range.high)
+    return PortRange(lo, hi) if lo <= hi else None
+
+
+def check_ephemeral(port_range: PortRange, source: Path = EPHEMERAL_RANGE_FILE) -> Finding:
+    try:
+        text = source.read_text()
+    except OSError as exc:
+        return Finding(Level.WARN, "ephemeral range", f"cannot read {source}: {exc}")
+    overlap = ephemeral_overlap(port_range, text)
+    if overlap is None:
+        return Finding(
+            Level.OK,
+            "ephemeral range",
+            f"pool {port_range} is clear of the kernel's {'-'.join(text.split())}",
+        )
+    return Finding(
+        Level.WARN,
+        "ephemeral range",
+        f"pool {port_range} overlaps the kernel's ephemeral ports ({overlap}): outgoing"
+        f" connections may take pool ports; move BRIDGE_PORT_RANGE or {source}",
+    )
+
+
+def check_pool(settings: Settings, ours: frozenset[int] = frozenset()) -> Iterator[Finding]:
+    """`ours`: ports the store says the pool holds (our forwarders bind them)."""
+    span, reserved = settings.port_range, settings.reserved_ports
+    usable = len(span) - len(reserved)
+    if usable <= 0:
+        yield Finding(Level.FAIL, "port range", f"{span} has no port left after reservations")
+    else:
+        yield Finding(
+            Level.OK, "port range", f"{span}: {usable} usable ports ({len(reserved)} reserved)"
+        )
+    yield check_ephemeral(span)
+    can_bind = bind_test(settings.listen_address)
+    foreign = [
+        p
+        for p in range(span.low, span.high + 1)
+        if p not in reserved and p not in ours and not can_bind(p)
+    ]
+    if foreign:
+        shown = ", ".join(map(str, foreign[:10])) + (" ..." if len(foreign) > 10 else "")
+        yield Finding(
+            Level.WARN if len(foreign) < usable else Level.FAIL,
+            "port range",
+            f"{len(foreign)} pool ports are held by other processes on"
+            f" {settings.listen_address}; the pool skips them: {shown}",
+        )
+
+
+def check_state_file(path: Path) -> Finding:
+    try:
+        snap = read_snapshot(path)
+    except StoreError as exc:
+        return Finding(
+            Level.FAIL,
+            "state file",
+            f"{path} is unreadable ({exc}); the agent moves it aside at start-up and"
+            " rebuilds the pool from Docker and Consul",
+        )
+    if not snap.exists:
+        parent = next((p for p in path.parents if p.exists()), Path("/"))
+        if not os.access(parent, os.W_OK):
+            return Finding(Level.FAIL, "state file", f"{path} is missing and {parent} is read-only")
+        return Finding(Level.OK, "state file", f"{path} does not exist yet; the agent creates it")
+    return Finding(
+        Level.OK,
+        "state file",
+        f"{path}: schema {snap.schema_version}, {len(snap.allocations)} allocations, sound",
+    )
+
+
+def run_checks(settings: Settings) -> list[Finding]:
+    state = check_state_file(settings.state_file)
+    try:
+        ours = frozenset(a.port for a in read_snapshot(settings.state_file).allocations)
+    except StoreError:
+        ours = frozenset()
+    return [state, *check_pool(settings, ours)]

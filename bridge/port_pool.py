@@ -1,0 +1,245 @@
+"""The durable port pool: allocation rules (ports.py) over the SQLite store (port_store.py).
+
+Memory never runs ahead of the disk: a change is applied in memory, written durably, and
+only then reported to the caller; a failed write undoes it in memory. The asyncio front
+batches concurrent requests into one transaction and one fsync (group commit), with the
+write in a worker thread so the event loop never blocks on the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import structlog
+
+from bridge.config import PortRange
+from bridge.model import Allocation, LiveClaim
+from bridge.port_store import (
+    PortStore,
+    StoreCorrupt,
+    StoreError,
+    StoreLock,
+    move_aside,
+)
+from bridge.ports import BindTest, Changes, PoolState, always_free
+
+T = TypeVar("T")
+RebuildSource = Callable[[], Iterable[LiveClaim]]
+
+log = structlog.get_logger("bridge.pool")
+
+
+def _no_claims() -> list[LiveClaim]:
+    return []
+
+
+class DurablePortPool:
+    def __init__(
+        self,
+        state: PoolState,
+        store: PortStore,
+        lock: StoreLock,
+        *,
+        is_free: BindTest = always_free,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.state = state
+        self.store = store
+        self._lock = lock
+        self.is_free = is_free
+        self.clock = clock
+
+    @classmethod
+    def open(
+        cls,
+        path: Path,
+        port_range: PortRange,
+        reserved: Iterable[int] = (),
+        *,
+        rebuild_source: RebuildSource = _no_claims,
+        is_free: BindTest = always_free,
+        clock: Callable[[], float] = time.time,
+    ) -> DurablePortPool:
+        """Open (or create, or rebuild) the store at `path` and lock it for this process.
+
+        A missing store and a corrupt one are both rebuilt from `rebuild_source` (what live
+        containers hold), so losing the file costs no running container its port. A store
+        written by a newer schema is refused (StoreTooNew), never overwritten.
+        """
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = StoreLock(path)
+        lock.acquire()
+        try:
+            store = cls._load(path)
+            if store is None:
+                store, state = cls._rebuild(path, port_range, reserved, rebuild_source, clock())
+            else:
+                snap = store.load()
+                state = PoolState(port_range, reserved, snap.allocations, snap.cursor)
+        except BaseException:
+            lock.release()
+            raise
+        return cls(state, store, lock, is_free=is_free, clock=clock)
+
+    @staticmethod
+    def _load(path: Path) -> PortStore | None:
+        if not path.exists():
+            return None
+        store: PortStore | None = None
+        try:
+            store = PortStore(path)
+            store.load()  # checks integrity and schema; StoreTooNew propagates
+            return store
+        except StoreCorrupt as exc:
+            if store is not None:
+                store.close()
+            aside = move_aside(path)
+            log.error("state_store_corrupt", path=str(path), moved_to=str(aside), reason=str(exc))
+            return None
+
+    @staticmethod
+    def _rebuild(
+        path: Path,
+        port_range: PortRange,
+        reserved: Iterable[int],
+        rebuild_source: RebuildSource,
+        now: float,
+    ) -> tuple[PortStore, PoolState]:
+        claims = list(rebuild_source())
+        state, conflicts = PoolState.rebuild(port_range, reserved, claims, now=now)
+        for claim in conflicts:
+            log.warning(
+                "state_rebuild_conflict",
+                container=claim.owner,
+                port=claim.port,
+                holder=(h.owner if (h := state.holder(claim.port)) else None),
+            )
+        store = PortStore.create(path, state.allocations(), state.cursor)
+        log.info(
+            "state_store_created",
+            path=str(path),
+            rebuilt_allocations=len(state),
+            claims=len(claims),
+            conflicts=len(conflicts),
+        )
+        return store, state
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[PoolState]:
+        """Mutate the pool; on leaving, everything done is durable, or nothing is."""
+        self.state.begin()
+        try:
+            yield self.state
+            changes = self.state.pending()
+            if changes:
+                self.store.write(changes)
+        except BaseException:
+            self.state.rollback()
+            raise
+        finally:
+            self.state.end()
+        _log_changes(changes)
+
+    def close(self) -> None:
+        self.store.close()
+        self._lock.release()
+
+
+def _log_changes(changes: Changes) -> None:
+    for port, after in changes.ports.items():
+        before = changes.before.get(port)
+        if after is None and before is not None:
+            log.info("port_released", container=before.owner, port=port, kind=before.kind.value)
+        elif after is not None and (before is None or before.owner != after.owner):
+            log.info("port_allocated", container=after.owner, port=port, kind=after.kind.value)
+        elif after is not None and before is not None and before.state != after.state:
+            log.info(
+                "port_state_changed",
+                container=after.owner,
+                port=port,
+                state=after.state.value,
+                was=before.state.value,
+            )
+
+
+class AsyncPortPool:
+    """Group commit over a DurablePortPool: concurrent callers share one durable write.
+
+    Operations run on the event loop (they are pure and take microseconds); only the
+    write goes to a worker thread. A caller's future resolves after its change is on disk.
+    """
+
+    def __init__(self, pool: DurablePortPool) -> None:
+        self.pool = pool
+        self._queue: list[tuple[Callable[[PoolState], Any], asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self.commits = 0  # durable writes done; a burst of N requests takes far fewer
+
+    @property
+    def state(self) -> PoolState:
+        return self.pool.state
+
+    async def run(self, op: Callable[[PoolState], T]) -> T:
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.append((op, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue, []
+            # Shielded: once a batch is applied in memory it must finish (write or undo),
+            # even if whoever started the flusher is cancelled.
+            await asyncio.shield(self._apply(batch))
+
+    async def _apply(
+        self, batch: list[tuple[Callable[[PoolState], Any], asyncio.Future[Any]]]
+    ) -> None:
+        state = self.pool.state
+        state.begin()
+        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        for op, future in batch:
+            mark = state.mark()
+            try:
+                outcomes.append((future, op(state), None))
+            except Exception as exc:  # one bad request must not sink the batch
+                state.undo_to(mark)
+                outcomes.append((future, None, exc))
+        changes = state.pending()
+        write_error: StoreError | None = None
+        try:
+            if changes:
+                await asyncio.to_thread(self.pool.store.write, changes)
+                self.commits += 1
+        except StoreError as exc:
+            write_error = exc
+            state.rollback()
+        finally:
+            state.end()
+        if write_error is None:
+            _log_changes(changes)
+        for future, result, error in outcomes:
+            if future.done():
+                continue
+            error = error or write_error
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+    async def allocate(self, owner: str, preferred: int | None = None) -> Allocation:
+        pool = self.pool
+        return await self.run(
+            lambda s: s.allocate(owner, now=pool.clock(), preferred=preferred, is_free=pool.is_free)
+        )
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            await self._flusher
+        self.pool.close()

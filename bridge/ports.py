@@ -1,0 +1,355 @@
+"""The port pool's allocation rules: pure, in memory, no I/O but the injected bind test.
+
+Rules (the contract in shared/design.md):
+- sticky: an owner (container name) that holds a port gets the same one back;
+- a preferred port is taken when free;
+- otherwise the next free port after the last one handed out, wrapping at the top of the
+  range, so a freed port is reused only after the cursor has come round (moby's allocator
+  does the same, to keep a just-freed port from being handed to a new owner while old
+  clients may still be talking to it);
+- reserved ports and ports another process holds (the bind test fails) are skipped; a busy
+  port is not remembered, so it is tried again the next time the cursor reaches it;
+- ports a container publishes by itself are recorded as EXTERNAL and never handed out;
+- an owner that no longer exists keeps its port until `stale_after` has passed.
+
+Every mutation is journaled so that the durable layer can persist exactly what changed and
+undo it if the write fails: memory never runs ahead of the disk.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
+
+from bridge.config import PortRange
+from bridge.model import Allocation, AllocKind, AllocState, LiveClaim
+
+BindTest = Callable[[int], bool]
+
+
+def always_free(port: int) -> bool:
+    return True
+
+
+def bind_test(host: str) -> BindTest:
+    """True when `port` can be bound and listened on at `host` right now.
+
+    SO_REUSEADDR makes a port in TIME_WAIT count as free, as it is for our own listener.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    def can_bind(port: int) -> bool:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+                sock.listen(1)
+            except OSError:
+                return False
+            return True
+
+    return can_bind
+
+
+class PoolError(Exception):
+    pass
+
+
+class PortOutsidePool(PoolError):
+    pass
+
+
+class PoolExhausted(PoolError):
+    def __init__(self, port_range: PortRange, holders: Mapping[str, int]) -> None:
+        self.port_range = port_range
+        self.holders = dict(holders)
+        held = ", ".join(f"{count} {what}" for what, count in holders.items() if count)
+        super().__init__(
+            f"port pool {port_range} exhausted: all {len(port_range)} ports are taken"
+            f" ({held or 'nothing recorded'})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What a transaction changed: each touched port's value before and after, the cursor."""
+
+    ports: Mapping[int, Allocation | None]
+    before: Mapping[int, Allocation | None]
+    cursor: int
+
+    def __bool__(self) -> bool:
+        return bool(self.ports)
+
+
+class PoolState:
+    def __init__(
+        self,
+        port_range: PortRange,
+        reserved: Iterable[int] = (),
+        allocations: Iterable[Allocation] = (),
+        cursor: int | None = None,
+    ) -> None:
+        self.port_range = port_range
+        self.reserved = frozenset(reserved)
+        self._by_port: dict[int, Allocation] = {}
+        self._by_owner: dict[str, Allocation] = {}
+        for alloc in allocations:
+            if alloc.port in self._by_port or alloc.owner in self._by_owner:
+                raise ValueError(f"duplicate allocation {alloc}")
+            self._by_port[alloc.port] = alloc
+            self._by_owner[alloc.owner] = alloc
+        # The cursor is the last port handed out; the scan starts just after it.
+        self.cursor: int = (
+            cursor if cursor is not None and cursor in port_range else port_range.low - 1
+        )
+        self.last_busy: frozenset[int] = frozenset()
+        self._journal: list[tuple[int, Allocation | None]] = []
+        self._cursor_at_begin = self.cursor
+
+    # ---- reads ----------------------------------------------------------------------
+
+    def get(self, owner: str) -> Allocation | None:
+        return self._by_owner.get(owner)
+
+    def holder(self, port: int) -> Allocation | None:
+        return self._by_port.get(port)
+
+    def allocations(self) -> list[Allocation]:
+        return sorted(self._by_port.values(), key=lambda a: a.port)
+
+    def __len__(self) -> int:
+        return len(self._by_port)
+
+    def usable(self, port: int) -> bool:
+        """A port the pool may hand out at all (ignoring who holds it)."""
+        return port in self.port_range and port not in self.reserved
+
+    def holders(self) -> dict[str, int]:
+        """Who takes up the range, by kind of holder: for exhaustion errors and metrics."""
+        counts: Counter[str] = Counter()
+        for alloc in self._by_port.values():
+            if alloc.port in self.port_range and alloc.port not in self.reserved:
+                counts[alloc.state if alloc.kind is AllocKind.POOL else "external"] += 1
+        counts["reserved"] = len(self.reserved)
+        counts["busy"] = len(self.last_busy)
+        return {
+            what: counts[what]
+            for what in ("active", "held", "orphaned", "external", "reserved", "busy")
+        }
+
+    def free_count(self) -> int:
+        taken = sum(1 for port in self._by_port if self.usable(port))
+        return len(self.port_range) - len(self.reserved) - taken
+
+    # ---- journal --------------------------------------------------------------------
+
+    def begin(self) -> None:
+        if self._journal:
+            raise RuntimeError("transaction already open")
+        self._cursor_at_begin = self.cursor
+
+    def mark(self) -> int:
+        return len(self._journal)
+
+    def undo_to(self, mark: int) -> None:
+        while len(self._journal) > mark:
+            port, before = self._journal.pop()
+            self._set(port, before)
+
+    def rollback(self) -> None:
+        self.undo_to(0)
+        self.cursor = self._cursor_at_begin
+
+    def pending(self) -> Changes:
+        before: dict[int, Allocation | None] = {}
+        for port, value in self._journal:
+            before.setdefault(port, value)  # the first entry holds the value before it all
+        after = {port: self._by_port.get(port) for port in before}
+        changed = {port: a for port, a in after.items() if a != before[port]}
+        return Changes(changed, {port: before[port] for port in changed}, self.cursor)
+
+    def end(self) -> None:
+        self._journal.clear()
+        self._cursor_at_begin = self.cursor
+
+    def _set(self, port: int, alloc: Allocation | None) -> None:
+        current = self._by_port.pop(port, None)
+        if current is not None:
+            del self._by_owner[current.owner]
+        if alloc is not None:
+            self._by_port[port] = alloc
+            self._by_owner[alloc.owner] = alloc
+
+    def _put(self, alloc: Allocation) -> Allocation:
+        self._journal.append((alloc.port, self._by_port.get(alloc.port)))
+        self._set(alloc.port, alloc)
+        return alloc
+
+    def _drop(self, port: int) -> Allocation | None:
+        before = self._by_port.get(port)
+        if before is not None:
+            self._journal.append((port, before))
+            self._set(port, None)
+        return before
+
+    # ---- mutations ------------------------------------------------------------------
+
+    def allocate(
+        self,
+        owner: str,
+        *,
+        now: float,
+        preferred: int | None = None,
+        is_free: BindTest = always_free,
+    ) -> Allocation:
+        """The owner's port: sticky, else preferred, else next after the cursor.
+
+        Raises PortOutsidePool for a preferred port the pool may not hand out, and
+        PoolExhausted when no port is free; in both cases nothing changes.
+        """
+        if preferred is not None and not self.usable(preferred):
+            raise PortOutsidePool(
+                f"preferred port {preferred} is not in the pool {self.port_range}"
+                + (" (it is reserved)" if preferred in self.reserved else "")
+            )
+        existing = self._by_owner.get(owner)
+        keep = (
+            existing is not None and existing.kind is AllocKind.POOL and self.usable(existing.port)
+        )
+        if existing is not None and keep:
+            wants_move = preferred is not None and preferred != existing.port
+            if not (wants_move and self._takeable(preferred, is_free)):  # type: ignore[arg-type]
+                return self._activate(existing, now)
+
+        if preferred is not None and self._takeable(preferred, is_free):
+            port = preferred
+        else:
+            port = self._scan(is_free)
+        if existing is not None:
+            self._drop(existing.port)
+        if preferred is None or port != preferred:
+            self.cursor = port
+        return self._put(Allocation(port, owner, AllocState.ACTIVE, AllocKind.POOL, now, now))
+
+    def _takeable(self, port: int, is_free: BindTest) -> bool:
+        return port not in self._by_port and is_free(port)
+
+    def _candidates(self) -> Iterator[int]:
+        span = self.port_range
+        start = self.cursor + 1 if self.cursor in span else span.low
+        yield from range(start, span.high + 1)
+        yield from range(span.low, start)
+
+    def _scan(self, is_free: BindTest) -> int:
+        busy: set[int] = set()
+        for port in self._candidates():
+            if port in self._by_port or port in self.reserved:
+                continue
+            if is_free(port):
+                self.last_busy = frozenset(busy)
+                return port
+            busy.add(port)
+        self.last_busy = frozenset(busy)
+        raise PoolExhausted(self.port_range, self.holders())
+
+    def _activate(self, alloc: Allocation, now: float) -> Allocation:
+        if alloc.state is AllocState.ACTIVE:
+            return alloc
+        return self._put(
+            replace(alloc, state=AllocState.ACTIVE, updated_at=now, missing_since=None)
+        )
+
+    def claim_external(self, owner: str, port: int, *, now: float) -> Allocation | None:
+        """Record a port the owner publishes by itself, so the pool never hands it out.
+
+        Docker already bound it, so reality wins: whoever the pool had given it to (a
+        stopped container, say) loses it and gets a new port when it next asks. Ports
+        outside the range cannot collide with the pool and are not recorded.
+        """
+        existing = self._by_owner.get(owner)
+        if existing is not None and existing.port == port and existing.kind is AllocKind.EXTERNAL:
+            return self._activate(existing, now)
+        if existing is not None:
+            self._drop(existing.port)
+        if port not in self.port_range:
+            return None
+        self._drop(port)
+        return self._put(Allocation(port, owner, AllocState.ACTIVE, AllocKind.EXTERNAL, now, now))
+
+    def observe(self, owner: str, running: bool | None, *, now: float) -> Allocation | None:
+        """Move the owner's allocation to what Docker says: running, stopped, or gone (None)."""
+        alloc = self._by_owner.get(owner)
+        if alloc is None:
+            return None
+        if running is None:
+            if alloc.state is AllocState.ORPHANED:
+                return alloc
+            return self._put(
+                replace(alloc, state=AllocState.ORPHANED, updated_at=now, missing_since=now)
+            )
+        if running:
+            return self._activate(alloc, now)
+        if alloc.state is AllocState.HELD:
+            return alloc
+        return self._put(replace(alloc, state=AllocState.HELD, updated_at=now, missing_since=None))
+
+    def observe_all(self, present: Mapping[str, bool], *, now: float) -> None:
+        """Apply a complete Docker listing (owner -> running); owners not in it are gone."""
+        for owner in list(self._by_owner):
+            self.observe(owner, present.get(owner), now=now)
+
+    def release(self, owner: str) -> Allocation | None:
+        alloc = self._by_owner.get(owner)
+        return None if alloc is None else self._drop(alloc.port)
+
+    def sweep(self, *, now: float, stale_after: float) -> list[Allocation]:
+        """Release allocations whose owner has been gone for `stale_after` seconds."""
+        stale = [
+            a
+            for a in self._by_port.values()
+            if a.state is AllocState.ORPHANED
+            and a.missing_since is not None
+            and now - a.missing_since >= stale_after
+        ]
+        for alloc in stale:
+            self._drop(alloc.port)
+        return stale
+
+    @classmethod
+    def rebuild(
+        cls,
+        port_range: PortRange,
+        reserved: Iterable[int],
+        claims: Iterable[LiveClaim],
+        *,
+        now: float,
+    ) -> tuple[PoolState, list[LiveClaim]]:
+        """A pool from what live containers hold, after the store was lost.
+
+        Running claims win over stopped ones; a claim on a port someone else already
+        claimed is returned as a conflict rather than recorded twice. The cursor goes to
+        the highest claimed pool port, so new ports come after every port in use.
+        """
+        state = cls(port_range, reserved)
+        conflicts: list[LiveClaim] = []
+        for claim in sorted(claims, key=lambda c: (not c.running, c.kind, c.port, c.owner)):
+            if claim.port in state._by_port or claim.owner in state._by_owner:
+                conflicts.append(claim)
+                continue
+            if claim.kind is AllocKind.EXTERNAL and claim.port not in port_range:
+                continue
+            status = AllocState.ACTIVE if claim.running else AllocState.HELD
+            state._set(
+                claim.port, Allocation(claim.port, claim.owner, status, claim.kind, now, now)
+            )
+        pool_ports = [
+            a.port
+            for a in state._by_port.values()
+            if a.kind is AllocKind.POOL and a.port in port_range
+        ]
+        if pool_ports:
+            state.cursor = max(pool_ports)
+        return state, conflicts

@@ -96,17 +96,23 @@ class PoolState:
         self.reserved = frozenset(reserved)
         self._by_port: dict[int, Allocation] = {}
         self._by_owner: dict[str, Allocation] = {}
+        # Kept up to date by _set, so a full pool is known without walking the range: a
+        # burst of requests against a full pool must not cost a scan each.
+        self._taken = 0  # usable ports that some allocation holds
+        self._capacity = len(port_range) - sum(1 for p in self.reserved if p in port_range)
+        self._version = 0
+        self._holders_cache: tuple[int, dict[str, int]] | None = None
         for alloc in allocations:
             if alloc.port in self._by_port or alloc.owner in self._by_owner:
                 raise ValueError(f"duplicate allocation {alloc}")
-            self._by_port[alloc.port] = alloc
-            self._by_owner[alloc.owner] = alloc
+            self._set(alloc.port, alloc)
         # The cursor is the last port handed out; the scan starts just after it.
         self.cursor: int = (
             cursor if cursor is not None and cursor in port_range else port_range.low - 1
         )
         self.last_busy: frozenset[int] = frozenset()
-        self._journal: list[tuple[int, Allocation | None]] = []
+        # Undo records, kept only while a transaction is open (between begin and end).
+        self._journal: list[tuple[int, Allocation | None]] | None = None
         self._cursor_at_begin = self.cursor
 
     # ---- reads ----------------------------------------------------------------------
@@ -129,34 +135,45 @@ class PoolState:
 
     def holders(self) -> dict[str, int]:
         """Who takes up the range, by kind of holder: for exhaustion errors and metrics."""
+        if self._holders_cache is not None and self._holders_cache[0] == self._version:
+            return dict(self._holders_cache[1])
         counts: Counter[str] = Counter()
         for alloc in self._by_port.values():
             if alloc.port in self.port_range and alloc.port not in self.reserved:
                 counts[alloc.state if alloc.kind is AllocKind.POOL else "external"] += 1
-        counts["reserved"] = len(self.reserved)
+        counts["reserved"] = len(self.port_range) - self._capacity
         counts["busy"] = len(self.last_busy)
-        return {
+        result = {
             what: counts[what]
             for what in ("active", "held", "orphaned", "external", "reserved", "busy")
         }
+        self._holders_cache = (self._version, result)
+        return dict(result)
 
     def free_count(self) -> int:
-        taken = sum(1 for port in self._by_port if self.usable(port))
-        return len(self.port_range) - len(self.reserved) - taken
+        """Ports nobody holds (some may still be busy with other processes)."""
+        return self._capacity - self._taken
 
     # ---- journal --------------------------------------------------------------------
 
     def begin(self) -> None:
-        if self._journal:
+        if self._journal is not None:
             raise RuntimeError("transaction already open")
+        self._journal = []
         self._cursor_at_begin = self.cursor
 
+    def _open_journal(self) -> list[tuple[int, Allocation | None]]:
+        if self._journal is None:
+            raise RuntimeError("no transaction open")
+        return self._journal
+
     def mark(self) -> int:
-        return len(self._journal)
+        return len(self._open_journal())
 
     def undo_to(self, mark: int) -> None:
-        while len(self._journal) > mark:
-            port, before = self._journal.pop()
+        journal = self._open_journal()
+        while len(journal) > mark:
+            port, before = journal.pop()
             self._set(port, before)
 
     def rollback(self) -> None:
@@ -165,33 +182,39 @@ class PoolState:
 
     def pending(self) -> Changes:
         before: dict[int, Allocation | None] = {}
-        for port, value in self._journal:
+        for port, value in self._open_journal():
             before.setdefault(port, value)  # the first entry holds the value before it all
         after = {port: self._by_port.get(port) for port in before}
         changed = {port: a for port, a in after.items() if a != before[port]}
         return Changes(changed, {port: before[port] for port in changed}, self.cursor)
 
     def end(self) -> None:
-        self._journal.clear()
+        self._journal = None
         self._cursor_at_begin = self.cursor
 
     def _set(self, port: int, alloc: Allocation | None) -> None:
+        self._version += 1
+        usable = self.usable(port)
         current = self._by_port.pop(port, None)
         if current is not None:
             del self._by_owner[current.owner]
+            self._taken -= usable
         if alloc is not None:
             self._by_port[port] = alloc
             self._by_owner[alloc.owner] = alloc
+            self._taken += usable
 
     def _put(self, alloc: Allocation) -> Allocation:
-        self._journal.append((alloc.port, self._by_port.get(alloc.port)))
+        if self._journal is not None:
+            self._journal.append((alloc.port, self._by_port.get(alloc.port)))
         self._set(alloc.port, alloc)
         return alloc
 
     def _drop(self, port: int) -> Allocation | None:
         before = self._by_port.get(port)
         if before is not None:
-            self._journal.append((port, before))
+            if self._journal is not None:
+                self._journal.append((port, before))
             self._set(port, None)
         return before
 
@@ -244,6 +267,8 @@ class PoolState:
         yield from range(span.low, start)
 
     def _scan(self, is_free: BindTest) -> int:
+        if self._taken >= self._capacity:
+            raise PoolExhausted(self.port_range, self.holders())
         busy: set[int] = set()
         for port in self._candidates():
             if port in self._by_port or port in self.reserved:
@@ -267,14 +292,14 @@ class PoolState:
 
         Docker already bound it, so reality wins: whoever the pool had given it to (a
         stopped container, say) loses it and gets a new port when it next asks. Ports
-        outside the range cannot collide with the pool and are not recorded.
+        outside the range, or reserved, cannot collide with the pool and are not recorded.
         """
         existing = self._by_owner.get(owner)
         if existing is not None and existing.port == port and existing.kind is AllocKind.EXTERNAL:
             return self._activate(existing, now)
         if existing is not None:
             self._drop(existing.port)
-        if port not in self.port_range:
+        if not self.usable(port):
             return None
         self._drop(port)
         return self._put(Allocation(port, owner, AllocState.ACTIVE, AllocKind.EXTERNAL, now, now))

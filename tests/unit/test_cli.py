@@ -1,0 +1,104 @@
+"""The `mcp-bridge` command as a user runs it: a real process, real output."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from bridge.config import PortRange
+from bridge.port_pool import DurablePortPool
+
+
+def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=60,
+    )
+
+
+def test_ports_json_on_an_empty_store(tmp_path: Path) -> None:
+    env = {"BRIDGE_STATE_FILE": str(tmp_path / "none" / "state.db")}
+    result = run("ports", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["exists"] is False
+    assert report["allocations"] == []
+    assert (report["size"], report["used"], report["free"]) == (900, 0, 900)
+    assert not (tmp_path / "none").exists(), "reading must not create the store"
+
+
+def test_ports_on_a_full_store_json_and_table(tmp_path: Path) -> None:
+    store = tmp_path / "state.db"
+    pool = DurablePortPool.open(store, PortRange(12000, 12009), reserved=[12005])
+    with pool.transaction() as s:
+        for i in range(9):
+            s.allocate(f"mcp-{i}", now=1.0)
+        s.observe("mcp-3", False, now=2.0)
+        s.observe("mcp-4", None, now=2.0)
+    env = {
+        "BRIDGE_STATE_FILE": str(store),
+        "BRIDGE_PORT_RANGE": "12000-12009",
+        "BRIDGE_RESERVED_PORTS": "12005",
+    }
+    # While the agent (this process) holds the store open and locked.
+    result = run("ports", "--json", env=env)
+    pool.close()
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["size"], report["used"], report["free"]) == (9, 9, 0)
+    rows = {r["owner"]: r for r in report["allocations"]}
+    assert rows["mcp-3"]["state"] == "held"
+    assert rows["mcp-4"]["state"] == "orphaned" and "released_in_s" in rows["mcp-4"]
+    assert {r["port"] for r in report["allocations"]} == set(range(12000, 12010)) - {12005}
+    table = run("ports", env=env)
+    assert table.returncode == 0
+    assert "9 used, 0 free of 9" in table.stdout
+    assert "mcp-3" in table.stdout and "held" in table.stdout
+
+
+def test_bad_setting_exits_2_with_one_line_and_no_traceback() -> None:
+    result = run("ports", env={"BRIDGE_PORT_RANGE": "9000-100"})
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "BRIDGE_PORT_RANGE=9000-100" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_ports_on_a_corrupt_store_says_so(tmp_path: Path) -> None:
+    store = tmp_path / "state.db"
+    store.write_bytes(b"not a database" * 100)
+    result = run("ports", env={"BRIDGE_STATE_FILE": str(store)})
+    assert result.returncode == 1
+    assert "unreadable" in result.stderr and "rebuilds" in result.stderr
+
+
+def test_doctor_passes_on_a_sound_setup(tmp_path: Path) -> None:
+    result = run("doctor", env={"BRIDGE_STATE_FILE": str(tmp_path / "state.db")})
+    assert result.returncode == 0, result.stdout
+    assert "state file" in result.stdout and "port range" in result.stdout
+
+
+def test_doctor_warns_when_the_range_overlaps_the_ephemeral_ports(tmp_path: Path) -> None:
+    _, high = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    env = {
+        "BRIDGE_STATE_FILE": str(tmp_path / "state.db"),
+        "BRIDGE_PORT_RANGE": f"{high - 50}-{high + 50}",
+    }
+    result = run("doctor", env=env)
+    assert result.returncode == 0, result.stdout
+    assert "WARN  ephemeral range" in result.stdout
+    assert f"({high - 50}-{high})" in result.stdout
+
+
+def test_doctor_fails_on_a_corrupt_store(tmp_path: Path) -> None:
+    store = tmp_path / "state.db"
+    store.write_bytes(b"\x00garbage" * 512)
+    result = run("doctor", env={"BRIDGE_STATE_FILE": str(store)})
+    assert result.returncode == 1
+    assert "FAIL  state file" in result.stdout

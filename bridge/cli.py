@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import signal
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
@@ -89,6 +93,74 @@ def cmd_ports(settings: Settings, as_json: bool) -> int:
     return 0
 
 
+def cmd_run(settings: Settings) -> int:
+    # Imported here: `ports` and `doctor` must work without the agent's dependencies loaded.
+    from bridge.agent import Agent
+    from bridge.api import serve
+    from bridge.logs import configure_logging
+    from bridge.port_store import StoreError
+
+    configure_logging(settings.log_format, settings.log_level)
+
+    async def main() -> None:
+        agent = Agent(settings)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, agent.stop)
+        host, port = settings.http_host_port
+        runner = await serve(agent, host, port)
+        try:
+            await agent.run()
+        finally:
+            await runner.cleanup()
+
+    try:
+        asyncio.run(main())
+    except StoreError as exc:
+        print(f"mcp-bridge: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"mcp-bridge: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_status(settings: Settings, as_json: bool) -> int:
+    host, port = settings.http_host_port
+    url = f"http://{host if host not in ('0.0.0.0', '::', '') else '127.0.0.1'}:{port}/v1/status"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            report = json.load(response)
+    except (urllib.error.URLError, OSError) as exc:
+        print(
+            f"mcp-bridge: no agent answers at {url} ({exc}); is `mcp-bridge run` running"
+            " with the same BRIDGE_HTTP_ADDR?",
+            file=sys.stderr,
+        )
+        return 1
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return 0
+    ready = "ready" if report["ready"] else "NOT ready"
+    docker_state = "up" if report["docker_connected"] else "DOWN"
+    consul_state = "up" if report["consul_reachable"] else "DOWN"
+    print(
+        f"node {report['node_id']}: {ready} (docker {docker_state},"
+        f" consul {consul_state} at {report['consul_url']})"
+    )
+    if report["managed"]:
+        print(f"{'CONTAINER':<28} {'SERVICE':<20} {'ADDRESS':<22} {'EXPOSE':<9} CHECK")
+        for m in report["managed"]:
+            where = f"{m['address']}:{m['port']}"
+            check = f"{m['check']}: {m['check_status'] or '-'}"
+            print(f"{m['container']:<28} {m['service']:<20} {where:<22} {m['expose']:<9} {check}")
+    for w in report["waiting"]:
+        print(f"waiting  {w['container']}: {w['reason']}")
+    for s in report["skipped"]:
+        print(f"skipped  {s['container']}: label {s['label']}={s['value']!r}: {s['reason']}")
+    return 0
+
+
 def cmd_doctor(settings: Settings) -> int:
     findings = run_checks(settings)
     for finding in findings:
@@ -107,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     ports = sub.add_parser("ports", help="the port pool: each allocation, owner, state, age")
     ports.add_argument("--json", action="store_true", help="machine-readable output")
+    sub.add_parser("run", help="run the agent (SIGTERM/SIGINT stop it cleanly)")
+    status = sub.add_parser("status", help="managed containers, their services, skipped ones")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_parser("doctor", help="check the state file and the port range")
     return parser
 
@@ -122,4 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_ports(settings, args.json)
     if args.command == "doctor":
         return cmd_doctor(settings)
+    if args.command == "run":
+        return cmd_run(settings)
+    if args.command == "status":
+        return cmd_status(settings, args.json)
     raise AssertionError(args.command)

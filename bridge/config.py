@@ -18,6 +18,7 @@ from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, fiel
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bridge.durations import DurationError, parse_duration
+from bridge.model import ExposeMode
 
 ENV_PREFIX = "BRIDGE_"
 
@@ -35,13 +36,6 @@ class PortRange:
 
     def __str__(self) -> str:
         return f"{self.low}-{self.high}"
-
-
-class ExposeMode(enum.StrEnum):
-    AUTO = "auto"
-    PROXY = "proxy"
-    PUBLISHED = "published"
-    INTERNAL = "internal"
 
 
 class LogFormat(enum.StrEnum):

@@ -1,0 +1,542 @@
+"""The asyncio agent: watches Docker, keeps Consul and the pool equal to it.
+
+One reconcile pass at a time. Events only mark containers dirty ("look at X again") and
+wake the loop, so a burst of events for one container collapses into one look, and events
+that arrive during a pass are handled by the next. A full pass (start-up, every
+BRIDGE_RESYNC_INTERVAL, every Docker reconnect, after a failure) relists everything and
+re-reads what Consul holds, which repairs whatever was missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
+
+from bridge.config import Settings
+from bridge.consul_sink import ConsulRejected, ConsulSink, ConsulUnavailable
+from bridge.docker_source import ContainerEvent, DockerSource, StreamEnded, StreamHandle
+from bridge.doctor import Level, check_ephemeral
+from bridge.labels import parse_labels
+from bridge.model import AllocKind, ExposeMode, LabelError, LiveClaim, Registration, ServiceSpec
+from bridge.port_pool import AsyncPortPool, DurablePortPool
+from bridge.ports import bind_test
+from bridge.reconcile import (
+    EndpointError,
+    apply_pool_work,
+    build_registration,
+    plan,
+    pool_work,
+    published_binding,
+    resolve_endpoint,
+    service_id,
+)
+
+log = structlog.get_logger("bridge.agent")
+
+# Container events that can change what we register; exec_* (HEALTHCHECKs run one every
+# interval), attach, resize and the like cannot, and would only cause idle passes.
+RELEVANT_ACTIONS = frozenset(
+    {
+        "create",
+        "start",
+        "restart",
+        "stop",
+        "die",
+        "kill",
+        "oom",
+        "destroy",
+        "rename",
+        "pause",
+        "unpause",
+        "update",
+    }
+)
+APPLY_CONCURRENCY = 32
+
+
+def detect_advertise_address() -> str:
+    """The address of the interface with the default route; 127.0.0.1 without one.
+
+    A UDP connect sends nothing: it only asks the kernel which source address it would use.
+    """
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1, never routed anywhere real
+            return str(probe.getsockname()[0])
+    except OSError:
+        return "127.0.0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class ManagedService:
+    spec: ServiceSpec
+    registration: Registration
+
+
+class Agent:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.node_id = settings.node_id
+        self.advertise = settings.advertise_address or detect_advertise_address()
+        self.docker = DockerSource(settings.docker_host)
+        self.consul = ConsulSink(
+            settings.consul_url,
+            settings.node_id,
+            token=settings.consul_http_token,
+            cacert=str(settings.consul_cacert) if settings.consul_cacert else None,
+            client_cert=str(settings.consul_client_cert) if settings.consul_client_cert else None,
+            client_key=str(settings.consul_client_key) if settings.consul_client_key else None,
+        )
+        self.pool: AsyncPortPool | None = None
+        self._is_free = bind_test(settings.listen_address)
+
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._full = True
+        self._dirty: set[str] = set()  # container ids to look at again
+        self._gone: set[str] = set()  # container names that events say are gone
+        self._names: dict[str, str] = {}  # container id -> name, as last seen
+        self._failures = 0
+
+        # What the agent believes; /v1/status shows it.
+        self.registered: dict[str, Registration] = {}  # own services, as Consul holds them
+        self.managed: dict[str, ManagedService] = {}  # container name -> service
+        self.skipped: dict[str, LabelError] = {}  # container name -> why
+        self.waiting: dict[str, str] = {}  # container name -> why it has no service yet
+        self.probe_meta: dict[str, dict[str, str]] = {}  # service id -> mcp_server_* meta
+        self.listing_complete = False
+        self.docker_connected = False
+        self.consul_reachable = False
+        self.passes = 0
+
+    # ---- life cycle ---------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self.docker_connected and self.consul_reachable and self.listing_complete
+
+    async def start(self) -> None:
+        ephemeral = check_ephemeral(self.settings.port_range)
+        if ephemeral.level is not Level.OK:
+            log.warning("port_range_overlaps_ephemeral", detail=ephemeral.detail)
+        loop = asyncio.get_running_loop()
+
+        def rebuild_source() -> list[LiveClaim]:
+            # Called (in a worker thread) only when the store is missing or corrupt.
+            return asyncio.run_coroutine_threadsafe(self._live_claims(), loop).result()
+
+        pool = await asyncio.to_thread(
+            DurablePortPool.open,
+            self.settings.state_file,
+            self.settings.port_range,
+            self.settings.reserved_ports,
+            rebuild_source=rebuild_source,
+            is_free=self._is_free,
+        )
+        self.pool = AsyncPortPool(pool)
+        log.info(
+            "agent_started",
+            node_id=self.node_id,
+            advertise=self.advertise,
+            consul=self.settings.consul_url,
+            port_range=str(self.settings.port_range),
+            allocations=len(pool.state),
+        )
+
+    async def run(self) -> None:
+        """Start, then serve until stop() is called."""
+        if self.pool is None:
+            await self.start()
+        tasks = [
+            asyncio.create_task(self._watch_docker(), name="docker-events"),
+            asyncio.create_task(self._resync_timer(), name="resync-timer"),
+        ]
+        loop_task = asyncio.create_task(self._reconcile_loop(), name="reconcile")
+        await self._stopping.wait()
+        for task in tasks:
+            task.cancel()
+        self._wake.set()
+        await loop_task  # finishes the pass under way, if any
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.close()
+
+    def stop(self) -> None:
+        log.info("agent_stopping", node_id=self.node_id)
+        self._stopping.set()
+        self._wake.set()
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+            self.pool = None
+        await self.consul.close()
+        self.docker.close()
+        log.info("agent_stopped", node_id=self.node_id, registrations_kept=len(self.registered))
+
+    # ---- triggers -----------------------------------------------------------------
+
+    def request_full(self) -> None:
+        self._full = True
+        self._wake.set()
+
+    def _on_event(self, event: ContainerEvent) -> None:
+        if event.action not in RELEVANT_ACTIONS and not event.action.startswith("health_status"):
+            return
+        self._dirty.add(event.container_id)
+        if event.name:
+            self._names[event.container_id] = event.name.lstrip("/")
+        if event.action == "destroy" and event.name:
+            self._gone.add(event.name.lstrip("/"))
+        if event.action == "rename" and event.old_name:
+            self._gone.add(event.old_name)
+        self._wake.set()
+
+    async def _resync_timer(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.resync_interval)
+            self.request_full()
+
+    async def _watch_docker(self) -> None:
+        queue: asyncio.Queue[ContainerEvent | StreamEnded] = asyncio.Queue()
+        while not self._stopping.is_set():
+            handle = await self._connect_events(queue)
+            self.docker_connected = True
+            log.info("docker_connected")
+            self.request_full()  # whatever happened while we were away: relist
+            try:
+                while True:
+                    item = await queue.get()
+                    if isinstance(item, StreamEnded):
+                        self.docker_connected = False
+                        log.warning("docker_disconnected", reason=str(item))
+                        break
+                    self._on_event(item)
+            finally:
+                handle.close()
+
+    async def _connect_events(
+        self, queue: asyncio.Queue[ContainerEvent | StreamEnded]
+    ) -> StreamHandle:
+        async for attempt in AsyncRetrying(
+            wait=wait_exponential(multiplier=0.2, max=5.0),
+            retry=retry_if_exception_type(Exception),
+            before_sleep=lambda rs: log.warning(
+                "docker_unreachable",
+                attempt=rs.attempt_number,
+                error=str(rs.outcome.exception()) if rs.outcome else None,
+            ),
+        ):
+            with attempt:
+                return await self.docker.events(queue)
+        raise AssertionError("unreachable")
+
+    # ---- the loop -----------------------------------------------------------------
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            if self._stopping.is_set():
+                return
+            self._wake.clear()
+            full, dirty, gone = self._full, self._dirty, self._gone
+            self._full, self._dirty, self._gone = False, set(), set()
+            try:
+                await self.reconcile(full=full, dirty=dirty, gone=gone)
+                self._failures = 0
+            except Exception as exc:  # Docker or Consul away, or a bug: never kill the loop
+                if isinstance(exc, ConsulUnavailable):
+                    self.consul_reachable = False
+                self._failures += 1
+                delay = min(self.settings.resync_interval, 0.25 * 2 ** min(self._failures, 8))
+                log.error(
+                    "reconcile_failed",
+                    error=f"{type(exc).__name__}: {exc}",
+                    full=full,
+                    retry_in_s=delay,
+                    exc_info=not isinstance(exc, ConsulUnavailable | ConsulRejected | OSError),
+                )
+                # Nothing is lost: the next try is a full pass.
+                self._dirty |= dirty
+                self._gone |= gone
+                self._full = True
+                asyncio.get_running_loop().call_later(delay, self._wake.set)
+
+    async def reconcile(
+        self, *, full: bool, dirty: Iterable[str] = (), gone: Iterable[str] = ()
+    ) -> None:
+        """One pass: list, parse, pool, plan, apply."""
+        assert self.pool is not None
+        started = time.monotonic()
+        dirty_ids = set(dirty)
+        if full:
+            containers = await self.docker.list()
+            own = await self.consul.own_services()
+            self.consul_reachable = True
+            self.registered = own
+            scope: set[str] | None = None
+            gone_names: set[str] = set()
+        else:
+            containers = await self.docker.list(dirty_ids)
+            listed = {c.name for c in containers}
+            known = {self._names[i] for i in dirty_ids if i in self._names}
+            gone_names = (set(gone) | known) - listed
+            scope = {service_id(self.node_id, n) for n in listed | gone_names}
+        for gone_id in dirty_ids - {c.id for c in containers}:
+            self._names.pop(gone_id, None)
+        for container in containers:
+            self._names[container.id] = container.name
+
+        specs: dict[str, ServiceSpec] = {}
+        skipped: dict[str, LabelError] = {}
+        for container in containers:
+            if not container.running:
+                # No service without a running container; and before it runs, Docker
+                # reports neither its address nor its ports, so its labels can't be judged.
+                continue
+            result = parse_labels(container, self.settings)
+            if isinstance(result, LabelError):
+                skipped[container.name] = result
+            elif result is not None:
+                specs[container.name] = result
+        self._note_skipped(
+            skipped, scope_names=None if full else {c.name for c in containers} | gone_names
+        )
+
+        work = pool_work(containers, specs, complete=full, gone=gone_names, sweep=full)
+        settings, is_free = self.settings, self._is_free
+        outcome = await self.pool.run(
+            lambda state: apply_pool_work(
+                state, work, now=time.time(), stale_after=settings.stale_after, is_free=is_free
+            )
+        )
+
+        desired: dict[str, Registration] = {}
+        waiting: dict[str, str] = {}
+        managed: dict[str, ManagedService] = {}
+        for name, spec in specs.items():
+            if not spec.container.running:
+                continue
+            if name in outcome.errors:
+                waiting[name] = str(outcome.errors[name])
+                continue
+            try:
+                endpoint = resolve_endpoint(spec, outcome.ports.get(name), self.advertise)
+            except EndpointError as exc:
+                waiting[name] = str(exc)
+                continue
+            sid = service_id(self.node_id, name)
+            reg = build_registration(spec, endpoint, self.node_id, self.probe_meta.get(sid))
+            desired[sid] = reg
+            managed[name] = ManagedService(spec, reg)
+        scope_names = None if full else {c.name for c in containers} | gone_names
+        self._note_waiting(waiting, scope_names)
+        self._replace(self.managed, managed, scope_names)
+
+        actions = plan(
+            desired,
+            self.registered,
+            scope=scope,
+            listing_complete=self.listing_complete or full,
+        )
+        failures = await self._apply(actions.register, actions.deregister)
+        if full:
+            self.listing_complete = True
+        self.passes += 1
+        log.debug(
+            "reconcile_done",
+            full=full,
+            containers=len(containers),
+            registered=len(actions.register),
+            deregistered=len(actions.deregister),
+            seconds=round(time.monotonic() - started, 4),
+        )
+        if outcome.released and self.waiting:
+            # Ports came free: give them to whoever waits, now rather than at the next resync.
+            self.request_full()
+        if failures:
+            raise ConsulUnavailable(f"{failures} Consul changes failed; retrying")
+
+    def _replace(
+        self, target: dict[str, Any], fresh: dict[str, Any], scope_names: set[str] | None
+    ) -> None:
+        if scope_names is None:
+            target.clear()
+        else:
+            for name in scope_names:
+                target.pop(name, None)
+        target.update(fresh)
+
+    def _note_skipped(self, skipped: dict[str, LabelError], scope_names: set[str] | None) -> None:
+        for name, error in skipped.items():
+            if self.skipped.get(name) != error:  # once per new reason, not every resync
+                log.error(
+                    "container_skipped",
+                    container=name,
+                    label=error.label,
+                    value=error.value[:200],
+                    reason=error.reason,
+                )
+        self._replace(self.skipped, skipped, scope_names)
+
+    def _note_waiting(self, waiting: dict[str, str], scope_names: set[str] | None) -> None:
+        for name, reason in waiting.items():
+            if self.waiting.get(name) != reason:
+                log.warning("container_waiting", container=name, reason=reason)
+        self._replace(self.waiting, waiting, scope_names)
+
+    async def _apply(self, register: Iterable[Registration], deregister: Iterable[str]) -> int:
+        limit = asyncio.Semaphore(APPLY_CONCURRENCY)
+        failures = 0
+
+        async def do_register(reg: Registration) -> None:
+            nonlocal failures
+            async with limit:
+                try:
+                    await self.consul.register(reg)
+                except (ConsulUnavailable, ConsulRejected) as exc:
+                    failures += 1
+                    log.error(
+                        "consul_register_failed",
+                        container=reg.meta.get("container_name"),
+                        service=reg.name,
+                        service_id=reg.service_id,
+                        error=str(exc),
+                    )
+                    return
+            self.registered[reg.service_id] = reg
+            self.consul_reachable = True
+            log.info(
+                "service_registered",
+                container=reg.meta.get("container_name"),
+                service=reg.name,
+                service_id=reg.service_id,
+                address=reg.address,
+                port=reg.port,
+                expose=reg.meta.get("expose"),
+            )
+
+        async def do_deregister(sid: str) -> None:
+            nonlocal failures
+            old = self.registered.get(sid)
+            async with limit:
+                try:
+                    await self.consul.deregister(sid)
+                except (ConsulUnavailable, ConsulRejected) as exc:
+                    failures += 1
+                    log.error("consul_deregister_failed", service_id=sid, error=str(exc))
+                    return
+            self.registered.pop(sid, None)
+            self.probe_meta.pop(sid, None)
+            log.info(
+                "service_deregistered",
+                container=old.meta.get("container_name") if old else None,
+                service=old.name if old else None,
+                service_id=sid,
+            )
+
+        await asyncio.gather(
+            *(do_register(r) for r in register), *(do_deregister(s) for s in deregister)
+        )
+        return failures
+
+    # ---- rebuilding a lost store ------------------------------------------------------
+
+    async def _live_claims(self) -> list[LiveClaim]:
+        """What running containers hold, from Docker and our own Consul meta.
+
+        Waits until both answer: rebuilding without Consul would forget the proxy ports of
+        running containers and could hand one out twice.
+        """
+        async for attempt in AsyncRetrying(
+            wait=wait_exponential(multiplier=0.2, max=5.0),
+            retry=retry_if_exception_type(Exception),
+            before_sleep=lambda rs: log.warning(
+                "state_rebuild_waiting",
+                attempt=rs.attempt_number,
+                error=str(rs.outcome.exception()) if rs.outcome else None,
+            ),
+        ):
+            with attempt:
+                containers = await self.docker.list()
+                own = await self.consul.own_services()
+        running = {c.name: c.running for c in containers}
+        claims: list[LiveClaim] = []
+        for container in containers:
+            spec = parse_labels(container, self.settings)
+            if isinstance(spec, ServiceSpec) and spec.expose is ExposeMode.PUBLISHED:
+                binding = published_binding(spec)
+                if binding is not None:
+                    claims.append(
+                        LiveClaim(container.name, binding[1], AllocKind.EXTERNAL, container.running)
+                    )
+        for reg in own.values():
+            name, host_port = reg.meta.get("container_name"), reg.meta.get("host_port")
+            if reg.meta.get("expose") == "proxy" and name and host_port and host_port.isdigit():
+                claims.append(
+                    LiveClaim(name, int(host_port), AllocKind.POOL, running.get(name, False))
+                )
+        log.info(
+            "state_rebuild_sources",
+            containers=len(containers),
+            services=len(own),
+            claims=len(claims),
+        )
+        return claims
+
+    # ---- status -------------------------------------------------------------------------
+
+    async def status(self) -> dict[str, Any]:
+        checks: dict[str, Any] = {}
+        with contextlib.suppress(ConsulUnavailable, ConsulRejected):
+            checks = await self.consul.checks()
+        managed = []
+        for name, item in sorted(self.managed.items()):
+            reg = item.registration
+            states = [
+                {
+                    "check_id": cid,
+                    "status": c.get("Status"),
+                    "output": str(c.get("Output", ""))[:300],
+                }
+                for cid, c in checks.items()
+                if c.get("ServiceID") == reg.service_id
+            ]
+            managed.append(
+                {
+                    "container": name,
+                    "container_id": item.spec.container.id,
+                    "service": reg.name,
+                    "service_id": reg.service_id,
+                    "address": reg.address,
+                    "port": reg.port,
+                    "host_port": reg.meta.get("host_port"),
+                    "expose": item.spec.expose.value,
+                    "check": item.spec.check.kind.value,
+                    "check_status": states[0]["status"] if states else None,
+                    "checks": states,
+                    "registered": reg.service_id in self.registered,
+                }
+            )
+        return {
+            "node_id": self.node_id,
+            "ready": self.ready,
+            "docker_connected": self.docker_connected,
+            "consul_reachable": self.consul_reachable,
+            "consul_url": self.settings.consul_url,
+            "advertise_address": self.advertise,
+            "passes": self.passes,
+            "managed": managed,
+            "skipped": [
+                {"container": n, "label": e.label, "value": e.value[:200], "reason": e.reason}
+                for n, e in sorted(self.skipped.items())
+            ],
+            "waiting": [{"container": n, "reason": r} for n, r in sorted(self.waiting.items())],
+        }

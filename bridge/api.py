@@ -1,0 +1,63 @@
+"""The agent's own HTTP endpoint (BRIDGE_HTTP_ADDR): health, readiness, status, ports."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from bridge.agent import Agent
+
+
+def build_app(agent: Agent) -> web.Application:
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"alive": True})
+
+    async def readyz(_: web.Request) -> web.Response:
+        body = {
+            "ready": agent.ready,
+            "docker_connected": agent.docker_connected,
+            "consul_reachable": agent.consul_reachable,
+            "first_full_pass_done": agent.listing_complete,
+        }
+        return web.json_response(body, status=200 if agent.ready else 503)
+
+    async def status(_: web.Request) -> web.Response:
+        return web.json_response(await agent.status())
+
+    async def ports(_: web.Request) -> web.Response:
+        if agent.pool is None:
+            return web.json_response({"error": "pool not open yet"}, status=503)
+        state = agent.pool.state
+        now = time.time()
+        return web.json_response(
+            {
+                "range": str(state.port_range),
+                "free": state.free_count(),
+                "holders": state.holders(),
+                "allocations": [
+                    {
+                        "port": a.port,
+                        "owner": a.owner,
+                        "state": a.state.value,
+                        "kind": a.kind.value,
+                        "age_s": round(now - a.allocated_at, 3),
+                    }
+                    for a in state.allocations()
+                ],
+            }
+        )
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/v1/status", status)
+    app.router.add_get("/v1/ports", ports)
+    return app
+
+
+async def serve(agent: Agent, host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(build_app(agent), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner

@@ -1,0 +1,190 @@
+"""Consul, behind a thin adapter (py-consul, the maintained fork of python-consul2).
+
+It only ever lists, changes or removes services whose meta says managed_by=mcp-bridge and
+bridge_node=<our node id>: anything else in Consul is not ours to touch. Calls retry a few
+times with backoff for passing faults; a fault that outlasts that is raised, and the
+agent's next pass tries again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import aiohttp
+import consul
+import consul.aio
+import consul.exceptions
+import structlog
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from bridge.model import Registration
+
+T = TypeVar("T")
+log = structlog.get_logger("bridge.consul")
+
+MANAGED_BY = "mcp-bridge"
+
+
+class ConsulUnavailable(Exception):
+    """Consul did not answer, or answered 5xx, even after a few tries."""
+
+
+class ConsulRejected(Exception):
+    """Consul answered 4xx: retrying the same request would not help."""
+
+
+_REJECTIONS = (
+    consul.exceptions.BadRequest,
+    consul.exceptions.ACLDisabled,
+    consul.exceptions.ACLPermissionDenied,
+    consul.exceptions.NotFound,
+    consul.exceptions.ClientError,
+)
+_FAULTS = (aiohttp.ClientError, consul.ConsulException, TimeoutError, OSError)
+
+
+def _is_passing_fault(exc: BaseException) -> bool:
+    return isinstance(exc, _FAULTS) and not isinstance(exc, _REJECTIONS)
+
+
+class ConsulSink:
+    def __init__(
+        self,
+        url: str,
+        node_id: str,
+        *,
+        token: str | None = None,
+        cacert: str | None = None,
+        client_cert: str | None = None,
+        client_key: str | None = None,
+        timeout: float = 10.0,
+        attempts: int = 3,
+    ) -> None:
+        self.url = url
+        self.node_id = node_id
+        self._token = token
+        self._cacert = cacert
+        self._cert = (client_cert, client_key) if client_cert and client_key else client_cert
+        self._timeout = timeout
+        self._attempts = attempts
+        self._client: consul.aio.Consul | None = None
+
+    def _consul(self) -> consul.aio.Consul:
+        # Created lazily inside the running loop: py-consul's aio session binds to it.
+        if self._client is None:
+            parts = urlsplit(self.url)
+            scheme = parts.scheme
+            self._client = consul.aio.Consul(
+                host=parts.hostname,
+                port=parts.port or (443 if scheme == "https" else 80),
+                scheme=scheme,
+                token=self._token,
+                verify=self._cacert or True,
+                cert=self._cert,
+                connections_timeout=self._timeout,
+            )
+        return self._client
+
+    async def _call(self, what: str, make: Callable[[consul.aio.Consul], Awaitable[T]]) -> T:
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(self._attempts),
+                wait=wait_exponential(multiplier=0.1, max=1.0),
+                retry=retry_if_exception(_is_passing_fault),
+                reraise=True,
+            ):
+                with attempt:
+                    return await make(self._consul())
+        except _REJECTIONS as exc:
+            raise ConsulRejected(f"{what}: Consul refused it: {exc}") from exc
+        except _FAULTS as exc:
+            raise ConsulUnavailable(f"{what} at {self.url}: {type(exc).__name__}: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    async def leader(self) -> str:
+        return str(await self._call("status/leader", lambda c: c.status.leader()))
+
+    def is_ours(self, service: Mapping[str, Any]) -> bool:
+        meta = service.get("Meta") or {}
+        return meta.get("managed_by") == MANAGED_BY and meta.get("bridge_node") == self.node_id
+
+    async def own_services(self) -> dict[str, Registration]:
+        services: Mapping[str, Mapping[str, Any]] = await self._call(
+            "agent/services", lambda c: c.agent.services()
+        )
+        return {
+            sid: Registration(
+                service_id=sid,
+                name=str(s.get("Service", "")),
+                address=str(s.get("Address", "")),
+                port=int(s.get("Port") or 0),
+                tags=tuple(s.get("Tags") or ()),
+                meta=dict(s.get("Meta") or {}),
+            )
+            for sid, s in services.items()
+            if self.is_ours(s)
+        }
+
+    async def checks(self) -> dict[str, Mapping[str, Any]]:
+        """Our services' checks, by check id (status, output, service id)."""
+        checks: Mapping[str, Mapping[str, Any]] = await self._call(
+            "agent/checks", lambda c: c.agent.checks()
+        )
+        prefix = f"{self.node_id}:"
+        return {
+            cid: c for cid, c in checks.items() if str(c.get("ServiceID", "")).startswith(prefix)
+        }
+
+    async def register(self, reg: Registration) -> None:
+        if reg.meta.get("managed_by") != MANAGED_BY or reg.meta.get("bridge_node") != self.node_id:
+            raise ValueError(f"refusing to register {reg.service_id} without our meta")
+        checks = [dict(c) for c in reg.checks]
+        await self._call(
+            f"register {reg.service_id}",
+            lambda c: c.agent.service.register(
+                name=reg.name,
+                service_id=reg.service_id,
+                address=reg.address,
+                port=reg.port,
+                tags=list(reg.tags),
+                meta=dict(reg.meta),
+                check=checks[0] if checks else None,
+                extra_checks=checks[1:],
+                # Checks not in this request are dropped: a changed check kind leaves no
+                # stale check behind.
+                replace_existing_checks=True,
+            ),
+        )
+
+    async def deregister(self, service_id: str) -> None:
+        if not service_id.startswith(f"{self.node_id}:"):
+            raise ValueError(f"refusing to deregister {service_id}: not ours")
+        await self._call(
+            f"deregister {service_id}", lambda c: c.agent.service.deregister(service_id)
+        )
+
+    async def update_ttl(self, check_id: str, status: str, output: str) -> None:
+        """Report a TTL check: status is passing, warning or critical."""
+        note = output[:1000]
+
+        def send(c: consul.aio.Consul) -> Awaitable[Any]:
+            check = c.agent.check
+            report = {"passing": check.ttl_pass, "warning": check.ttl_warn}.get(
+                status, check.ttl_fail
+            )
+            result: Awaitable[Any] = report(check_id, note)
+            return result
+
+        await self._call(f"check {check_id}", send)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None

@@ -1,0 +1,181 @@
+"""Docker, behind a thin adapter: one-call listings and the container event stream.
+
+The SDK blocks, so every call runs in a worker thread; the event stream gets a thread of
+its own because it lives as long as the connection. Nothing here retries: the agent owns
+reconnection and backoff, because it also owns what to do after a reconnect (relist).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import docker
+import structlog
+
+from bridge.model import Container, PortBinding
+
+log = structlog.get_logger("bridge.docker")
+
+_HEALTH = re.compile(r"\((healthy|unhealthy|health: starting)\)")
+
+
+def parse_row(row: Mapping[str, Any]) -> Container:
+    """One row of GET /containers/json into a Container. Tolerates missing fields."""
+    names = row.get("Names") or []
+    name = (names[0] if names else str(row.get("Id", ""))[:12]).lstrip("/")
+    exposed: set[int] = set()
+    published: dict[int, list[PortBinding]] = {}
+    for port in row.get("Ports") or []:
+        if port.get("Type") != "tcp" or not isinstance(port.get("PrivatePort"), int):
+            continue
+        private = port["PrivatePort"]
+        exposed.add(private)
+        public = port.get("PublicPort")
+        if isinstance(public, int) and public > 0:
+            published.setdefault(private, []).append(PortBinding(port.get("IP") or "", public))
+    networks = {
+        net: (info or {}).get("IPAddress") or ""
+        for net, info in ((row.get("NetworkSettings") or {}).get("Networks") or {}).items()
+    }
+    health = _HEALTH.search(str(row.get("Status") or ""))
+    return Container(
+        id=str(row.get("Id", "")),
+        name=name,
+        image=str(row.get("Image", "")),
+        state=str(row.get("State", "")),
+        labels=dict(row.get("Labels") or {}),
+        exposed_tcp=frozenset(exposed),
+        published={
+            p: tuple(sorted(b, key=lambda x: (x.host_ip, x.host_port)))
+            for p, b in published.items()
+        },
+        networks=networks,
+        health=None if health is None else health.group(1).removeprefix("health: "),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerEvent:
+    container_id: str
+    action: str
+    name: str | None  # the container's name at the time of the event
+    old_name: str | None = None  # for rename events
+
+
+class StreamEnded(Exception):
+    """The event stream closed or failed; the agent reconnects and relists."""
+
+
+class DockerSource:
+    def __init__(self, docker_host: str | None = None, timeout: float = 30.0) -> None:
+        self._docker_host = docker_host
+        self._timeout = timeout
+        self._client: docker.DockerClient | None = None
+        self._lock = threading.Lock()
+
+    def _api(self) -> Any:
+        """The low-level client, made on first use (in a worker thread).
+
+        Made lazily because the SDK asks the engine for its API version when a client is
+        made: an agent started while Docker is away must wait for it, not crash.
+        """
+        with self._lock:
+            if self._client is None:
+                # from_env honours DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH.
+                env = None if self._docker_host is None else {"DOCKER_HOST": self._docker_host}
+                self._client = docker.from_env(timeout=int(self._timeout), environment=env)
+            return self._client.api
+
+    async def ping(self) -> bool:
+        return bool(await asyncio.to_thread(lambda: self._api().ping()))
+
+    async def list(self, ids: Iterable[str] | None = None) -> list[Container]:
+        """All containers (None), or just these ids; one API call either way."""
+        filters: dict[str, Any] | None = None
+        if ids is not None:
+            wanted = sorted(set(ids))
+            if not wanted:
+                return []
+            filters = {"id": wanted}
+        rows = await asyncio.to_thread(lambda: self._api().containers(all=True, filters=filters))
+        return [parse_row(r) for r in rows]
+
+    async def events(self, queue: asyncio.Queue[ContainerEvent | StreamEnded]) -> StreamHandle:
+        """Open the container event stream; events (then one StreamEnded) go to `queue`."""
+        stream = await asyncio.to_thread(
+            lambda: self._api().events(decode=True, filters={"type": ["container"]})
+        )
+        handle = StreamHandle(stream, queue, asyncio.get_running_loop())
+        handle.start()
+        return handle
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+
+class StreamHandle:
+    """Reads one event stream on its own thread until it ends or is closed."""
+
+    def __init__(
+        self,
+        stream: Any,
+        queue: asyncio.Queue[ContainerEvent | StreamEnded],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._stream = stream
+        self._queue = queue
+        self._loop = loop
+        self._closed = False
+        self._thread = threading.Thread(target=self._read, name="docker-events", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _put(self, item: ContainerEvent | StreamEnded) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is gone: we are shutting down
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+
+    def _read(self) -> None:
+        reason = "end of stream"
+        try:
+            for raw in self._stream:
+                event = _parse_event(raw)
+                if event is not None:
+                    self._put(event)
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+        if not self._closed:
+            self._put(StreamEnded(reason))
+
+    def close(self) -> None:
+        self._closed = True
+        # Closing unblocks the reader thread; a dead stream may fail to close: no matter.
+        with contextlib.suppress(Exception):
+            self._stream.close()
+
+
+def _parse_event(raw: Any) -> ContainerEvent | None:
+    if not isinstance(raw, dict) or raw.get("Type", "container") != "container":
+        return None
+    actor = raw.get("Actor") or {}
+    attributes = actor.get("Attributes") or {}
+    container_id = actor.get("ID") or raw.get("id")
+    if not container_id:
+        return None
+    action = str(raw.get("Action") or raw.get("status") or "")
+    old_name = attributes.get("oldName")
+    return ContainerEvent(
+        container_id=str(container_id),
+        action=action,
+        name=attributes.get("name"),
+        old_name=old_name.lstrip("/") if isinstance(old_name, str) else None,
+    )

@@ -1,0 +1,276 @@
+"""Integration tests: the real Docker engine and the real Consul agent, no mocks.
+
+scripts/local-services.sh starts both when nothing answers (it is what `.ci/run` and the
+README's commands use). Missing services are a failure, never a skip.
+
+Each test's agent runs as a real `python -m bridge run` process with its own label
+prefix, name pattern, node id, port range, state file and HTTP port, so tests cannot
+see each other's containers even if a clean-up failed.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+ROOT = Path(__file__).parents[2]
+SERVICES = ROOT / "scripts" / "local-services.sh"
+IMAGE = "mcp-bridge/busybox:local"
+TEST_LABEL = "mcp-bridge-test"
+WAIT = 60.0  # a liveness bound for polling, not a timing assertion
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def services() -> dict[str, str]:
+    """Docker + Consul up (started if needed) and the busybox image built."""
+    result = subprocess.run(
+        [str(SERVICES), "up"], capture_output=True, text=True, timeout=900, check=False
+    )
+    assert result.returncode == 0, f"local services failed to start:\n{result.stderr[-3000:]}"
+    env: dict[str, str] = {}
+    for line in result.stdout.splitlines():
+        if line.startswith("export "):
+            key, _, value = line.removeprefix("export ").partition("=")
+            env[key] = value.strip("'\"")
+    os.environ.update(env)
+    built = subprocess.run(
+        [str(SERVICES), "busybox-image"], capture_output=True, text=True, timeout=600
+    )
+    assert built.returncode == 0, built.stderr[-3000:]
+    return env
+
+
+@pytest.fixture(scope="session")
+def docker_client(services: dict[str, str]) -> Iterator[docker.DockerClient]:
+    client = docker.from_env()
+    yield client
+    for c in client.containers.list(all=True, filters={"label": TEST_LABEL}):
+        c.remove(force=True)
+    client.close()
+
+
+def consul_url() -> str:
+    return os.environ.get("BRIDGE_CONSUL_URL", "http://127.0.0.1:8500")
+
+
+def consul_get(path: str) -> Any:
+    with urllib.request.urlopen(consul_url() + path, timeout=10) as response:
+        return json.load(response)
+
+
+def consul_put(path: str, body: Any = None) -> None:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(consul_url() + path, data=data, method="PUT")
+    with urllib.request.urlopen(request, timeout=10):
+        pass
+
+
+def wait_for(what: str, predicate: Callable[[], Any], timeout: float = WAIT) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+        except (OSError, urllib.error.URLError, ValueError) as exc:
+            last = exc
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(0.1)
+    raise AssertionError(f"gave up waiting for {what}; last saw {last!r}")
+
+
+def http_status(address: str, port: int, path: str = "/") -> int:
+    """The status of one GET: any status means something answered at address:port."""
+    connection = http.client.HTTPConnection(address, port, timeout=10)
+    try:
+        connection.request("GET", path)
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def free_tcp_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+_range_counter = iter(range(100))
+
+
+@dataclass
+class AgentProcess:
+    """One `mcp-bridge run`, as a user starts it."""
+
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+    _log_offset: int = field(default=0)
+
+    @property
+    def node_id(self) -> str:
+        return self.env["BRIDGE_NODE_ID"]
+
+    @property
+    def http(self) -> str:
+        return "http://" + self.env["BRIDGE_HTTP_ADDR"]
+
+    def start(self, wait_ready: bool = True) -> AgentProcess:
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bridge", "run"],
+            env={**os.environ, **self.env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+        log.close()
+        self.starts += 1
+        if wait_ready:
+            wait_for("agent ready", self.ready)
+        return self
+
+    def ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(
+                f"agent exited with {self.proc.returncode}:\n{self.logs()[-3000:]}"
+            )
+        try:
+            with urllib.request.urlopen(self.http + "/readyz", timeout=2) as r:
+                return bool(json.load(r)["ready"])
+        except urllib.error.HTTPError:
+            return False
+
+    def status(self) -> dict[str, Any]:
+        with urllib.request.urlopen(self.http + "/v1/status", timeout=10) as r:
+            return dict(json.load(r))
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=30)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        found = []
+        for line in self.logs().splitlines():
+            if line.startswith("{"):
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                if event.get("event") == name:
+                    found.append(event)
+        return found
+
+
+@dataclass
+class Bridge:
+    """One test's world: its agent, its label prefix, its containers, its Consul view."""
+
+    docker: docker.DockerClient
+    agent: AgentProcess
+    prefix: str  # label prefix, e.g. "it3f2a."
+    tag: str  # container name prefix, e.g. "it3f2a-"
+
+    def labels(self, dotted: dict[str, str] | None = None, **plain: str) -> dict[str, str]:
+        """Labels under this test's prefix: labels(enable="true", port="8080") or, for
+        names with dots, labels({"check.interval": "1s"})."""
+        merged = {**(dotted or {}), **plain}
+        return {TEST_LABEL: "1", **{self.prefix + k: v for k, v in merged.items()}}
+
+    def run(self, name: str, *, labels: dict[str, str] | None = None, **kwargs: Any) -> Any:
+        kwargs.setdefault("command", ["httpd", "-f", "-p", "8080"])
+        return self.docker.containers.run(
+            IMAGE,
+            name=self.tag + name,
+            labels=labels if labels is not None else self.labels(enable="true", port="8080"),
+            detach=True,
+            **kwargs,
+        )
+
+    def services(self) -> dict[str, dict[str, Any]]:
+        """Our node's services in the local Consul agent."""
+        return {
+            sid: s
+            for sid, s in consul_get("/v1/agent/services").items()
+            if (s.get("Meta") or {}).get("bridge_node") == self.agent.node_id
+        }
+
+    def service(self, container: str) -> dict[str, Any] | None:
+        return self.services().get(f"{self.agent.node_id}:{self.tag}{container}")
+
+
+@pytest.fixture
+def bridge(
+    docker_client: docker.DockerClient, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Bridge]:
+    token = secrets.token_hex(3)
+    base = 21000 + 50 * next(_range_counter)
+    env = {
+        "BRIDGE_NODE_ID": f"it-{token}",
+        "BRIDGE_LABEL_PREFIX": f"it{token}.",
+        "BRIDGE_NAME_PATTERN": f"^it{token}-",
+        "BRIDGE_STATE_FILE": str(tmp_path / "state" / "state.db"),
+        "BRIDGE_PORT_RANGE": f"{base}-{base + 49}",
+        "BRIDGE_HTTP_ADDR": f"127.0.0.1:{free_tcp_port()}",
+        "BRIDGE_ADVERTISE_ADDRESS": "127.0.0.1",
+        "BRIDGE_RESYNC_INTERVAL": "2s",
+        "BRIDGE_STALE_AFTER": "3s",
+        "BRIDGE_LOG_FORMAT": "json",
+        "BRIDGE_LOG_LEVEL": "debug",
+        "BRIDGE_CONSUL_URL": consul_url(),
+    }
+    marker = request.node.get_closest_marker("bridge_env")
+    if marker:
+        env.update(marker.args[0])
+    agent = AgentProcess(env, tmp_path / "agent.log")
+    world = Bridge(docker_client, agent, env["BRIDGE_LABEL_PREFIX"], f"it{token}-")
+    yield world
+    if agent.proc is not None and agent.proc.poll() is None:
+        agent.kill()
+    for c in docker_client.containers.list(all=True, filters={"name": world.tag}):
+        c.remove(force=True)
+    for sid in list(world.services()):
+        consul_put(f"/v1/agent/service/deregister/{sid}")
+    if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
+        print(agent.logs()[-5000:])
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    setattr(item, "rep_" + report.when, report)
+    return report

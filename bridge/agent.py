@@ -75,6 +75,10 @@ def detect_advertise_address() -> str:
         return "127.0.0.1"
 
 
+class ApplyFailed(Exception):
+    """Some registrations or deregistrations failed; each was logged with its reason."""
+
+
 @dataclass(frozen=True, slots=True)
 class ManagedService:
     spec: ServiceSpec
@@ -121,7 +125,14 @@ class Agent:
 
     @property
     def ready(self) -> bool:
-        return self.docker_connected and self.consul_reachable and self.listing_complete
+        """Docker and Consul answer, a full pass is done, and the last pass applied cleanly
+        (a Consul that answers but refuses our writes leaves us not ready)."""
+        return (
+            self.docker_connected
+            and self.consul_reachable
+            and self.listing_complete
+            and self._failures == 0
+        )
 
     async def start(self) -> None:
         ephemeral = check_ephemeral(self.settings.port_range)
@@ -261,7 +272,9 @@ class Agent:
                     error=f"{type(exc).__name__}: {exc}",
                     full=full,
                     retry_in_s=delay,
-                    exc_info=not isinstance(exc, ConsulUnavailable | ConsulRejected | OSError),
+                    exc_info=not isinstance(
+                        exc, ConsulUnavailable | ConsulRejected | ApplyFailed | OSError
+                    ),
                 )
                 # Nothing is lost: the next try is a full pass.
                 self._dirty |= dirty
@@ -362,7 +375,9 @@ class Agent:
             # Ports came free: give them to whoever waits, now rather than at the next resync.
             self.request_full()
         if failures:
-            raise ConsulUnavailable(f"{failures} Consul changes failed; retrying")
+            raise ApplyFailed(
+                f"{failures} Consul changes failed (see consul_*_failed events); retrying"
+            )
 
     def _replace(
         self, target: dict[str, Any], fresh: dict[str, Any], scope_names: set[str] | None

@@ -27,8 +27,11 @@ _HEALTH = re.compile(r"\((healthy|unhealthy|health: starting)\)")
 
 def parse_row(row: Mapping[str, Any]) -> Container:
     """One row of GET /containers/json into a Container. Tolerates missing fields."""
-    names = row.get("Names") or []
-    name = (names[0] if names else str(row.get("Id", ""))[:12]).lstrip("/")
+    names = [str(n) for n in row.get("Names") or []]
+    # A container that others --link to also carries "/<linker>/<alias>" names, and the
+    # engine may list one of those first: its own name is the one with no inner "/".
+    own = [n for n in names if "/" not in n.lstrip("/")]
+    name = (own[0] if own else names[0] if names else str(row.get("Id", ""))[:12]).lstrip("/")
     exposed: set[int] = set()
     published: dict[int, list[PortBinding]] = {}
     for port in row.get("Ports") or []:
@@ -109,7 +112,7 @@ class DockerSource:
     async def events(self, queue: asyncio.Queue[ContainerEvent | StreamEnded]) -> StreamHandle:
         """Open the container event stream; events (then one StreamEnded) go to `queue`."""
         stream = await asyncio.to_thread(
-            lambda: self._api().events(decode=True, filters={"type": ["container"]})
+            lambda: self._api().events(decode=True, filters={"type": ["container", "network"]})
         )
         handle = StreamHandle(stream, queue, asyncio.get_running_loop())
         handle.start()
@@ -164,10 +167,19 @@ class StreamHandle:
 
 
 def _parse_event(raw: Any) -> ContainerEvent | None:
-    if not isinstance(raw, dict) or raw.get("Type", "container") != "container":
+    if not isinstance(raw, dict):
         return None
     actor = raw.get("Actor") or {}
     attributes = actor.get("Attributes") or {}
+    if raw.get("Type") == "network":
+        # connect/disconnect change a container's address: look at that container again.
+        container = attributes.get("container")
+        action = str(raw.get("Action") or "")
+        if action not in ("connect", "disconnect") or not container:
+            return None
+        return ContainerEvent(container_id=str(container), action=f"network_{action}", name=None)
+    if raw.get("Type", "container") != "container":
+        return None
     container_id = actor.get("ID") or raw.get("id")
     if not container_id:
         return None

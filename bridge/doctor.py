@@ -6,6 +6,7 @@ that work today but will bite (a pool range the kernel also uses for outgoing po
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import os
 from collections.abc import Iterator
@@ -108,10 +109,64 @@ def check_state_file(path: Path) -> Finding:
     )
 
 
-def run_checks(settings: Settings) -> list[Finding]:
+async def check_services(settings: Settings) -> list[Finding]:
+    """Can we reach Docker and Consul, with the settings the agent would use?"""
+    # Imported here: the pool checks above must work without Docker's SDK loaded.
+    from bridge.consul_sink import ConsulSink
+    from bridge.docker_source import DockerSource
+
+    findings = []
+    docker = DockerSource(settings.docker_host, timeout=5)
+    where = settings.docker_host or "the local socket (DOCKER_HOST unset)"
+    try:
+        containers = await asyncio.wait_for(docker.list(), 10)
+        findings.append(
+            Finding(Level.OK, "docker", f"{where} answers; {len(containers)} containers")
+        )
+    except Exception as exc:
+        findings.append(Finding(Level.FAIL, "docker", f"cannot reach Docker at {where}: {exc}"))
+    finally:
+        docker.close()
+    consul = ConsulSink(
+        settings.consul_url,
+        settings.node_id,
+        token=settings.consul_http_token,
+        cacert=str(settings.consul_cacert) if settings.consul_cacert else None,
+        client_cert=str(settings.consul_client_cert) if settings.consul_client_cert else None,
+        client_key=str(settings.consul_client_key) if settings.consul_client_key else None,
+        timeout=5,
+        attempts=1,
+    )
+    try:
+        leader = await consul.leader()
+        own = await consul.own_services()
+        if not leader:
+            findings.append(Finding(Level.FAIL, "consul", f"{settings.consul_url} has no leader"))
+        else:
+            findings.append(
+                Finding(
+                    Level.OK,
+                    "consul",
+                    f"{settings.consul_url} answers, leader {leader},"
+                    f" {len(own)} services of node {settings.node_id}",
+                )
+            )
+    except Exception as exc:
+        findings.append(
+            Finding(Level.FAIL, "consul", f"cannot use Consul at {settings.consul_url}: {exc}")
+        )
+    finally:
+        await consul.close()
+    return findings
+
+
+def run_checks(settings: Settings, *, services: bool = True) -> list[Finding]:
     state = check_state_file(settings.state_file)
     try:
         ours = frozenset(a.port for a in read_snapshot(settings.state_file).allocations)
     except StoreError:
         ours = frozenset()
-    return [state, *check_pool(settings, ours)]
+    findings = [state, *check_pool(settings, ours)]
+    if services:
+        findings += asyncio.run(check_services(settings))
+    return findings

@@ -78,10 +78,15 @@ def test_ports_on_a_corrupt_store_says_so(tmp_path: Path) -> None:
     assert "unreadable" in result.stderr and "rebuilds" in result.stderr
 
 
-def test_doctor_passes_on_a_sound_setup(tmp_path: Path) -> None:
-    result = run("doctor", env={"BRIDGE_STATE_FILE": str(tmp_path / "state.db")})
-    assert result.returncode == 0, result.stdout
-    assert "state file" in result.stdout and "port range" in result.stdout
+NOWHERE = {"DOCKER_HOST": "unix:///nonexistent.sock", "BRIDGE_CONSUL_URL": "http://127.0.0.1:9"}
+
+
+def test_doctor_checks_the_pool_and_names_unreachable_services(tmp_path: Path) -> None:
+    result = run("doctor", env={"BRIDGE_STATE_FILE": str(tmp_path / "state.db"), **NOWHERE})
+    assert result.returncode == 1, result.stdout
+    assert "ok    state file" in result.stdout and "ok    port range" in result.stdout
+    assert "FAIL  docker: cannot reach Docker at unix:///nonexistent.sock" in result.stdout
+    assert "FAIL  consul: cannot use Consul at http://127.0.0.1:9" in result.stdout
 
 
 def test_doctor_warns_when_the_range_overlaps_the_ephemeral_ports(tmp_path: Path) -> None:
@@ -89,9 +94,9 @@ def test_doctor_warns_when_the_range_overlaps_the_ephemeral_ports(tmp_path: Path
     env = {
         "BRIDGE_STATE_FILE": str(tmp_path / "state.db"),
         "BRIDGE_PORT_RANGE": f"{high - 50}-{high + 50}",
+        **NOWHERE,
     }
     result = run("doctor", env=env)
-    assert result.returncode == 0, result.stdout
     assert "WARN  ephemeral range" in result.stdout
     assert f"({high - 50}-{high})" in result.stdout
 
@@ -99,6 +104,6 @@ def test_doctor_warns_when_the_range_overlaps_the_ephemeral_ports(tmp_path: Path
 def test_doctor_fails_on_a_corrupt_store(tmp_path: Path) -> None:
     store = tmp_path / "state.db"
     store.write_bytes(b"\x00garbage" * 512)
-    result = run("doctor", env={"BRIDGE_STATE_FILE": str(store)})
+    result = run("doctor", env={"BRIDGE_STATE_FILE": str(store), **NOWHERE})
     assert result.returncode == 1
     assert "FAIL  state file" in result.stdout

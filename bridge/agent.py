@@ -20,18 +20,29 @@ from typing import Any
 import structlog
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
+from bridge.checks import CheckRunner, CheckTarget
 from bridge.config import Settings
 from bridge.consul_sink import ConsulRejected, ConsulSink, ConsulUnavailable
 from bridge.docker_source import ContainerEvent, DockerSource, StreamEnded, StreamHandle
 from bridge.doctor import Level, check_ephemeral
+from bridge.expose import ExposeManager, Target
 from bridge.labels import parse_labels
-from bridge.model import AllocKind, ExposeMode, LabelError, LiveClaim, Registration, ServiceSpec
+from bridge.model import (
+    AllocKind,
+    CheckKind,
+    ExposeMode,
+    LabelError,
+    LiveClaim,
+    Registration,
+    ServiceSpec,
+)
 from bridge.port_pool import AsyncPortPool, DurablePortPool
 from bridge.ports import bind_test
 from bridge.reconcile import (
     EndpointError,
     apply_pool_work,
     build_registration,
+    check_id,
     plan,
     pool_work,
     published_binding,
@@ -101,6 +112,10 @@ class Agent:
         )
         self.pool: AsyncPortPool | None = None
         self._is_free = bind_test(settings.listen_address)
+        self.expose = ExposeManager(settings.listen_address)
+        self.checks = CheckRunner(
+            self.consul, on_meta=self._on_probe_meta, health_of=self._health_of
+        )
 
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -185,6 +200,10 @@ class Agent:
         self._wake.set()
 
     async def close(self) -> None:
+        await self.checks.close()
+        # Forwarders go with the agent; registrations stay (the containers still run),
+        # and the next agent reopens the same ports on its first pass.
+        await self.expose.close()
         if self.pool is not None:
             await self.pool.close()
             self.pool = None
@@ -350,8 +369,14 @@ class Agent:
             desired[sid] = reg
             managed[name] = ManagedService(spec, reg)
         scope_names = None if full else {c.name for c in containers} | gone_names
-        self._note_waiting(waiting, scope_names)
         self._replace(self.managed, managed, scope_names)
+        # Make proxy ports real before Consul hears of them.
+        for sid, error in (await self.expose.sync(self._forward_targets())).items():
+            name = sid.split(":", 1)[1]
+            desired.pop(sid, None)
+            self.managed.pop(name, None)
+            waiting[name] = error
+        self._note_waiting(waiting, scope_names)
 
         actions = plan(
             desired,
@@ -360,6 +385,7 @@ class Agent:
             listing_complete=self.listing_complete or full,
         )
         failures = await self._apply(actions.register, actions.deregister)
+        self.checks.sync(self._check_targets())
         if full:
             self.listing_complete = True
         self.passes += 1
@@ -428,6 +454,7 @@ class Agent:
                     return
             self.registered[reg.service_id] = reg
             self.consul_reachable = True
+            self.checks.kick(reg.service_id)  # registering reset its TTL check to critical
             log.info(
                 "service_registered",
                 container=reg.meta.get("container_name"),
@@ -461,6 +488,55 @@ class Agent:
             *(do_register(r) for r in register), *(do_deregister(s) for s in deregister)
         )
         return failures
+
+    # ---- forwarders and checks ----------------------------------------------------------
+
+    def _forward_targets(self) -> dict[str, Target]:
+        return {
+            item.registration.service_id: Target(
+                item.registration.port, item.spec.address or "", item.spec.port
+            )
+            for item in self.managed.values()
+            if item.spec.expose is ExposeMode.PROXY
+        }
+
+    def _check_targets(self) -> dict[str, CheckTarget]:
+        targets = {}
+        for name, item in self.managed.items():
+            reg, spec = item.registration, item.spec
+            kind = spec.check.kind
+            if (
+                kind not in (CheckKind.MCP, CheckKind.DOCKER)
+                or reg.service_id not in self.registered
+            ):
+                continue
+            host = f"[{reg.address}]" if ":" in reg.address else reg.address
+            targets[reg.service_id] = CheckTarget(
+                service_id=reg.service_id,
+                service=reg.name,
+                container=name,
+                check_id=check_id(reg.service_id, kind),
+                kind=kind,
+                # Through the registered address and port: the whole path is tested.
+                url=f"http://{host}:{reg.port}{spec.path}",
+                transport=spec.transport.value,
+                interval=spec.check.interval,
+                timeout=spec.check.timeout,
+            )
+        return targets
+
+    def _on_probe_meta(self, sid: str, meta: dict[str, str]) -> None:
+        if self.probe_meta.get(sid) == meta:
+            return
+        self.probe_meta[sid] = meta
+        item = self.managed.get(sid.split(":", 1)[1])
+        if item is not None:  # re-register with the server's name and versions in meta
+            self._dirty.add(item.spec.container.id)
+            self._wake.set()
+
+    def _health_of(self, container: str) -> str | None:
+        item = self.managed.get(container)
+        return item.spec.container.health if item else None
 
     # ---- rebuilding a lost store ------------------------------------------------------
 
@@ -538,6 +614,7 @@ class Agent:
                     "check_status": states[0]["status"] if states else None,
                     "checks": states,
                     "registered": reg.service_id in self.registered,
+                    "connections": _connections(self.expose, reg.service_id),
                 }
             )
         return {
@@ -555,3 +632,17 @@ class Agent:
             ],
             "waiting": [{"container": n, "reason": r} for n, r in sorted(self.waiting.items())],
         }
+
+
+def _connections(expose: ExposeManager, sid: str) -> dict[str, int] | None:
+    forwarder = expose.forwarders.get(sid)
+    if forwarder is None:
+        return None
+    c = forwarder.counters
+    return {
+        "active": c.active,
+        "total": c.total,
+        "failed": c.failed,
+        "bytes_in": c.bytes_in,
+        "bytes_out": c.bytes_out,
+    }

@@ -1,0 +1,841 @@
+"""Benchmark the proxy-mode TCP forwarder (bridge.expose) against docker-proxy, on loopback.
+
+One run, three paths to the same local target server, all on 127.0.0.1:
+
+- direct        client -> target
+- docker-proxy  client -> /usr/sbin/docker-proxy (Debian's docker.io, a Go process) -> target
+- mcp-bridge    client -> bridge.expose.Forwarder in its own Python process -> target
+
+Every server runs in a process of its own: the target (`--serve-target`: blocking threads
+with 1 MiB recv_into buffers for bulk, one epoll thread for echo), docker-proxy, and the
+forwarder (`--serve-forwarder`: a child asyncio loop; the client never shares it). The
+client is this process: plain blocking sockets in threads for bulk, one non-blocking epoll
+loop over all connections for latency, the same code for all three paths.
+
+Measures, in interleaved rounds (direct, docker-proxy, mcp-bridge, direct, ...):
+
+1. bulk      - `--bulk-mib` MiB (1 GiB) over `--streams` parallel connections, client ->
+               server (upload), then server -> client (download); MiB/s, median of rounds.
+2. latency   - persistent connections doing 64-byte ping-pong at concurrency 1, 8, 64 for a
+               fixed count of round trips each; p50/p99 in microseconds over all rounds.
+
+Ratios: `throughput_ratio_vs_docker_proxy` is ours / docker-proxy MiB/s, the worse of the
+two directions; `p99_ratio_vs_docker_proxy` is ours / docker-proxy p99, the worst over the
+concurrencies (per-concurrency ratios are in the JSON too). Goals: >= 0.8 and <= 1.2. The
+proxies' CPU use (user+system, all threads, % of one core) is shown for each measurement.
+
+The table goes to stdout, followed by exactly one JSON object as the last line; structlog
+is filtered at WARNING (stderr).
+
+    .venv/bin/python scripts/bench_proxy.py            # full run (~1-2 minutes)
+    .venv/bin/python scripts/bench_proxy.py --quick    # smoke run for tests
+    .venv/bin/python scripts/bench_proxy.py --profile-forwarder /tmp/fwd.prof  # cProfile
+    .venv/bin/python scripts/bench_proxy.py --expose-module /tmp/expose_copy.py  # variant
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import importlib
+import importlib.util
+import json
+import logging
+import math
+import os
+import platform
+import select
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import structlog
+
+LOOPBACK = "127.0.0.1"
+DOCKER_PROXY = "/usr/sbin/docker-proxy"
+CHUNK = 1024 * 1024  # bulk send/recv buffer, client and target
+MODE_SINK = b"S"  # client -> target: target counts bytes until EOF, then acks the count
+MODE_SOURCE = b"D"  # target -> client: 8-byte size follows; target sends that many, closes
+MODE_ECHO = b"E"  # target echoes whatever it reads
+COUNT = struct.Struct("!Q")
+DIRECT, DOCKER, OURS = "direct", "docker-proxy", "mcp-bridge"
+PATHS = (DIRECT, DOCKER, OURS)
+UPLOAD, DOWNLOAD = "upload", "download"
+GOAL_THROUGHPUT_RATIO = 0.8
+GOAL_P99_RATIO = 1.2
+START_TIMEOUT = 10.0
+IO_TIMEOUT = 60.0
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def silence_structlog() -> None:
+    """Drop info logs; anything at WARNING or above still goes to stderr."""
+    structlog.configure(
+        processors=[structlog.processors.add_log_level, structlog.dev.ConsoleRenderer()],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100) with linear interpolation between closest ranks."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100.0
+    lower = int(pos)
+    upper = min(lower + 1, len(ordered) - 1)
+    return ordered[lower] + (ordered[upper] - ordered[lower]) * (pos - lower)
+
+
+def recv_exact(sock: socket.socket, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return bytes(data)
+
+
+def nodelay(sock: socket.socket) -> None:
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def exit_on_stdin_eof() -> None:
+    """Children read stdin until the parent closes it (or dies), then exit."""
+    with contextlib.suppress(OSError):
+        while os.read(sys.stdin.fileno(), 4096):
+            pass
+    os._exit(0)
+
+
+# --- the target server (child process) -------------------------------------------------
+
+
+class EchoLoop:
+    """One epoll thread that echoes every registered connection."""
+
+    def __init__(self) -> None:
+        self.epoll = select.epoll()
+        self.conns: dict[int, socket.socket] = {}
+
+    def add(self, conn: socket.socket) -> None:
+        conn.setblocking(False)
+        self.conns[conn.fileno()] = conn
+        self.epoll.register(conn.fileno(), select.EPOLLIN)
+
+    def drop(self, fd: int) -> None:
+        conn = self.conns.pop(fd, None)
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                self.epoll.unregister(fd)
+            conn.close()
+
+    def run(self) -> None:
+        conns = self.conns
+        while True:
+            for fd, _ in self.epoll.poll():
+                conn = conns.get(fd)
+                if conn is None:
+                    continue
+                try:
+                    data = conn.recv(65536)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    self.drop(fd)
+                    continue
+                if not data:
+                    self.drop(fd)
+                    continue
+                try:
+                    sent = conn.send(data)
+                    if sent < len(data):  # never with ping-pong; stay correct anyway
+                        conn.setblocking(True)
+                        conn.sendall(data[sent:])
+                        conn.setblocking(False)
+                except OSError:
+                    self.drop(fd)
+
+
+def handle_target_connection(conn: socket.socket, echo: EchoLoop, zeros: memoryview) -> None:
+    try:
+        nodelay(conn)
+        mode = recv_exact(conn, 1)
+        if mode == MODE_ECHO:
+            echo.add(conn)
+            return
+        if mode == MODE_SINK:
+            view = memoryview(bytearray(CHUNK))
+            total = 0
+            while n := conn.recv_into(view):
+                total += n
+            conn.sendall(COUNT.pack(total))
+        elif mode == MODE_SOURCE:
+            (remaining,) = COUNT.unpack(recv_exact(conn, COUNT.size))
+            while remaining:
+                n = min(remaining, CHUNK)
+                conn.sendall(zeros[:n])
+                remaining -= n
+        conn.close()  # also a probe connection that sent nothing
+    except OSError:
+        conn.close()
+
+
+def serve_target(port: int) -> int:
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((LOOPBACK, port))
+    listener.listen(1024)
+    echo = EchoLoop()
+    zeros = memoryview(bytes(CHUNK))
+    threading.Thread(target=echo.run, daemon=True).start()
+    threading.Thread(target=exit_on_stdin_eof, daemon=True).start()
+    print(listener.getsockname()[1], flush=True)
+    while True:
+        conn, _ = listener.accept()
+        threading.Thread(
+            target=handle_target_connection, args=(conn, echo, zeros), daemon=True
+        ).start()
+
+
+# --- the forwarder under test (child process) -----------------------------------------
+
+
+def load_expose(path: str | None) -> ModuleType:
+    """bridge.expose, or a modified copy of it loaded from a file (for experiments)."""
+    if path is None:
+        return importlib.import_module("bridge.expose")
+    spec = importlib.util.spec_from_file_location("bench_expose_variant", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+async def run_forwarder(expose: ModuleType, listen_port: int, target_port: int) -> None:
+    forwarder = expose.Forwarder(
+        "bench", LOOPBACK, expose.Target(listen_port, LOOPBACK, target_port)
+    )
+    await forwarder.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    stdin = sys.stdin.fileno()
+
+    def on_stdin() -> None:
+        try:
+            data = os.read(stdin, 4096)
+        except OSError:
+            data = b""
+        if not data:
+            loop.remove_reader(stdin)
+            stop.set()
+
+    loop.add_reader(stdin, on_stdin)
+    print("ready", flush=True)
+    await stop.wait()
+    await forwarder.close()
+
+
+def serve_forwarder(
+    listen_port: int, target_port: int, profile: str | None, expose_module: str | None
+) -> int:
+    silence_structlog()
+    gc.freeze()  # like a long-running agent: the start-up objects are not rescanned
+    expose = load_expose(expose_module)
+    if profile is None:
+        asyncio.run(run_forwarder(expose, listen_port, target_port))
+        return 0
+    import cProfile
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        asyncio.run(run_forwarder(expose, listen_port, target_port))
+    finally:
+        profiler.disable()
+        profiler.dump_stats(profile)
+    return 0
+
+
+# --- process management (parent) ------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def read_line(proc: subprocess.Popen[str], what: str) -> str:
+    """The child's first stdout line, or an error if it dies or stays silent."""
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], START_TIMEOUT)
+    line = proc.stdout.readline() if ready else ""
+    if not line:
+        proc.kill()
+        raise RuntimeError(f"{what} did not start (exit code {proc.wait()})")
+    return line.strip()
+
+
+def wait_listening(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            raise RuntimeError(f"{what} exited with {proc.returncode}: {err.strip()}")
+        try:
+            with socket.create_connection((LOOPBACK, port), timeout=1.0):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} is not listening on {port}") from None
+            time.sleep(0.02)
+
+
+def stop_process(proc: subprocess.Popen[Any]) -> None:
+    if proc.poll() is None:
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()  # the Python children exit on stdin EOF
+        else:
+            proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU of a whole process (all threads), from /proc."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+
+
+@dataclass(slots=True)
+class Servers:
+    target_port: int
+    ports: dict[str, int]
+    pids: dict[str, int | None]
+
+
+@contextlib.contextmanager
+def start_servers(args: argparse.Namespace) -> Iterator[Servers]:
+    script = str(Path(__file__).resolve())
+    docker_proxy = args.docker_proxy
+    if not (os.path.isfile(docker_proxy) and os.access(docker_proxy, os.X_OK)):
+        raise SystemExit(
+            f"bench_proxy: docker-proxy not found at {docker_proxy}; it comes with Debian's"
+            " docker.io package (apt-get install docker.io), or pass --docker-proxy PATH"
+        )
+    procs: list[subprocess.Popen[Any]] = []
+    try:
+        target = subprocess.Popen(
+            [sys.executable, script, "--serve-target"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        procs.append(target)
+        target_port = int(read_line(target, "target server"))
+
+        docker_port = free_port()
+        docker = subprocess.Popen(
+            [
+                docker_proxy,
+                "-proto",
+                "tcp",
+                "-host-ip",
+                LOOPBACK,
+                "-host-port",
+                str(docker_port),
+                "-container-ip",
+                LOOPBACK,
+                "-container-port",
+                str(target_port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        procs.append(docker)
+        wait_listening(docker_port, docker, "docker-proxy")
+
+        ours_port = free_port()
+        command = [sys.executable, script, "--serve-forwarder"]
+        command += ["--listen-port", str(ours_port), "--target-port", str(target_port)]
+        if args.profile_forwarder:
+            command += ["--profile-forwarder", args.profile_forwarder]
+        if args.expose_module:
+            command += ["--expose-module", args.expose_module]
+        ours = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        procs.append(ours)
+        if read_line(ours, "forwarder") != "ready":
+            raise RuntimeError("forwarder did not report ready")
+        print(
+            f"bench_proxy: pids target={target.pid} docker-proxy={docker.pid}"
+            f" mcp-bridge={ours.pid}",
+            file=sys.stderr,
+            flush=True,
+        )
+        yield Servers(
+            target_port=target_port,
+            ports={DIRECT: target_port, DOCKER: docker_port, OURS: ours_port},
+            pids={DIRECT: None, DOCKER: docker.pid, OURS: ours.pid},
+        )
+    finally:
+        for proc in reversed(procs):
+            stop_process(proc)
+
+
+# --- the client (this process) --------------------------------------------------------
+
+
+def connect(port: int) -> socket.socket:
+    sock = socket.create_connection((LOOPBACK, port), timeout=IO_TIMEOUT)
+    nodelay(sock)
+    return sock
+
+
+def run_threads(workers: Sequence[Callable[[], None]], barrier: threading.Barrier) -> float:
+    """Start workers, release them together, and return the seconds until all finished."""
+    errors: list[BaseException] = []
+
+    def wrap(work: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                work()
+            except BaseException as exc:
+                errors.append(exc)
+                barrier.abort()
+
+        return run
+
+    threads = [threading.Thread(target=wrap(w)) for w in workers]
+    for thread in threads:
+        thread.start()
+    with contextlib.suppress(threading.BrokenBarrierError):  # a worker failed: join, report
+        barrier.wait(timeout=IO_TIMEOUT)
+    start = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - start
+    if errors:
+        raise RuntimeError(f"bulk stream failed: {errors[0]!r}") from errors[0]
+    return elapsed
+
+
+def split(total: int, parts: int) -> list[int]:
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def bulk_once(port: int, total: int, streams: int, direction: str) -> float:
+    """Move `total` bytes over `streams` connections; returns MiB/s."""
+    payload = memoryview(bytes(CHUNK))
+    barrier = threading.Barrier(streams + 1)
+    socks = [connect(port) for _ in range(streams)]
+
+    def upload(sock: socket.socket, size: int) -> Callable[[], None]:
+        def work() -> None:
+            barrier.wait()
+            sock.sendall(MODE_SINK)
+            remaining = size
+            while remaining:
+                n = min(remaining, CHUNK)
+                sock.sendall(payload[:n])
+                remaining -= n
+            sock.shutdown(socket.SHUT_WR)
+            (got,) = COUNT.unpack(recv_exact(sock, COUNT.size))
+            if got != size:
+                raise RuntimeError(f"target received {got} bytes, sent {size}")
+
+        return work
+
+    def download(sock: socket.socket, size: int) -> Callable[[], None]:
+        def work() -> None:
+            view = memoryview(bytearray(CHUNK))
+            barrier.wait()
+            sock.sendall(MODE_SOURCE + COUNT.pack(size))
+            got = 0
+            while n := sock.recv_into(view):
+                got += n
+            if got != size:
+                raise RuntimeError(f"received {got} bytes, target sent {size}")
+
+        return work
+
+    make = upload if direction == UPLOAD else download
+    try:
+        elapsed = run_threads(
+            [make(s, n) for s, n in zip(socks, split(total, streams), strict=True)], barrier
+        )
+    finally:
+        for sock in socks:
+            sock.close()
+    return total / (1024 * 1024) / elapsed
+
+
+def latency_once(port: int, conns: int, per_conn: int, size: int) -> tuple[list[int], float]:
+    """Ping-pong `per_conn` times on each of `conns` connections at once.
+
+    Returns the round-trip times in nanoseconds and the wall time in seconds. One epoll loop
+    drives every connection; a sample runs from the send to the moment the whole reply is in.
+    """
+    payload = b"x" * size
+    socks = [connect(port) for _ in range(conns)]
+    try:
+        for sock in socks:  # the whole path is up before timing starts
+            sock.sendall(MODE_ECHO + payload)
+            if len(recv_exact(sock, size)) != size:
+                raise RuntimeError("echo connection closed during warm-up")
+        epoll = select.epoll()
+        index = {}
+        for i, sock in enumerate(socks):
+            sock.setblocking(False)
+            epoll.register(sock.fileno(), select.EPOLLIN)
+            index[sock.fileno()] = i
+        remaining = [per_conn] * conns
+        pending = [0] * conns  # reply bytes still to come
+        sent_at = [0] * conns
+        samples: list[int] = []
+        buf = bytearray(max(65536, size))
+        active = conns
+        clock = time.perf_counter_ns
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        start = time.perf_counter()
+        try:
+            for i, sock in enumerate(socks):
+                pending[i] = size
+                sent_at[i] = clock()
+                sock.send(payload)
+            while active:
+                events = epoll.poll(IO_TIMEOUT)
+                if not events:
+                    raise RuntimeError("no echo reply within the timeout")
+                for fd, _ in events:
+                    i = index[fd]
+                    sock = socks[i]
+                    try:
+                        n = sock.recv_into(buf)
+                    except BlockingIOError:
+                        continue
+                    if n == 0:
+                        raise RuntimeError("echo connection closed")
+                    pending[i] -= n
+                    if pending[i] > 0:
+                        continue
+                    samples.append(clock() - sent_at[i])
+                    remaining[i] -= 1
+                    if remaining[i]:
+                        pending[i] = size
+                        sent_at[i] = clock()
+                        if sock.send(payload) != size:
+                            raise RuntimeError("short send of a small message")
+                    else:
+                        active -= 1
+            elapsed = time.perf_counter() - start
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+            epoll.close()
+    finally:
+        for sock in socks:
+            sock.close()
+    return samples, elapsed
+
+
+# --- orchestration --------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Measured:
+    """Every run of one measurement on one path."""
+
+    values: list[float] = field(default_factory=list)  # MiB/s or round trips/s per run
+    samples_ns: list[int] = field(default_factory=list)  # latency only, pooled
+    round_p99_us: list[float] = field(default_factory=list)
+    cpu_pct: list[float] = field(default_factory=list)  # proxy CPU, % of one core
+
+
+def measure(pid: int | None, into: Measured, run: Callable[[], tuple[float, float]]) -> None:
+    """Run one measurement; `run` returns (value, elapsed seconds)."""
+    cpu0 = cpu_seconds(pid)
+    value, elapsed = run()
+    into.values.append(value)
+    if pid is not None:
+        into.cpu_pct.append(100.0 * (cpu_seconds(pid) - cpu0) / elapsed)
+
+
+def parse_latency(spec: str) -> list[tuple[int, int]]:
+    """'1:2000,8:1000,64:200' -> [(connections, round trips per connection), ...]."""
+    levels: list[tuple[int, int]] = []
+    for item in spec.split(","):
+        conns, _, count = item.partition(":")
+        levels.append((int(conns), int(count)))
+        if levels[-1][0] < 1 or levels[-1][1] < 1:
+            raise ValueError(item)
+    return levels
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--bulk-mib", type=int, default=1024, help="MiB per bulk run")
+    parser.add_argument("--streams", type=int, default=4, help="parallel bulk connections")
+    parser.add_argument("--no-download", action="store_true", help="skip server -> client")
+    parser.add_argument(
+        "--latency",
+        default="1:2000,8:1000,64:200",
+        metavar="C:N,...",
+        help="concurrency:round-trips-per-connection levels",
+    )
+    parser.add_argument("--msg-size", type=int, default=64, help="request = reply bytes")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per path")
+    parser.add_argument("--docker-proxy", default=DOCKER_PROXY, metavar="PATH")
+    parser.add_argument("--profile-forwarder", metavar="FILE", help="cProfile the forwarder")
+    parser.add_argument("--expose-module", metavar="FILE", help="a modified copy of expose.py")
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
+    # Child-process modes, used by the benchmark itself.
+    parser.add_argument("--serve-target", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-forwarder", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--listen-port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--target-port", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.bulk_mib, args.streams, args.rounds = 16, 2, 1
+        args.latency = "1:50,8:20,64:5"
+    try:
+        args.levels = parse_latency(args.latency)
+    except ValueError:
+        parser.error(f"--latency: expected C:N[,C:N...] with positive numbers: {args.latency}")
+    for name in ("bulk_mib", "streams", "rounds", "msg_size"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    return args
+
+
+def fmt_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(line[i]) for line in [header, *rows]) for i in range(len(header))]
+
+    def fmt(line: Sequence[str]) -> str:
+        first = line[0].ljust(widths[0])
+        rest = (cell.rjust(width) for cell, width in zip(line[1:], widths[1:], strict=True))
+        return "  ".join([first, *rest])
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([fmt(header), rule, *(fmt(line) for line in rows)])
+
+
+def ratio(ours: float, theirs: float) -> float:
+    return ours / theirs if theirs > 0 else float("nan")
+
+
+def rounded(value: float, digits: int = 3) -> float | None:
+    return None if math.isnan(value) else round(value, digits)
+
+
+def median_or_nan(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def bench(args: argparse.Namespace) -> dict[str, Any]:
+    total = args.bulk_mib * 1024 * 1024
+    directions = [UPLOAD] if args.no_download else [UPLOAD, DOWNLOAD]
+    bulk: dict[tuple[str, str], Measured] = {(d, p): Measured() for d in directions for p in PATHS}
+    lat: dict[tuple[int, str], Measured] = {
+        (c, p): Measured() for c, _ in args.levels for p in PATHS
+    }
+
+    with start_servers(args) as servers:
+        ports, pids = servers.ports, servers.pids
+        for path in PATHS:  # warm-up, not counted: first connections, page faults, caches
+            bulk_once(ports[path], min(total, 64 * 1024 * 1024), args.streams, UPLOAD)
+            latency_once(ports[path], 8, 50, args.msg_size)
+        for _ in range(args.rounds):
+            for direction in directions:
+                for path in PATHS:  # interleaved: A, B, C, A, B, C, ...
+
+                    def move(p: str = path, d: str = direction) -> tuple[float, float]:
+                        rate = bulk_once(ports[p], total, args.streams, d)
+                        return rate, args.bulk_mib / rate
+
+                    measure(pids[path], bulk[direction, path], move)
+            for conns, per_conn in args.levels:
+                for path in PATHS:
+                    m = lat[conns, path]
+
+                    def run(
+                        p: str = path, c: int = conns, n: int = per_conn, m: Measured = m
+                    ) -> tuple[float, float]:
+                        samples, elapsed = latency_once(ports[p], c, n, args.msg_size)
+                        m.samples_ns.extend(samples)
+                        m.round_p99_us.append(percentile(samples, 99) / 1000.0)
+                        return len(samples) / elapsed, elapsed
+
+                    measure(pids[path], m, run)
+
+    # --- report ---
+    mib_s = {key: median_or_nan(m.values) for key, m in bulk.items()}
+    bulk_rows = []
+    for direction in directions:
+        for path in PATHS:
+            m = bulk[direction, path]
+            bulk_rows.append(
+                (
+                    f"{direction} {path}",
+                    f"{mib_s[direction, path]:,.0f}",
+                    " ".join(f"{v:,.0f}" for v in m.values),
+                    f"{median_or_nan(m.cpu_pct):.0f}" if m.cpu_pct else "-",
+                )
+            )
+    lat_us: dict[tuple[int, str], dict[str, float]] = {}
+    lat_rows = []
+    for (conns, path), m in lat.items():
+        us = [s / 1000.0 for s in m.samples_ns]
+        figures = {
+            "p50": percentile(us, 50),
+            "p99": percentile(us, 99),
+            "p999": percentile(us, 99.9),
+            "rtt_per_s": median_or_nan(m.values),
+        }
+        lat_us[conns, path] = figures
+        lat_rows.append(
+            (
+                f"c={conns} {path}",
+                f"{figures['p50']:,.0f}",
+                f"{figures['p99']:,.0f}",
+                f"{figures['p999']:,.0f}",
+                " ".join(f"{v:,.0f}" for v in m.round_p99_us),
+                f"{figures['rtt_per_s']:,.0f}",
+                f"{median_or_nan(m.cpu_pct):.0f}" if m.cpu_pct else "-",
+            )
+        )
+
+    tput_ratios = {d: ratio(mib_s[d, OURS], mib_s[d, DOCKER]) for d in directions}
+    tput_ratio = min(tput_ratios.values())
+    p99_ratios = {
+        c: ratio(lat_us[c, OURS]["p99"], lat_us[c, DOCKER]["p99"]) for c, _ in args.levels
+    }
+    p99_ratio = max(p99_ratios.values())
+    tput_met = tput_ratio >= GOAL_THROUGHPUT_RATIO
+    p99_met = p99_ratio <= GOAL_P99_RATIO
+
+    print(
+        f"proxy benchmark on {LOOPBACK}: {os.cpu_count()} CPUs, python"
+        f" {platform.python_version()}, kernel {platform.release()}, docker-proxy"
+        f" {args.docker_proxy}, {args.rounds} interleaved round(s)"
+    )
+    print()
+    print(
+        f"bulk: {args.bulk_mib} MiB per run over {args.streams} streams, median of rounds;"
+        " proxy CPU = % of one core"
+    )
+    print(fmt_table(("path", "MiB/s", "runs MiB/s", "proxy CPU %"), bulk_rows))
+    print()
+    levels = ", ".join(f"c={c} x{n}" for c, n in args.levels)
+    print(
+        f"latency: {args.msg_size}-byte echo, round trips per connection {levels};"
+        " percentiles over all rounds, in microseconds"
+    )
+    print(
+        fmt_table(
+            ("path", "p50 us", "p99 us", "p99.9 us", "p99 per round", "RTT/s", "proxy CPU %"),
+            lat_rows,
+        )
+    )
+    print()
+    print(
+        "throughput ratio mcp-bridge / docker-proxy: "
+        + ", ".join(f"{d} {r:.2f}" for d, r in tput_ratios.items())
+        + f"; worst {tput_ratio:.2f} (goal >= {GOAL_THROUGHPUT_RATIO}):"
+        f" {'met' if tput_met else 'NOT met'}"
+    )
+    print(
+        "p99 ratio mcp-bridge / docker-proxy: "
+        + ", ".join(f"c={c} {r:.2f}" for c, r in p99_ratios.items())
+        + f"; worst {p99_ratio:.2f} (goal <= {GOAL_P99_RATIO}): {'met' if p99_met else 'NOT met'}"
+    )
+
+    return {
+        "throughput_ratio_vs_docker_proxy": rounded(tput_ratio),
+        "throughput_ratio_by_direction": {d: rounded(r) for d, r in tput_ratios.items()},
+        "p99_ratio_vs_docker_proxy": rounded(p99_ratio),
+        "p99_ratio_by_concurrency": {str(c): rounded(r) for c, r in p99_ratios.items()},
+        "goal_throughput_met": tput_met,
+        "goal_p99_met": p99_met,
+        "throughput_mib_s": {d: {p: rounded(mib_s[d, p], 1) for p in PATHS} for d in directions},
+        "throughput_mib_s_runs": {
+            d: {p: [round(v, 1) for v in bulk[d, p].values] for p in PATHS} for d in directions
+        },
+        "throughput_proxy_cpu_pct": {
+            d: {p: rounded(median_or_nan(bulk[d, p].cpu_pct), 1) for p in (DOCKER, OURS)}
+            for d in directions
+        },
+        "latency_us": {
+            str(c): {p: {k: rounded(v, 1) for k, v in lat_us[c, p].items()} for p in PATHS}
+            for c, _ in args.levels
+        },
+        "latency_p99_us_per_round": {
+            str(c): {p: [round(v, 1) for v in lat[c, p].round_p99_us] for p in PATHS}
+            for c, _ in args.levels
+        },
+        "latency_proxy_cpu_pct": {
+            str(c): {p: rounded(median_or_nan(lat[c, p].cpu_pct), 1) for p in (DOCKER, OURS)}
+            for c, _ in args.levels
+        },
+        "bulk_mib": args.bulk_mib,
+        "streams": args.streams,
+        "latency_levels": {str(c): n for c, n in args.levels},
+        "msg_size": args.msg_size,
+        "rounds": args.rounds,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "expose_module": args.expose_module or "bridge.expose",
+        "quick": bool(args.quick),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    silence_structlog()
+    if args.serve_target:
+        return serve_target(args.target_port)
+    if args.serve_forwarder:
+        return serve_forwarder(
+            args.listen_port, args.target_port, args.profile_forwarder, args.expose_module
+        )
+    result = bench(args)
+    print(json.dumps(result, sort_keys=False), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

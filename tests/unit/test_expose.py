@@ -1,0 +1,215 @@
+"""The TCP forwarder against real loopback sockets (no containers needed)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import socket
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from bridge.expose import HIGH_WATER, ExposeManager, Forwarder, Target
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def serve(handler: Handler) -> tuple[asyncio.Server, int]:
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+@pytest.fixture
+async def echo() -> AsyncIterator[int]:
+    async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        while data := await r.read(65536):
+            w.write(data)
+            await w.drain()
+        w.write_eof()
+        await w.drain()
+        w.close()
+
+    server, port = await serve(handle)
+    yield port
+    server.close()
+
+
+async def forward(port: int) -> Forwarder:
+    f = Forwarder("test:svc", "127.0.0.1", Target(free_port(), "127.0.0.1", port))
+    await f.start()
+    return f
+
+
+async def test_bulk_both_ways_byte_exact_with_half_close(echo: int) -> None:
+    f = await forward(echo)
+    r, w = await asyncio.open_connection("127.0.0.1", f.target.listen_port)
+    payload = os.urandom(20 * 1024 * 1024)
+
+    async def send() -> None:
+        w.write(payload)
+        await w.drain()
+        w.write_eof()  # half-close: the echo still answers everything
+
+    sender = asyncio.create_task(send())
+    got = hashlib.sha256()
+    total = 0
+    while data := await r.read(1 << 20):
+        got.update(data)
+        total += len(data)
+    await sender
+    assert total == len(payload) and got.digest() == hashlib.sha256(payload).digest()
+    w.close()
+    await asyncio.sleep(0.05)
+    assert f.counters.bytes_in == f.counters.bytes_out == len(payload)
+    assert (f.counters.active, f.counters.total) == (0, 1)
+    await f.close()
+
+
+async def test_server_half_close_reaches_the_client() -> None:
+    async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(b"greeting")
+        w.write_eof()  # done talking, still listening
+        assert await r.read() == b"still sending after the server's EOF"
+        w.close()
+
+    server, port = await serve(handle)
+    f = await forward(port)
+    r, w = await asyncio.open_connection("127.0.0.1", f.target.listen_port)
+    assert await r.read() == b"greeting"  # EOF after it
+    w.write(b"still sending after the server's EOF")
+    await w.drain()
+    w.write_eof()
+    w.close()
+    await f.close()
+    server.close()
+
+
+async def test_client_disconnecting_mid_stream_frees_everything(echo: int) -> None:
+    f = await forward(echo)
+    for _ in range(20):
+        r, w = await asyncio.open_connection("127.0.0.1", f.target.listen_port)
+        w.write(os.urandom(1_000_000))
+        await r.read(1000)
+        sock = w.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        w.transport.abort()  # RST in the middle of the stream
+    for _ in range(100):
+        if f.counters.active == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert f.counters.active == 0 and not f.links
+    await f.close()
+
+
+async def test_upstream_reset_closes_the_client_promptly() -> None:
+    async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await r.read(10)
+        sock = w.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        w.transport.abort()
+
+    server, port = await serve(handle)
+    f = await forward(port)
+    r, w = await asyncio.open_connection("127.0.0.1", f.target.listen_port)
+    w.write(b"0123456789")
+    await w.drain()
+    with pytest.raises((ConnectionResetError, asyncio.IncompleteReadError)):
+        async with asyncio.timeout(5):  # a liveness bound, not a timing assertion
+            data = await r.read(100)
+            if data == b"":
+                raise asyncio.IncompleteReadError(b"", 1)
+    await f.close()
+    server.close()
+
+
+async def test_dead_upstream_closes_the_client_and_counts_a_failure() -> None:
+    f = await forward(free_port())  # nothing listens there
+    r, _w = await asyncio.open_connection("127.0.0.1", f.target.listen_port)
+    async with asyncio.timeout(10):
+        with contextlib.suppress(ConnectionResetError):
+            assert await r.read(100) == b""
+    assert f.counters.failed == 1
+    await f.close()
+
+
+async def test_two_hundred_concurrent_connections(echo: int) -> None:
+    f = await forward(echo)
+
+    async def one(i: int) -> bool:
+        r, w = await asyncio.open_connection("127.0.0.1", f.target.listen_port)
+        message = f"hello {i} ".encode() * 100
+        w.write(message)
+        await w.drain()
+        data = await r.readexactly(len(message))
+        w.close()
+        return data == message
+
+    results = await asyncio.gather(*(one(i) for i in range(200)))
+    assert all(results)
+    assert f.counters.total == 200
+    await f.close()
+
+
+async def test_backpressure_bounds_what_the_forwarder_buffers() -> None:
+    """An upstream that never reads: the forwarder must stop reading the client."""
+    stalled: list[asyncio.StreamWriter] = []
+
+    async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        stalled.append(w)
+        await asyncio.sleep(3600)
+
+    server, port = await serve(handle)
+    f = await forward(port)
+    _r, w = await asyncio.open_connection("127.0.0.1", f.target.listen_port)
+    chunk = b"x" * 1_000_000
+    for _ in range(64):  # offer 64 MB; socket buffers take a few MB, the rest must wait
+        w.write(chunk)
+        try:
+            await asyncio.wait_for(w.drain(), 0.2)
+        except TimeoutError:
+            break
+    await asyncio.sleep(0.3)
+    (link,) = f.links
+    upstream = link.client.peer
+    assert upstream is not None and upstream.transport is not None
+    buffered = upstream.transport.get_write_buffer_size()
+    assert buffered <= HIGH_WATER + 256 * 1024, f"forwarder holds {buffered} bytes"
+    assert f.counters.bytes_in < 32_000_000, "it kept reading although nobody drained"
+    w.transport.abort()
+    await f.close()
+    server.close()
+
+
+async def test_manager_opens_retargets_and_closes(echo: int) -> None:
+    manager = ExposeManager("127.0.0.1")
+    port = free_port()
+    assert await manager.sync({"n:a": Target(port, "127.0.0.1", echo)}) == {}
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(b"ping")
+    assert await r.readexactly(4) == b"ping"
+    w.close()
+    # A port someone else holds is an error for that service only.
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    taken = blocker.getsockname()[1]
+    errors = await manager.sync(
+        {"n:a": Target(port, "127.0.0.1", echo), "n:b": Target(taken, "127.0.0.1", echo)}
+    )
+    assert list(errors) == ["n:b"] and "cannot listen" in errors["n:b"]
+    assert set(manager.forwarders) == {"n:a"}
+    blocker.close()
+    await manager.sync({})
+    assert not manager.forwarders
+    with pytest.raises(OSError):
+        await asyncio.open_connection("127.0.0.1", port)
+    await manager.close()

@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import docker
 import pytest
+
+import docker
 
 ROOT = Path(__file__).parents[2]
 SERVICES = ROOT / "scripts" / "local-services.sh"
@@ -221,6 +222,34 @@ class Bridge:
             **kwargs,
         )
 
+    def run_mcp_standin(
+        self, name: str, www: Path, *, dotted: dict[str, str] | None = None, **labels: Any
+    ) -> Any:
+        """busybox httpd serving tests/fixtures/cgi_mcp.sh at /cgi-bin/mcp; creating
+        `www/broken` makes it stop speaking MCP while still answering HTTP."""
+        (www / "cgi-bin").mkdir(parents=True, exist_ok=True)
+        script = www / "cgi-bin" / "mcp"
+        script.write_bytes((ROOT / "tests" / "fixtures" / "cgi_mcp.sh").read_bytes())
+        script.chmod(0o755)
+        plain = {"enable": "true", "port": "8080", "path": "/cgi-bin/mcp", **labels}
+        extra = {k: v for k, v in plain.items() if not isinstance(v, str)}
+        return self.run(
+            name,
+            labels=self.labels(
+                {"check.interval": "1s", "check.timeout": "1s", **(dotted or {})},
+                **{k: v for k, v in plain.items() if isinstance(v, str)},
+            ),
+            command=["httpd", "-f", "-p", "8080", "-h", "/www"],
+            volumes={str(www): {"bind": "/www", "mode": "ro"}},
+            **extra,
+        )
+
+    def check(self, container: str) -> dict[str, Any] | None:
+        """The Consul check of this container's service, if any."""
+        sid = f"{self.agent.node_id}:{self.tag}{container}"
+        found = [c for c in consul_get("/v1/agent/checks").values() if c["ServiceID"] == sid]
+        return found[0] if found else None
+
     def services(self) -> dict[str, dict[str, Any]]:
         """Our node's services in the local Consul agent."""
         return {
@@ -274,3 +303,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     setattr(item, "rep_" + report.when, report)
     return report
+
+
+@pytest.fixture(scope="session")
+def mcp_server_image(services: dict[str, str]) -> str:
+    """mcp-bridge/mcp-server:local, a real MCP server on the official SDK, built here."""
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "build-local-images.sh"), "mcp-server"],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return "mcp-bridge/mcp-server:local"

@@ -1,0 +1,490 @@
+#!/usr/bin/env bash
+# Build the Docker images the tests run, with no container registry: only Debian's
+# package archive and PyPI are used.
+#
+# Usage: scripts/build-local-images.sh [--rebuild] [--refresh] [NAME...]
+#
+#   NAME          python      mcp-bridge/python:local: Debian bookworm (python3 3.11,
+#                             python3-venv, ca-certificates) made with debootstrap
+#                             (minbase) and `docker import`ed
+#                 mcp-server  mcp-bridge/mcp-server:local: FROM the image above, the
+#                             official MCP Python SDK (`mcp` from PyPI, installed offline
+#                             from wheels fetched on the host) and
+#                             tests/fixtures/mcp_server.py as `python3 /app/mcp_server.py`
+#                 Full names (mcp-bridge/python:local) work too. Default: all.
+#                 mcp-server builds python first if that image is missing.
+#   --rebuild     rebuild the named images even if they are up to date (from the
+#                 cached root file system tarball and wheels)
+#   --refresh     also throw away the cached debootstrap, root file system and wheels
+#                 and fetch them again (implies --rebuild)
+#
+# Idempotent: an image is skipped when it exists and carries the label
+# org.mcp-bridge.inputs with the hash of what it is built from (recipe, Dockerfile,
+# fixture, SDK requirement, base image id); otherwise it is (re)built.
+# Cached under $MCP_BRIDGE_HOME/cache: debootstrap, the root file system tarball
+# (debian-bookworm-minbase-*.tar) and the wheels (wheels/<requirement>-cp311-<arch>).
+# Progress goes to stderr; at the end the images are listed on stdout.
+# Works from any directory, without a terminal or stdin (CI=true).
+#
+# Environment:
+#   DOCKER_HOST              engine to use (default: the docker CLI's default)
+#   MCP_BRIDGE_HOME          cache/state dir, default /opt/mcp-bridge
+#   MCP_SDK_SPEC             pip requirement for the SDK, default mcp==2.3.0
+#                            (the fixture also runs on mcp 1.x: MCP_SDK_SPEC='mcp<2')
+#   MCP_BRIDGE_DEBIAN_MIRROR default http://deb.debian.org/debian
+set -euo pipefail
+
+export DEBIAN_FRONTEND=noninteractive LC_ALL=C
+# No stdin needed (CI): never wait on a terminal. Command output goes to stderr; the
+# final image list goes to fd 3 (the real stdout).
+exec </dev/null 3>&1 1>&2
+
+PROG="build-local-images"
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+HOME_DIR="${MCP_BRIDGE_HOME:-/opt/mcp-bridge}"
+CACHE_DIR="$HOME_DIR/cache"
+LOCK_FILE="/run/lock/mcp-bridge-build-local-images.lock"
+
+PYTHON_IMAGE="mcp-bridge/python:local"
+MCP_IMAGE="mcp-bridge/mcp-server:local"
+ALL_NAMES=(python mcp-server)
+
+SUITE=bookworm                      # python3 is 3.11 there: the wheels are cp311
+PY_TAG=cp311
+PY_VERSION=3.11
+VARIANT=minbase
+INCLUDE="python3,python3-venv,ca-certificates"
+MIRROR="${MCP_BRIDGE_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+MIRROR="${MIRROR%/}"
+MCP_SDK_SPEC="${MCP_SDK_SPEC:-mcp==2.3.0}"
+KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
+APT_OPTS=(-o DPkg::Lock::Timeout=300 -o Acquire::Retries=3 -o APT::Sandbox::User=root)
+INPUTS_LABEL=org.mcp-bridge.inputs
+
+REBUILD=0
+REFRESH=0
+WANT=()
+TMP_DIRS=()
+APT_UPDATED=0
+
+log() { printf '[%s] %s\n' "$PROG" "$*" >&2; }
+die() { printf '[%s] ERROR: %s\n' "$PROG" "$*" >&2; exit 1; }
+have() { command -v "$1" >/dev/null 2>&1; }
+usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}" >&2; }
+sha() { sha256sum | cut -c1-16; }
+
+# Unmount whatever is still mounted below a directory (an interrupted debootstrap
+# leaves proc/sys mounted in its target), then remove it without crossing into
+# another file system.
+umount_below() {  # dir
+    local dir m
+    dir=$(cd "$1" && pwd -P)
+    while read -r m; do
+        umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+    done < <(awk -v d="$dir/" 'index($2, d) == 1 {print $2}' /proc/mounts | sort -r)
+}
+
+remove_tree() {  # dir
+    [ -e "$1" ] || return 0
+    umount_below "$1"
+    rm -rf --one-file-system "$1"
+}
+
+cleanup() {
+    local d
+    for d in "${TMP_DIRS[@]}"; do remove_tree "$d" || true; done
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# A temporary directory under the cache (same file system, room for a rootfs), removed
+# on exit. Sets the variable named $1 (not echoed: a $(...) subshell would lose TMP_DIRS).
+make_tmp() {  # var prefix
+    mkdir -p "$CACHE_DIR/tmp"
+    local d
+    d=$(mktemp -d "$CACHE_DIR/tmp/$2.XXXXXX")
+    TMP_DIRS+=("$d")
+    printf -v "$1" '%s' "$d"
+}
+
+elapsed() { echo "$((SECONDS - $1))s"; }
+
+# --------------------------------------------------------------------------
+# arguments, preconditions
+
+parse_args() {
+    local a
+    for a in "$@"; do
+        case "$a" in
+            -h|--help) usage; exit 0 ;;
+            --rebuild) REBUILD=1 ;;
+            --refresh) REFRESH=1; REBUILD=1 ;;
+            -*) usage; die "unknown option $a" ;;
+            python|mcp-bridge/python|"$PYTHON_IMAGE") WANT+=(python) ;;
+            mcp-server|mcp-bridge/mcp-server|"$MCP_IMAGE") WANT+=(mcp-server) ;;
+            all) WANT+=("${ALL_NAMES[@]}") ;;
+            *) usage; die "unknown image $a (known: ${ALL_NAMES[*]})" ;;
+        esac
+    done
+    [ "${#WANT[@]}" -gt 0 ] || WANT=("${ALL_NAMES[@]}")
+}
+
+wanted() { [[ " ${WANT[*]} " == *" $1 "* ]]; }
+
+check_host() {
+    [ "$(id -u)" -eq 0 ] || die "must run as root (debootstrap needs chroot and mknod)"
+    local t
+    for t in docker apt-get dpkg-deb dpkg tar sha256sum flock; do
+        have "$t" || die "$t not found on PATH"
+    done
+    timeout 20 docker info >/dev/null 2>&1 \
+        || die "no Docker engine answers${DOCKER_HOST:+ at $DOCKER_HOST}; start one with: $REPO_ROOT/scripts/local-services.sh up"
+    case "$(dpkg --print-architecture)" in
+        amd64) ARCH=amd64; WHEEL_ARCH=x86_64 ;;
+        arm64) ARCH=arm64; WHEEL_ARCH=aarch64 ;;
+        *) die "unsupported architecture $(dpkg --print-architecture) (amd64, arm64)" ;;
+    esac
+}
+
+take_lock() {
+    mkdir -p "$(dirname "$LOCK_FILE")" "$CACHE_DIR"
+    exec 9>"$LOCK_FILE"
+    if ! flock -n 9; then
+        log "another build-local-images.sh run holds $LOCK_FILE; waiting (up to 20 min)"
+        flock -w 1200 9 || die "timed out waiting for $LOCK_FILE"
+    fi
+}
+
+# --------------------------------------------------------------------------
+# images
+
+image_id() { docker image inspect --format '{{.Id}}' "$1" 2>/dev/null; }
+image_label() {  # image label
+    docker image inspect --format "{{index .Config.Labels \"$2\"}}" "$1" 2>/dev/null || true
+}
+
+# 0 when the image must be (re)built; says why
+needs_build() {  # image inputs-hash
+    local have_hash
+    if ! image_id "$1" >/dev/null; then
+        log "$1: not there yet"
+        return 0
+    fi
+    if [ "$REBUILD" -eq 1 ]; then
+        log "$1: exists, rebuilding (--rebuild)"
+        return 0
+    fi
+    have_hash=$(image_label "$1" "$INPUTS_LABEL")
+    if [ "$have_hash" != "$2" ]; then
+        log "$1: exists but was built from other inputs (${have_hash:-unlabelled}, now $2); rebuilding"
+        return 0
+    fi
+    log "$1: up to date ($INPUTS_LABEL=$2), skipping"
+    return 1
+}
+
+# After a rebuild, drop the image the tag used to point at if nothing uses it.
+drop_old_image() {  # old-id new-id
+    [ -n "$1" ] && [ "$1" != "$2" ] || return 0
+    docker image rm "$1" >/dev/null 2>&1 && log "removed the previous image $(echo "${1#sha256:}" | cut -c1-12)" || true
+}
+
+# --------------------------------------------------------------------------
+# apt (host): fetch single .deb files without installing them
+
+apt_download() {  # dir package
+    local dir=$1 pkg=$2
+    mkdir -p "$dir"
+    rm -f "$dir/${pkg}"_*.deb
+    if ! (cd "$dir" && apt-get "${APT_OPTS[@]}" download -q "$pkg"); then
+        if [ "$APT_UPDATED" -eq 0 ]; then
+            log "apt-get update (to find $pkg)"
+            apt-get "${APT_OPTS[@]}" update -qq
+            APT_UPDATED=1
+        fi
+        (cd "$dir" && apt-get "${APT_OPTS[@]}" download -q "$pkg") || die "apt-get download $pkg failed"
+    fi
+    ls "$dir/${pkg}"_*.deb >/dev/null 2>&1 || die "apt-get download $pkg gave no .deb"
+}
+
+# debootstrap from Debian's package, unpacked (not installed) under the cache
+ensure_debootstrap() {
+    local dir="$CACHE_DIR/debootstrap"
+    DEBOOTSTRAP_ROOT="$dir/root"
+    if [ "$REFRESH" -eq 1 ] || [ ! -x "$DEBOOTSTRAP_ROOT/usr/sbin/debootstrap" ]; then
+        log "fetching Debian's debootstrap package"
+        apt_download "$dir/debs" debootstrap
+        remove_tree "$DEBOOTSTRAP_ROOT"
+        mkdir -p "$DEBOOTSTRAP_ROOT"
+        dpkg -x "$dir"/debs/debootstrap_*.deb "$DEBOOTSTRAP_ROOT"
+    fi
+    [ -r "$DEBOOTSTRAP_ROOT/usr/share/debootstrap/scripts/$SUITE" ] \
+        || die "debootstrap at $DEBOOTSTRAP_ROOT knows no suite $SUITE"
+    if [ ! -r "$KEYRING" ]; then
+        # no archive keyring on the host: take it from Debian's package as well
+        KEYRING="$dir/keyring/usr/share/keyrings/debian-archive-keyring.gpg"
+        if [ ! -r "$KEYRING" ]; then
+            apt_download "$dir/debs" debian-archive-keyring
+            dpkg -x "$dir"/debs/debian-archive-keyring_*.deb "$dir/keyring"
+        fi
+    fi
+    have gpgv || die "gpgv not found (debootstrap checks the Release signature with it)"
+    have wget || die "wget not found (debootstrap downloads with it): apt-get install wget"
+}
+
+# --------------------------------------------------------------------------
+# mcp-bridge/python:local
+
+# debootstrap into $1
+make_rootfs() {  # dir
+    local target=$1
+    DEBOOTSTRAP_DIR="$DEBOOTSTRAP_ROOT/usr/share/debootstrap" \
+        "$DEBOOTSTRAP_ROOT/usr/sbin/debootstrap" \
+        --variant="$VARIANT" --include="$INCLUDE" --arch="$ARCH" \
+        --components=main --keyring="$KEYRING" \
+        "$SUITE" "$target" "$MIRROR"
+}
+
+# Trim a fresh root file system for use as an image, Debian-slim style.
+slim_rootfs() {  # dir
+    local r=$1
+    # apt indexes and downloaded packages, logs, docs (copyrights stay), man pages,
+    # translations, the host's identity that debootstrap copied in
+    rm -rf "$r"/var/lib/apt/lists/* "$r"/var/cache/apt/* "$r"/var/cache/debconf/*-old \
+           "$r"/var/lib/dpkg/*-old "$r"/usr/share/man/* "$r"/usr/share/info/* \
+           "$r"/usr/share/groff/* "$r"/usr/share/lintian/* "$r"/usr/share/linda/* \
+           "$r"/tmp/* "$r"/var/tmp/* "$r"/root/.cache
+    mkdir -p "$r"/var/lib/apt/lists/partial
+    find "$r"/var/log -type f -delete
+    find "$r"/usr/share/doc -mindepth 1 ! -type d ! -name copyright -delete
+    find "$r"/usr/share/doc -mindepth 1 -type d -empty -delete
+    find "$r"/usr/share/locale -mindepth 1 -maxdepth 1 ! -name locale.alias -exec rm -rf {} +
+    : >"$r"/etc/resolv.conf
+    echo localhost >"$r"/etc/hostname
+    [ ! -e "$r"/etc/machine-id ] || : >"$r"/etc/machine-id
+    # device nodes: the engine gives every container its own /dev
+    find "$r"/dev -mindepth 1 -delete
+    # keep later `apt-get install`s in derived images lean too
+    cat >"$r"/etc/dpkg/dpkg.cfg.d/docker-slim <<'EOF'
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/man/*
+path-exclude /usr/share/groff/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/lintian/*
+path-exclude /usr/share/linda/*
+path-exclude /usr/share/locale/*
+path-include /usr/share/locale/locale.alias
+EOF
+    cat >"$r"/etc/apt/apt.conf.d/docker-clean <<'EOF'
+DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+Dir::Cache::pkgcache "";
+Dir::Cache::srcpkgcache "";
+Acquire::Languages "none";
+APT::Install-Recommends "false";
+EOF
+    # no service starts inside image builds
+    printf '#!/bin/sh\nexit 101\n' >"$r"/usr/sbin/policy-rc.d
+    chmod 755 "$r"/usr/sbin/policy-rc.d
+    rm -f "$r"/etc/apt/sources.list
+    cat >"$r"/etc/apt/sources.list.d/debian.sources <<EOF
+Types: deb
+URIs: $MIRROR
+Suites: $SUITE $SUITE-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://deb.debian.org/debian-security
+Suites: $SUITE-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+}
+
+python_inputs() {
+    { echo "$SUITE $VARIANT $INCLUDE $ARCH $MIRROR"; declare -f make_rootfs slim_rootfs; } | sha
+}
+
+# the cached root file system tarball (made when missing)
+ensure_rootfs_tarball() {  # hash
+    local tarball="$CACHE_DIR/debian-$SUITE-$VARIANT-$ARCH-$1.tar" work t0
+    ROOTFS_TARBALL=$tarball
+    if [ "$REFRESH" -eq 1 ]; then rm -f "$tarball"; fi
+    if [ -s "$tarball" ]; then
+        log "using the cached root file system $tarball"
+        return 0
+    fi
+    ensure_debootstrap
+    make_tmp work rootfs
+    t0=$SECONDS
+    log "debootstrap $SUITE ($VARIANT, +$INCLUDE) from $MIRROR (takes a minute or so)"
+    if ! make_rootfs "$work/root" >"$work/debootstrap.out" 2>&1; then
+        tail -n 25 "$work/debootstrap.out" >&2
+        [ ! -r "$work/root/debootstrap/debootstrap.log" ] \
+            || { echo "  --- debootstrap.log:" >&2; tail -n 25 "$work/root/debootstrap/debootstrap.log" >&2; }
+        die "debootstrap failed"
+    fi
+    log "debootstrap done in $(elapsed "$t0")"
+    umount_below "$work/root"
+    chroot "$work/root" python3 -c 'import ssl, venv, ensurepip' \
+        || die "the new root file system has no working python3"
+    slim_rootfs "$work/root"
+    # the tarball appears only when complete
+    tar --numeric-owner --xattrs -C "$work/root" -cf "$work/rootfs.tar" .
+    mv -f "$work/rootfs.tar" "$tarball"
+    # older tarballs of other recipes
+    find "$CACHE_DIR" -maxdepth 1 -name "debian-$SUITE-$VARIANT-$ARCH-*.tar" ! -path "$tarball" -delete
+    log "cached $tarball ($(du -h "$tarball" | cut -f1))"
+    remove_tree "$work"
+}
+
+build_python() {
+    local hash old t0 id
+    hash=$(python_inputs)
+    needs_build "$PYTHON_IMAGE" "$hash" || return 0
+    t0=$SECONDS
+    ensure_rootfs_tarball "$hash"
+    old=$(image_id "$PYTHON_IMAGE" || true)
+    log "docker import $ROOTFS_TARBALL as $PYTHON_IMAGE"
+    docker import \
+        --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+        --change 'ENV LANG=C.UTF-8' \
+        --change 'CMD ["python3"]' \
+        --change "LABEL $INPUTS_LABEL=$hash" \
+        --change "LABEL org.opencontainers.image.title=\"mcp-bridge local Python (Debian $SUITE $VARIANT)\"" \
+        --change "LABEL org.opencontainers.image.description=\"debootstrap --variant=$VARIANT --include=$INCLUDE $SUITE $MIRROR\"" \
+        --message "debootstrap $SUITE $VARIANT +$INCLUDE" \
+        - "$PYTHON_IMAGE" <"$ROOTFS_TARBALL" >/dev/null
+    id=$(image_id "$PYTHON_IMAGE")
+    docker run --rm --network none "$PYTHON_IMAGE" python3 -c \
+        'import ssl, sys, venv; print("python", sys.version.split()[0], ssl.OPENSSL_VERSION)' >&2 \
+        || die "$PYTHON_IMAGE does not run python3"
+    drop_old_image "$old" "$id"
+    log "built $PYTHON_IMAGE in $(elapsed "$t0")"
+}
+
+# --------------------------------------------------------------------------
+# mcp-bridge/mcp-server:local
+
+# pip on the host to download with (any version; it only fetches files)
+host_pip() {
+    local py
+    for py in "$REPO_ROOT/.venv/bin/python" python3; do
+        if "$py" -m pip --version >/dev/null 2>&1; then
+            PIP=("$py" -m pip)
+            return 0
+        fi
+    done
+    die "no pip on the host to download wheels with (bootstrap the venv: $REPO_ROOT/scripts/bootstrap.sh)"
+}
+
+# `mcp` and its dependencies as wheels for the image's CPython, cached per requirement
+ensure_wheels() {
+    local slug dir tmp plats=() n
+    # readable, and unique per requirement ("mcp<2" and "mcp>2" differ)
+    slug=$(printf '%s' "$MCP_SDK_SPEC" | sed 's/==/-/; s/[^A-Za-z0-9._-]/_/g')
+    slug="$slug-$(printf '%s' "$MCP_SDK_SPEC" | sha | cut -c1-8)"
+    dir="$CACHE_DIR/wheels/$slug-$PY_TAG-$WHEEL_ARCH"
+    WHEEL_DIR=$dir
+    if [ "$REFRESH" -eq 1 ]; then remove_tree "$dir"; fi
+    if [ -e "$dir/.complete" ]; then
+        log "using the cached wheels in $dir"
+        return 0
+    fi
+    host_pip
+    # bookworm has glibc 2.36: every manylinux tag up to that
+    for n in $(seq 17 36); do plats+=(--platform "manylinux_2_${n}_$WHEEL_ARCH"); done
+    plats+=(--platform "manylinux2014_$WHEEL_ARCH")
+    make_tmp tmp wheels
+    log "pip download $MCP_SDK_SPEC (+ dependencies) as $PY_TAG $WHEEL_ARCH wheels"
+    "${PIP[@]}" download --disable-pip-version-check --no-input --progress-bar off -q \
+        --only-binary=:all: --implementation cp --python-version "$PY_VERSION" --abi "$PY_TAG" \
+        "${plats[@]}" -d "$tmp/wheels" "$MCP_SDK_SPEC" \
+        || die "pip download $MCP_SDK_SPEC failed"
+    printf '%s\n' "$MCP_SDK_SPEC" >"$tmp/wheels/requirements.txt"
+    touch "$tmp/wheels/.complete"
+    mkdir -p "$(dirname "$dir")"
+    remove_tree "$dir"
+    mv "$tmp/wheels" "$dir"
+    log "cached $(find "$dir" -name '*.whl' | wc -l) wheels ($(du -sh "$dir" | cut -f1)) in $dir"
+}
+
+sdk_version() {  # from the mcp-X.Y.Z-*.whl file name
+    local w
+    w=$(find "$WHEEL_DIR" -maxdepth 1 -name 'mcp-*.whl' -printf '%f\n' | head -n1)
+    [ -n "$w" ] || die "no mcp wheel in $WHEEL_DIR"
+    w=${w#mcp-}
+    echo "${w%%-*}"
+}
+
+mcp_inputs() {  # base-image-id
+    {
+        echo "$1 $MCP_SDK_SPEC $PY_TAG $WHEEL_ARCH"
+        cat "$REPO_ROOT/images/mcp-server/Dockerfile" "$REPO_ROOT/tests/fixtures/mcp_server.py"
+    } | sha
+}
+
+build_mcp_server() {
+    local base_id hash old ctx t0 id sdk
+    [ -r "$REPO_ROOT/images/mcp-server/Dockerfile" ] || die "missing images/mcp-server/Dockerfile"
+    [ -r "$REPO_ROOT/tests/fixtures/mcp_server.py" ] || die "missing tests/fixtures/mcp_server.py"
+    base_id=$(image_id "$PYTHON_IMAGE") || die "$PYTHON_IMAGE is missing"
+    hash=$(mcp_inputs "$base_id")
+    needs_build "$MCP_IMAGE" "$hash" || return 0
+    t0=$SECONDS
+    ensure_wheels
+    sdk=$(sdk_version)
+    make_tmp ctx mcp-server-context
+    cp "$REPO_ROOT/images/mcp-server/Dockerfile" "$ctx/Dockerfile"
+    cp "$REPO_ROOT/tests/fixtures/mcp_server.py" "$ctx/mcp_server.py"
+    cp -a "$WHEEL_DIR" "$ctx/wheels"
+    rm -f "$ctx/wheels/.complete"
+    old=$(image_id "$MCP_IMAGE" || true)
+    log "docker build $MCP_IMAGE (mcp $sdk, classic builder)"
+    # legacy builder: the 28.x CLI has no buildx plugin here
+    DOCKER_BUILDKIT=0 docker build --force-rm \
+        --build-arg "BASE_IMAGE=$PYTHON_IMAGE" \
+        --label "$INPUTS_LABEL=$hash" \
+        --label "org.mcp-bridge.mcp-sdk-version=$sdk" \
+        -t "$MCP_IMAGE" "$ctx" >&2 \
+        || die "docker build of $MCP_IMAGE failed"
+    id=$(image_id "$MCP_IMAGE")
+    # the build stage's image is of no further use
+    docker image prune -f --filter "label=org.mcp-bridge.stage=build" >/dev/null 2>&1 || true
+    docker run --rm --network none "$MCP_IMAGE" python3 -c \
+        'from importlib.metadata import version; import mcp.server; print("mcp", version("mcp"))' >&2 \
+        || die "$MCP_IMAGE cannot import the MCP SDK"
+    drop_old_image "$old" "$id"
+    log "built $MCP_IMAGE in $(elapsed "$t0")"
+}
+
+# --------------------------------------------------------------------------
+
+list_images() {
+    docker image ls --filter "reference=$PYTHON_IMAGE" --filter "reference=$MCP_IMAGE" \
+        --format 'table {{.Repository}}:{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}' >&3
+}
+
+main() {
+    parse_args "$@"
+    check_host
+    take_lock
+    local t0=$SECONDS
+    if wanted python; then
+        build_python
+    fi
+    if wanted mcp-server; then
+        if ! image_id "$PYTHON_IMAGE" >/dev/null; then
+            log "$MCP_IMAGE needs $PYTHON_IMAGE first"
+            build_python
+        fi
+        build_mcp_server
+    fi
+    log "done in $(elapsed "$t0")"
+    list_images
+}
+
+main "$@"

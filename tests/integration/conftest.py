@@ -26,9 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import docker
+import pytest
 
 ROOT = Path(__file__).parents[2]
 SERVICES = ROOT / "scripts" / "local-services.sh"

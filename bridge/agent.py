@@ -102,14 +102,7 @@ class Agent:
         self.node_id = settings.node_id
         self.advertise = settings.advertise_address or detect_advertise_address()
         self.docker = DockerSource(settings.docker_host)
-        self.consul = ConsulSink(
-            settings.consul_url,
-            settings.node_id,
-            token=settings.consul_http_token,
-            cacert=str(settings.consul_cacert) if settings.consul_cacert else None,
-            client_cert=str(settings.consul_client_cert) if settings.consul_client_cert else None,
-            client_key=str(settings.consul_client_key) if settings.consul_client_key else None,
-        )
+        self.consul = ConsulSink.from_settings(settings)
         self.pool: AsyncPortPool | None = None
         self._is_free = bind_test(settings.listen_address)
         self.expose = ExposeManager(settings.listen_address)

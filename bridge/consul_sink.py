@@ -9,6 +9,7 @@ agent's next pass tries again.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -24,6 +25,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from bridge.config import Settings
 from bridge.model import Registration
 
 T = TypeVar("T")
@@ -75,6 +77,23 @@ class ConsulSink:
         self._timeout = timeout
         self._attempts = attempts
         self._client: consul.aio.Consul | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **options: Any) -> ConsulSink:
+        """With Consul's own CONSUL_HTTP_TOKEN / CONSUL_CACERT / client cert settings."""
+
+        def text(path: Path | None) -> str | None:
+            return str(path) if path else None
+
+        return cls(
+            settings.consul_url,
+            settings.node_id,
+            token=settings.consul_http_token,
+            cacert=text(settings.consul_cacert),
+            client_cert=text(settings.consul_client_cert),
+            client_key=text(settings.consul_client_key),
+            **options,
+        )
 
     def _consul(self) -> consul.aio.Consul:
         # Created lazily inside the running loop: py-consul's aio session binds to it.

@@ -127,16 +127,7 @@ async def check_services(settings: Settings) -> list[Finding]:
         findings.append(Finding(Level.FAIL, "docker", f"cannot reach Docker at {where}: {exc}"))
     finally:
         docker.close()
-    consul = ConsulSink(
-        settings.consul_url,
-        settings.node_id,
-        token=settings.consul_http_token,
-        cacert=str(settings.consul_cacert) if settings.consul_cacert else None,
-        client_cert=str(settings.consul_client_cert) if settings.consul_client_cert else None,
-        client_key=str(settings.consul_client_key) if settings.consul_client_key else None,
-        timeout=5,
-        attempts=1,
-    )
+    consul = ConsulSink.from_settings(settings, timeout=5, attempts=1)
     try:
         leader = await consul.leader()
         own = await consul.own_services()

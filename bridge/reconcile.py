@@ -28,21 +28,8 @@ from bridge.ports import BindTest, PoolError, PoolState
 MANAGED_BY = "mcp-bridge"
 FINGERPRINT = "bridge_fingerprint"
 PROBE_META = ("mcp_server_name", "mcp_server_version", "mcp_protocol_version")
-# Meta keys the bridge writes itself; labels may not set them (labels.py refuses them).
-OWN_META = (
-    "managed_by",
-    "bridge_node",
-    "container_id",
-    "container_name",
-    "image",
-    "container_port",
-    "host_port",
-    "expose",
-    "transport",
-    "path",
-    *PROBE_META,
-    FINGERPRINT,
-)
+# The meta keys the bridge writes itself are listed in labels.BRIDGE_META_KEYS, which
+# refuses them in labels.
 _UNSPECIFIED_IPS = ("", "0.0.0.0", "::")
 
 

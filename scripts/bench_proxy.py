@@ -261,8 +261,6 @@ async def run_forwarder(expose: ModuleType, listen_port: int, target_port: int) 
 def serve_forwarder(
     listen_port: int, target_port: int, profile: str | None, expose_module: str | None
 ) -> int:
-    silence_structlog()
-    gc.freeze()  # like a long-running agent: the start-up objects are not rescanned
     expose = load_expose(expose_module)
     if profile is None:
         asyncio.run(run_forwarder(expose, listen_port, target_port))

@@ -331,9 +331,9 @@ class Agent:
                 skipped[container.name] = result
             elif result is not None:
                 specs[container.name] = result
-        self._note_skipped(
-            skipped, scope_names=None if full else {c.name for c in containers} | gone_names
-        )
+        # The container names this pass speaks for (None: all of them).
+        scope_names = None if full else {c.name for c in containers} | gone_names
+        self._note_skipped(skipped, scope_names)
 
         work = pool_work(containers, specs, complete=full, gone=gone_names, sweep=full)
         settings, is_free = self.settings, self._is_free
@@ -361,7 +361,6 @@ class Agent:
             reg = build_registration(spec, endpoint, self.node_id, self.probe_meta.get(sid))
             desired[sid] = reg
             managed[name] = ManagedService(spec, reg)
-        scope_names = None if full else {c.name for c in containers} | gone_names
         self._replace(self.managed, managed, scope_names)
         # Make proxy ports real before Consul hears of them.
         for sid, error in (await self.expose.sync(self._forward_targets())).items():

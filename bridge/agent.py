@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import docker.errors
+import requests
 import structlog
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
@@ -27,6 +29,7 @@ from bridge.docker_source import ContainerEvent, DockerSource, StreamEnded, Stre
 from bridge.doctor import Level, check_ephemeral
 from bridge.expose import ExposeManager, Target
 from bridge.labels import parse_labels
+from bridge.metrics import POOL_WARN_RATIO, Metrics, PoolUse, Snapshot
 from bridge.model import (
     AllocKind,
     CheckKind,
@@ -37,7 +40,8 @@ from bridge.model import (
     ServiceSpec,
 )
 from bridge.port_pool import AsyncPortPool, DurablePortPool
-from bridge.ports import bind_test
+from bridge.port_store import StoreError
+from bridge.ports import PoolExhausted, bind_test
 from bridge.reconcile import (
     EndpointError,
     apply_pool_work,
@@ -117,6 +121,12 @@ class Agent:
         self._gone: set[str] = set()  # container names that events say are gone
         self._names: dict[str, str] = {}  # container id -> name, as last seen
         self._failures = 0
+        # Container name -> when Docker said something happened to it, for the
+        # event-to-registered histogram; swapped per pass like _dirty.
+        self._event_times: dict[str, float] = {}
+        self._pass_event_times: dict[str, float] = {}
+        self._pool_pressure = False
+        self.metrics = Metrics(self._snapshot)
 
         # What the agent believes; /v1/status shows it.
         self.registered: dict[str, Registration] = {}  # own services, as Consul holds them
@@ -215,7 +225,9 @@ class Agent:
             return
         self._dirty.add(event.container_id)
         if event.name:
-            self._names[event.container_id] = event.name.lstrip("/")
+            name = event.name.lstrip("/")
+            self._names[event.container_id] = name
+            self._event_times.setdefault(name, event.time or time.time())
         if event.action == "destroy" and event.name:
             self._gone.add(event.name.lstrip("/"))
         if event.action == "rename" and event.old_name:
@@ -239,6 +251,7 @@ class Agent:
                     item = await queue.get()
                     if isinstance(item, StreamEnded):
                         self.docker_connected = False
+                        self.metrics.error("docker")
                         log.warning("docker_disconnected", reason=str(item))
                         break
                     self._on_event(item)
@@ -271,12 +284,21 @@ class Agent:
             self._wake.clear()
             full, dirty, gone = self._full, self._dirty, self._gone
             self._full, self._dirty, self._gone = False, set(), set()
+            times = self._pass_event_times = self._event_times
+            self._event_times = {}
             try:
                 await self.reconcile(full=full, dirty=dirty, gone=gone)
                 self._failures = 0
+                self._pass_event_times = {}
             except Exception as exc:  # Docker or Consul away, or a bug: never kill the loop
                 if isinstance(exc, ConsulUnavailable):
                     self.consul_reachable = False
+                kind = _error_kind(exc)
+                if kind is not None:
+                    self.metrics.error(kind)
+                self._pass_event_times = {}
+                for name, at in times.items():  # not registered yet: keep the first time
+                    self._event_times[name] = min(at, self._event_times.get(name, at))
                 self._failures += 1
                 delay = min(self.settings.resync_interval, 0.25 * 2 ** min(self._failures, 8))
                 log.error(
@@ -298,6 +320,15 @@ class Agent:
         self, *, full: bool, dirty: Iterable[str] = (), gone: Iterable[str] = ()
     ) -> None:
         """One pass: list, parse, pool, plan, apply."""
+        started = time.monotonic()
+        try:
+            await self._reconcile(full=full, dirty=dirty, gone=gone)
+        finally:
+            self.metrics.reconcile_duration.labels("true" if full else "false").observe(
+                time.monotonic() - started
+            )
+
+    async def _reconcile(self, *, full: bool, dirty: Iterable[str], gone: Iterable[str]) -> None:
         assert self.pool is not None
         started = time.monotonic()
         dirty_ids = set(dirty)
@@ -342,6 +373,10 @@ class Agent:
                 state, work, now=time.time(), stale_after=settings.stale_after, is_free=is_free
             )
         )
+        self._note_pool_use()
+        for name, pool_error in outcome.errors.items():
+            if isinstance(pool_error, PoolExhausted) and self.waiting.get(name) != str(pool_error):
+                self.metrics.error("pool_exhausted")
 
         desired: dict[str, Registration] = {}
         waiting: dict[str, str] = {}
@@ -363,11 +398,13 @@ class Agent:
             managed[name] = ManagedService(spec, reg)
         self._replace(self.managed, managed, scope_names)
         # Make proxy ports real before Consul hears of them.
-        for sid, error in (await self.expose.sync(self._forward_targets())).items():
+        for sid, listen_error in (await self.expose.sync(self._forward_targets())).items():
             name = sid.split(":", 1)[1]
+            if self.waiting.get(name) != listen_error:
+                self.metrics.error("forwarder")
             desired.pop(sid, None)
             self.managed.pop(name, None)
-            waiting[name] = error
+            waiting[name] = listen_error
         self._note_waiting(waiting, scope_names)
 
         actions = plan(
@@ -410,6 +447,7 @@ class Agent:
     def _note_skipped(self, skipped: dict[str, LabelError], scope_names: set[str] | None) -> None:
         for name, error in skipped.items():
             if self.skipped.get(name) != error:  # once per new reason, not every resync
+                self.metrics.error("labels")
                 log.error(
                     "container_skipped",
                     container=name,
@@ -436,6 +474,7 @@ class Agent:
                     await self.consul.register(reg)
                 except (ConsulUnavailable, ConsulRejected) as exc:
                     failures += 1
+                    self.metrics.error(_consul_kind(exc))
                     log.error(
                         "consul_register_failed",
                         container=reg.meta.get("container_name"),
@@ -447,6 +486,10 @@ class Agent:
             self.registered[reg.service_id] = reg
             self.consul_reachable = True
             self.checks.kick(reg.service_id)  # registering reset its TTL check to critical
+            self.metrics.registrations.inc()
+            happened = self._pass_event_times.pop(reg.meta.get("container_name", ""), None)
+            if happened is not None:
+                self.metrics.event_to_registered.observe(max(0.0, time.time() - happened))
             log.info(
                 "service_registered",
                 container=reg.meta.get("container_name"),
@@ -465,8 +508,16 @@ class Agent:
                     await self.consul.deregister(sid)
                 except (ConsulUnavailable, ConsulRejected) as exc:
                     failures += 1
-                    log.error("consul_deregister_failed", service_id=sid, error=str(exc))
+                    self.metrics.error(_consul_kind(exc))
+                    log.error(
+                        "consul_deregister_failed",
+                        container=old.meta.get("container_name") if old else None,
+                        service=old.name if old else None,
+                        service_id=sid,
+                        error=str(exc),
+                    )
                     return
+            self.metrics.deregistrations.inc()
             self.registered.pop(sid, None)
             self.probe_meta.pop(sid, None)
             log.info(
@@ -474,12 +525,48 @@ class Agent:
                 container=old.meta.get("container_name") if old else None,
                 service=old.name if old else None,
                 service_id=sid,
+                port=old.port if old else None,
             )
 
         await asyncio.gather(
             *(do_register(r) for r in register), *(do_deregister(s) for s in deregister)
         )
         return failures
+
+    # ---- metrics ------------------------------------------------------------------------
+
+    def _snapshot(self) -> Snapshot:
+        pool = None
+        if self.pool is not None:
+            state = self.pool.state
+            pool = PoolUse(state.capacity, state.used_count(), state.free_count())
+        return Snapshot(
+            pool=pool,
+            services=len(self.registered),
+            forwarders=self.expose.counters(),
+            docker_connected=self.docker_connected,
+            consul_reachable=self.consul_reachable,
+            ready=self.ready,
+        )
+
+    def _note_pool_use(self) -> None:
+        """One event when use crosses POOL_WARN_RATIO, one when it falls back."""
+        assert self.pool is not None
+        state = self.pool.state
+        used, size = state.used_count(), state.capacity
+        high = used > POOL_WARN_RATIO * size
+        if high == self._pool_pressure:
+            return
+        self._pool_pressure = high
+        event = "pool_nearly_exhausted" if high else "pool_pressure_relieved"
+        (log.warning if high else log.info)(
+            event,
+            used=used,
+            size=size,
+            free=state.free_count(),
+            range=str(state.port_range),
+            threshold=POOL_WARN_RATIO,
+        )
 
     # ---- forwarders and checks ----------------------------------------------------------
 
@@ -624,6 +711,25 @@ class Agent:
             ],
             "waiting": [{"container": n, "reason": r} for n, r in sorted(self.waiting.items())],
         }
+
+
+def _consul_kind(exc: ConsulUnavailable | ConsulRejected) -> str:
+    return "consul_unavailable" if isinstance(exc, ConsulUnavailable) else "consul_rejected"
+
+
+def _error_kind(exc: BaseException) -> str | None:
+    """The metrics kind of a failure; None when its parts were counted already."""
+    if isinstance(exc, ApplyFailed):
+        return None
+    if isinstance(exc, ConsulUnavailable):
+        return "consul_unavailable"
+    if isinstance(exc, ConsulRejected):
+        return "consul_rejected"
+    if isinstance(exc, StoreError):
+        return "store"
+    if isinstance(exc, docker.errors.DockerException | requests.RequestException):
+        return "docker"
+    return "reconcile"
 
 
 def _connections(expose: ExposeManager, sid: str) -> dict[str, int] | None:

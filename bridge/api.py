@@ -1,10 +1,11 @@
-"""The agent's own HTTP endpoint (BRIDGE_HTTP_ADDR): health, readiness, status, ports."""
+"""The agent's own HTTP endpoint (BRIDGE_HTTP_ADDR): health, readiness, metrics, status, ports."""
 
 from __future__ import annotations
 
 import time
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from bridge.agent import Agent
 
@@ -21,6 +22,11 @@ def build_app(agent: Agent) -> web.Application:
             "first_full_pass_done": agent.listing_complete,
         }
         return web.json_response(body, status=200 if agent.ready else 503)
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(
+            body=agent.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
 
     async def status(_: web.Request) -> web.Response:
         return web.json_response(await agent.status())
@@ -51,6 +57,7 @@ def build_app(agent: Agent) -> web.Application:
     app = web.Application()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
     app.router.add_get("/v1/status", status)
     app.router.add_get("/v1/ports", ports)
     return app

@@ -12,7 +12,7 @@ import contextlib
 import re
 import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import docker
@@ -69,6 +69,7 @@ class ContainerEvent:
     action: str
     name: str | None  # the container's name at the time of the event
     old_name: str | None = None  # for rename events
+    time: float | None = field(default=None, compare=False)  # when, per Docker (epoch s)
 
 
 class StreamEnded(Exception):
@@ -185,9 +186,11 @@ def _parse_event(raw: Any) -> ContainerEvent | None:
         return None
     action = str(raw.get("Action") or raw.get("status") or "")
     old_name = attributes.get("oldName")
+    nanos = raw.get("timeNano")
     return ContainerEvent(
         container_id=str(container_id),
         action=action,
         name=attributes.get("name"),
         old_name=old_name.lstrip("/") if isinstance(old_name, str) else None,
+        time=nanos / 1e9 if isinstance(nanos, int) else None,
     )

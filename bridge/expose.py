@@ -62,6 +62,11 @@ def raise_fd_limit() -> int:
     return soft
 
 
+def _container(service_id: str) -> str:
+    # Service ids are "<node>:<container name>" (reconcile.service_id).
+    return service_id.split(":", 1)[-1]
+
+
 def _family(address: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in address else socket.AF_INET
 
@@ -242,6 +247,7 @@ class _Link:
         self.counters.failed += 1
         log.warning(
             "forward_connect_failed",
+            container=_container(self.forwarder.service_id),
             service_id=self.forwarder.service_id,
             port=target.listen_port,
             target=f"{target.address}:{target.port}",
@@ -376,7 +382,11 @@ class ExposeManager:
                 # connections already open finish where they are.
                 current.target = target
                 log.info(
-                    "forwarder_retargeted", service_id=sid, target=f"{target.address}:{target.port}"
+                    "forwarder_retargeted",
+                    container=_container(sid),
+                    service_id=sid,
+                    port=target.listen_port,
+                    target=f"{target.address}:{target.port}",
                 )
                 continue
             if current is not None:
@@ -387,12 +397,17 @@ class ExposeManager:
             except OSError as exc:
                 errors[sid] = f"cannot listen on {self.listen_address}:{target.listen_port}: {exc}"
                 log.error(
-                    "forwarder_failed", service_id=sid, port=target.listen_port, error=str(exc)
+                    "forwarder_failed",
+                    container=_container(sid),
+                    service_id=sid,
+                    port=target.listen_port,
+                    error=str(exc),
                 )
                 continue
             self.forwarders[sid] = forwarder
             log.info(
                 "forwarder_opened",
+                container=_container(sid),
                 service_id=sid,
                 port=target.listen_port,
                 target=f"{target.address}:{target.port}",
@@ -402,7 +417,13 @@ class ExposeManager:
     async def _close(self, sid: str, why: str) -> None:
         forwarder = self.forwarders.pop(sid)
         await forwarder.close()
-        log.info("forwarder_closed", service_id=sid, port=forwarder.target.listen_port, reason=why)
+        log.info(
+            "forwarder_closed",
+            container=_container(sid),
+            service_id=sid,
+            port=forwarder.target.listen_port,
+            reason=why,
+        )
 
     def counters(self) -> dict[str, Counters]:
         return {sid: f.counters for sid, f in self.forwarders.items()}

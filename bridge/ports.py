@@ -154,6 +154,15 @@ class PoolState:
         """Ports nobody holds (some may still be busy with other processes)."""
         return self._capacity - self._taken
 
+    @property
+    def capacity(self) -> int:
+        """Ports the pool may hand out: the range less reserved ports."""
+        return self._capacity
+
+    def used_count(self) -> int:
+        """Usable ports that some allocation holds."""
+        return self._taken
+
     # ---- journal --------------------------------------------------------------------
 
     def begin(self) -> None:

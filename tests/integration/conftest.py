@@ -67,8 +67,19 @@ def docker_client(services: dict[str, str]) -> Iterator[docker.DockerClient]:
     client = docker.from_env()
     yield client
     for c in client.containers.list(all=True, filters={"label": TEST_LABEL}):
-        c.remove(force=True)
+        _remove(c)
     client.close()
+
+
+def _remove(container: Any) -> None:
+    # Another clean-up (or --rm) may be removing it already: gone is what we want.
+    try:
+        container.remove(force=True)
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError as exc:
+        if "already in progress" not in str(exc):
+            raise
 
 
 def consul_url() -> str:
@@ -290,7 +301,7 @@ def bridge(
     if agent.proc is not None and agent.proc.poll() is None:
         agent.kill()
     for c in docker_client.containers.list(all=True, filters={"name": world.tag}):
-        c.remove(force=True)
+        _remove(c)
     for sid in list(world.services()):
         consul_put(f"/v1/agent/service/deregister/{sid}")
     if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:

@@ -271,7 +271,9 @@ def event(action: str, **attributes: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("action", ["create", "start", "die", "stop", "destroy"])
 def test_lifecycle_events(action: str) -> None:
-    assert _parse_event(event(action)) == ContainerEvent(CID, action, "probe-x", None)
+    parsed = _parse_event(event(action))
+    assert parsed == ContainerEvent(CID, action, "probe-x", None)
+    assert parsed.time == 1718000000.1234567  # for the event-to-registered histogram
 
 
 def test_rename_event_carries_both_names_without_slash() -> None:

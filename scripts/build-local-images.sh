@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Build the Docker images the tests run, with no container registry: only Debian's
-# package archive and PyPI are used.
+# Build the Docker images the tests and the compose stacks run, with no container
+# registry: only Debian's package archive, PyPI and files of this repository are used.
 #
 # Usage: scripts/build-local-images.sh [--rebuild] [--refresh] [NAME...]
 #
@@ -11,18 +11,31 @@
 #                             official MCP Python SDK (`mcp` from PyPI, installed offline
 #                             from wheels fetched on the host) and
 #                             tests/fixtures/mcp_server.py as `python3 /app/mcp_server.py`
+#                 consul      mcp-bridge/consul:local: FROM scratch, Debian bullseye's
+#                             consul 1.8.7 (the binary scripts/local-services.sh fetches
+#                             to $MCP_BRIDGE_HOME/consul/consul, reused), Debian's
+#                             busybox-static and the glibc files consul links
+#                             (images/consul/Dockerfile)
+#                 dind        mcp-bridge/dind:local: Docker-in-Docker, a debootstrap'ed
+#                             bookworm (minbase + docker.io iptables procps
+#                             ca-certificates) with images/dind/dind-entrypoint.sh
+#                 bridge      mcp-bridge/bridge:local: the repository's Dockerfile with
+#                             BASE_IMAGE=mcp-bridge/python:local, installed offline from
+#                             wheels fetched on the host
 #                 Full names (mcp-bridge/python:local) work too. Default: all.
-#                 mcp-server builds python first if that image is missing.
+#                 mcp-server and bridge build python first if that image is missing.
 #   --rebuild     rebuild the named images even if they are up to date (from the
 #                 cached root file system tarball and wheels)
 #   --refresh     also throw away the cached debootstrap, root file system and wheels
-#                 and fetch them again (implies --rebuild)
+#                 and fetch them again (implies --rebuild; the consul and busybox
+#                 binaries shared with scripts/local-services.sh are kept)
 #
 # Idempotent: an image is skipped when it exists and carries the label
 # org.mcp-bridge.inputs with the hash of what it is built from (recipe, Dockerfile,
-# fixture, SDK requirement, base image id); otherwise it is (re)built.
-# Cached under $MCP_BRIDGE_HOME/cache: debootstrap, the root file system tarball
-# (debian-bookworm-minbase-*.tar) and the wheels (wheels/<requirement>-cp311-<arch>).
+# fixture, SDK requirement, base image id, the package's code); otherwise it is (re)built.
+# Cached under $MCP_BRIDGE_HOME/cache: debootstrap, the root file system tarballs
+# (debian-bookworm-minbase-*.tar, dind-debian-bookworm-minbase-*.tar) and the wheels
+# (wheels/<requirement>-cp311-<arch>, wheels/mcp-bridge-deps-<hash>-cp311-<arch>).
 # Progress goes to stderr; at the end the images are listed on stdout.
 # Works from any directory, without a terminal or stdin (CI=true).
 #
@@ -47,13 +60,18 @@ LOCK_FILE="/run/lock/mcp-bridge-build-local-images.lock"
 
 PYTHON_IMAGE="mcp-bridge/python:local"
 MCP_IMAGE="mcp-bridge/mcp-server:local"
-ALL_NAMES=(python mcp-server)
+CONSUL_IMAGE="mcp-bridge/consul:local"
+DIND_IMAGE="mcp-bridge/dind:local"
+DIND_ROOTFS_IMAGE="mcp-bridge/dind-rootfs:local"
+BRIDGE_IMAGE="mcp-bridge/bridge:local"
+ALL_NAMES=(python mcp-server consul dind bridge)
 
 SUITE=bookworm                      # python3 is 3.11 there: the wheels are cp311
 PY_TAG=cp311
 PY_VERSION=3.11
 VARIANT=minbase
 INCLUDE="python3,python3-venv,ca-certificates"
+DIND_INCLUDE="docker.io,iptables,procps,ca-certificates"
 MIRROR="${MCP_BRIDGE_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 MIRROR="${MIRROR%/}"
 MCP_SDK_SPEC="${MCP_SDK_SPEC:-mcp==2.3.0}"
@@ -123,6 +141,9 @@ parse_args() {
             -*) usage; die "unknown option $a" ;;
             python|mcp-bridge/python|"$PYTHON_IMAGE") WANT+=(python) ;;
             mcp-server|mcp-bridge/mcp-server|"$MCP_IMAGE") WANT+=(mcp-server) ;;
+            consul|mcp-bridge/consul|"$CONSUL_IMAGE") WANT+=(consul) ;;
+            dind|mcp-bridge/dind|"$DIND_IMAGE") WANT+=(dind) ;;
+            bridge|mcp-bridge/bridge|"$BRIDGE_IMAGE") WANT+=(bridge) ;;
             all) WANT+=("${ALL_NAMES[@]}") ;;
             *) usage; die "unknown image $a (known: ${ALL_NAMES[*]})" ;;
         esac
@@ -135,7 +156,7 @@ wanted() { [[ " ${WANT[*]} " == *" $1 "* ]]; }
 check_host() {
     [ "$(id -u)" -eq 0 ] || die "must run as root (debootstrap needs chroot and mknod)"
     local t
-    for t in docker apt-get dpkg-deb dpkg tar sha256sum flock; do
+    for t in docker apt-get dpkg-deb dpkg tar sha256sum flock ldd; do
         have "$t" || die "$t not found on PATH"
     done
     timeout 20 docker info >/dev/null 2>&1 \
@@ -308,9 +329,12 @@ python_inputs() {
     { echo "$SUITE $VARIANT $INCLUDE $ARCH $MIRROR"; declare -f make_rootfs slim_rootfs; } | sha
 }
 
-# the cached root file system tarball (made when missing)
-ensure_rootfs_tarball() {  # hash
-    local tarball="$CACHE_DIR/debian-$SUITE-$VARIANT-$ARCH-$1.tar" work t0
+# the cached root file system tarball $CACHE_DIR/NAME-HASH.tar (made when missing), with
+# the packages in INCLUDE; the command must run in it (chroot) before it is kept
+ensure_rootfs_tarball() {  # name hash include command...
+    local name=$1 hash=$2 include=$3 tarball work t0
+    shift 3
+    tarball="$CACHE_DIR/$name-$hash.tar"
     ROOTFS_TARBALL=$tarball
     if [ "$REFRESH" -eq 1 ]; then rm -f "$tarball"; fi
     if [ -s "$tarball" ]; then
@@ -320,8 +344,8 @@ ensure_rootfs_tarball() {  # hash
     ensure_debootstrap
     make_tmp work rootfs
     t0=$SECONDS
-    log "debootstrap $SUITE ($VARIANT, +$INCLUDE) from $MIRROR (takes a minute or so)"
-    if ! make_rootfs "$work/root" >"$work/debootstrap.out" 2>&1; then
+    log "debootstrap $SUITE ($VARIANT, +$include) from $MIRROR (takes a minute or so)"
+    if ! INCLUDE=$include make_rootfs "$work/root" >"$work/debootstrap.out" 2>&1; then
         tail -n 25 "$work/debootstrap.out" >&2
         [ ! -r "$work/root/debootstrap/debootstrap.log" ] \
             || { echo "  --- debootstrap.log:" >&2; tail -n 25 "$work/root/debootstrap/debootstrap.log" >&2; }
@@ -329,14 +353,13 @@ ensure_rootfs_tarball() {  # hash
     fi
     log "debootstrap done in $(elapsed "$t0")"
     umount_below "$work/root"
-    chroot "$work/root" python3 -c 'import ssl, venv, ensurepip' \
-        || die "the new root file system has no working python3"
+    chroot "$work/root" "$@" >&2 || die "the new root file system fails: $*"
     slim_rootfs "$work/root"
     # the tarball appears only when complete
     tar --numeric-owner --xattrs -C "$work/root" -cf "$work/rootfs.tar" .
     mv -f "$work/rootfs.tar" "$tarball"
     # older tarballs of other recipes
-    find "$CACHE_DIR" -maxdepth 1 -name "debian-$SUITE-$VARIANT-$ARCH-*.tar" ! -path "$tarball" -delete
+    find "$CACHE_DIR" -maxdepth 1 -name "$name-*.tar" ! -path "$tarball" -delete
     log "cached $tarball ($(du -h "$tarball" | cut -f1))"
     remove_tree "$work"
 }
@@ -346,7 +369,8 @@ build_python() {
     hash=$(python_inputs)
     needs_build "$PYTHON_IMAGE" "$hash" || return 0
     t0=$SECONDS
-    ensure_rootfs_tarball "$hash"
+    ensure_rootfs_tarball "debian-$SUITE-$VARIANT-$ARCH" "$hash" "$INCLUDE" \
+        python3 -c 'import ssl, venv, ensurepip'
     old=$(image_id "$PYTHON_IMAGE" || true)
     log "docker import $ROOTFS_TARBALL as $PYTHON_IMAGE"
     docker import \
@@ -381,9 +405,24 @@ host_pip() {
     die "no pip on the host to download wheels with (bootstrap the venv: $REPO_ROOT/scripts/bootstrap.sh)"
 }
 
+# the requirements and their dependencies as wheels for the image's CPython, into a folder
+pip_download() {  # dir requirement...
+    local dest=$1 plats=() n
+    shift
+    host_pip
+    # bookworm has glibc 2.36: every manylinux tag up to that
+    for n in $(seq 17 36); do plats+=(--platform "manylinux_2_${n}_$WHEEL_ARCH"); done
+    plats+=(--platform "manylinux2014_$WHEEL_ARCH")
+    log "pip download $* (+ dependencies) as $PY_TAG $WHEEL_ARCH wheels"
+    "${PIP[@]}" download --disable-pip-version-check --no-input --progress-bar off -q \
+        --only-binary=:all: --implementation cp --python-version "$PY_VERSION" --abi "$PY_TAG" \
+        "${plats[@]}" -d "$dest" "$@" \
+        || die "pip download $* failed"
+}
+
 # `mcp` and its dependencies as wheels for the image's CPython, cached per requirement
 ensure_wheels() {
-    local slug dir tmp plats=() n
+    local slug dir tmp
     # readable, and unique per requirement ("mcp<2" and "mcp>2" differ)
     slug=$(printf '%s' "$MCP_SDK_SPEC" | sed 's/==/-/; s/[^A-Za-z0-9._-]/_/g')
     slug="$slug-$(printf '%s' "$MCP_SDK_SPEC" | sha | cut -c1-8)"
@@ -394,16 +433,8 @@ ensure_wheels() {
         log "using the cached wheels in $dir"
         return 0
     fi
-    host_pip
-    # bookworm has glibc 2.36: every manylinux tag up to that
-    for n in $(seq 17 36); do plats+=(--platform "manylinux_2_${n}_$WHEEL_ARCH"); done
-    plats+=(--platform "manylinux2014_$WHEEL_ARCH")
     make_tmp tmp wheels
-    log "pip download $MCP_SDK_SPEC (+ dependencies) as $PY_TAG $WHEEL_ARCH wheels"
-    "${PIP[@]}" download --disable-pip-version-check --no-input --progress-bar off -q \
-        --only-binary=:all: --implementation cp --python-version "$PY_VERSION" --abi "$PY_TAG" \
-        "${plats[@]}" -d "$tmp/wheels" "$MCP_SDK_SPEC" \
-        || die "pip download $MCP_SDK_SPEC failed"
+    pip_download "$tmp/wheels" "$MCP_SDK_SPEC"
     printf '%s\n' "$MCP_SDK_SPEC" >"$tmp/wheels/requirements.txt"
     touch "$tmp/wheels/.complete"
     mkdir -p "$(dirname "$dir")"
@@ -462,10 +493,262 @@ build_mcp_server() {
 }
 
 # --------------------------------------------------------------------------
+# mcp-bridge/consul:local
+
+# Debian bullseye's consul binary where scripts/local-services.sh keeps it; fetched the
+# same way when missing
+ensure_consul_binary() {
+    local apt_dir="$HOME_DIR/apt" list debs x opts
+    CONSUL_BIN="$HOME_DIR/consul/consul"
+    if [ -x "$CONSUL_BIN" ] && "$CONSUL_BIN" version >/dev/null 2>&1; then
+        return 0
+    fi
+    log "no $CONSUL_BIN yet: fetching Debian bullseye's consul package"
+    list="$apt_dir/bullseye.list"
+    debs="$apt_dir/debs"
+    mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$debs"
+    echo "deb $MIRROR bullseye main" >"$list"
+    opts=("${APT_OPTS[@]}"
+        -o "Dir::Etc::sourcelist=$list" -o Dir::Etc::sourceparts=-
+        -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache"
+        -o APT::Get::List-Cleanup=0)
+    apt-get "${opts[@]}" update -qq || die "apt-get update (bullseye) failed"
+    rm -f "$debs"/consul_*.deb
+    (cd "$debs" && apt-get "${opts[@]}" download -q consul) || die "apt-get download consul failed"
+    make_tmp x consul-deb
+    dpkg-deb -x "$debs"/consul_*.deb "$x"
+    mkdir -p "$(dirname "$CONSUL_BIN")"
+    install -m 0755 "$x/usr/bin/consul" "$CONSUL_BIN.new"
+    mv -f "$CONSUL_BIN.new" "$CONSUL_BIN"
+    "$CONSUL_BIN" version >/dev/null || die "$CONSUL_BIN does not run"
+}
+
+# Debian's busybox-static binary where scripts/local-services.sh keeps it (fetched when
+# missing; the package itself is never installed: it conflicts with `busybox`)
+ensure_busybox_binary() {
+    local dir="$HOME_DIR/busybox" x
+    BUSYBOX_BIN="$dir/busybox"
+    [ -x "$BUSYBOX_BIN" ] && return 0
+    log "no $BUSYBOX_BIN yet: fetching Debian's busybox-static package"
+    apt_download "$dir/debs" busybox-static
+    make_tmp x busybox-deb
+    dpkg-deb -x "$dir"/debs/busybox-static_*.deb "$x"
+    install -m 0755 "$x/bin/busybox" "$BUSYBOX_BIN.new"
+    mv -f "$BUSYBOX_BIN.new" "$BUSYBOX_BIN"
+}
+
+# the shared objects a binary loads (ldd), the dynamic loader included
+linked_files() {  # binary
+    ldd "$1" | awk '$2 == "=>" && $3 ~ "^/" { print $3; next } $1 ~ "^/" { print $1 }'
+}
+
+consul_inputs() {
+    {
+        sha256sum "$CONSUL_BIN" "$BUSYBOX_BIN"
+        linked_files "$CONSUL_BIN" | while read -r f; do echo "$f $(sha256sum <"$f")"; done
+        cat "$REPO_ROOT/images/consul/Dockerfile"
+    } | sha
+}
+
+build_consul() {
+    local hash old ctx t0 id f
+    [ -r "$REPO_ROOT/images/consul/Dockerfile" ] || die "missing images/consul/Dockerfile"
+    ensure_consul_binary
+    ensure_busybox_binary
+    hash=$(consul_inputs)
+    needs_build "$CONSUL_IMAGE" "$hash" || return 0
+    t0=$SECONDS
+    make_tmp ctx consul-context
+    mkdir -p "$ctx/rootfs/bin"
+    cp "$REPO_ROOT/images/consul/Dockerfile" "$ctx/Dockerfile"
+    install -m 0755 "$CONSUL_BIN" "$ctx/rootfs/bin/consul"
+    install -m 0755 "$BUSYBOX_BIN" "$ctx/rootfs/bin/busybox"
+    # the glibc consul links, at the paths its ELF header and ldd name (cp -L: the files
+    # behind the symlinks)
+    while read -r f; do
+        mkdir -p "$ctx/rootfs$(dirname "$f")"
+        cp -L "$f" "$ctx/rootfs$f"
+    done < <(linked_files "$CONSUL_BIN")
+    old=$(image_id "$CONSUL_IMAGE" || true)
+    log "docker build $CONSUL_IMAGE ($("$CONSUL_BIN" version | head -n1), classic builder)"
+    DOCKER_BUILDKIT=0 docker build --force-rm -q \
+        --label "$INPUTS_LABEL=$hash" \
+        -t "$CONSUL_IMAGE" "$ctx" >&2 \
+        || die "docker build of $CONSUL_IMAGE failed"
+    id=$(image_id "$CONSUL_IMAGE")
+    docker run --rm --network none "$CONSUL_IMAGE" version >&2 \
+        || die "$CONSUL_IMAGE does not run consul"
+    drop_old_image "$old" "$id"
+    log "built $CONSUL_IMAGE in $(elapsed "$t0")"
+}
+
+# --------------------------------------------------------------------------
+# mcp-bridge/dind:local
+
+dind_rootfs_inputs() {
+    { echo "$SUITE $VARIANT $DIND_INCLUDE $ARCH $MIRROR"; declare -f make_rootfs slim_rootfs; } | sha
+}
+
+# the debootstrap'ed root file system, imported as an image of its own
+# (mcp-bridge/dind-rootfs:local), so that a change of the entrypoint costs no re-import
+build_dind_rootfs() {
+    local hash old id
+    hash=$(dind_rootfs_inputs)
+    needs_build "$DIND_ROOTFS_IMAGE" "$hash" || return 0
+    ensure_rootfs_tarball "dind-debian-$SUITE-$VARIANT-$ARCH" "$hash" "$DIND_INCLUDE" \
+        dockerd --version
+    old=$(image_id "$DIND_ROOTFS_IMAGE" || true)
+    log "docker import $ROOTFS_TARBALL as $DIND_ROOTFS_IMAGE"
+    docker import \
+        --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+        --change 'ENV LANG=C.UTF-8' \
+        --change "LABEL $INPUTS_LABEL=$hash" \
+        --change "LABEL org.opencontainers.image.description=\"debootstrap --variant=$VARIANT --include=$DIND_INCLUDE $SUITE $MIRROR\"" \
+        --message "debootstrap $SUITE $VARIANT +$DIND_INCLUDE" \
+        - "$DIND_ROOTFS_IMAGE" <"$ROOTFS_TARBALL" >/dev/null
+    id=$(image_id "$DIND_ROOTFS_IMAGE")
+    drop_old_image "$old" "$id"
+}
+
+dind_inputs() {  # rootfs-image-id
+    { echo "$1"; cat "$REPO_ROOT/images/dind/Dockerfile" "$REPO_ROOT/images/dind/dind-entrypoint.sh"; } | sha
+}
+
+build_dind() {
+    local base_id hash old ctx t0 id
+    [ -r "$REPO_ROOT/images/dind/Dockerfile" ] || die "missing images/dind/Dockerfile"
+    [ -r "$REPO_ROOT/images/dind/dind-entrypoint.sh" ] || die "missing images/dind/dind-entrypoint.sh"
+    t0=$SECONDS
+    build_dind_rootfs
+    base_id=$(image_id "$DIND_ROOTFS_IMAGE") || die "$DIND_ROOTFS_IMAGE is missing"
+    hash=$(dind_inputs "$base_id")
+    needs_build "$DIND_IMAGE" "$hash" || return 0
+    make_tmp ctx dind-context
+    cp "$REPO_ROOT/images/dind/Dockerfile" "$ctx/Dockerfile"
+    install -m 0755 "$REPO_ROOT/images/dind/dind-entrypoint.sh" "$ctx/dind-entrypoint.sh"
+    old=$(image_id "$DIND_IMAGE" || true)
+    log "docker build $DIND_IMAGE (classic builder)"
+    DOCKER_BUILDKIT=0 docker build --force-rm -q \
+        --build-arg "ROOTFS_IMAGE=$DIND_ROOTFS_IMAGE" \
+        --label "$INPUTS_LABEL=$hash" \
+        -t "$DIND_IMAGE" "$ctx" >&2 \
+        || die "docker build of $DIND_IMAGE failed"
+    id=$(image_id "$DIND_IMAGE")
+    docker run --rm --network none --entrypoint dockerd "$DIND_IMAGE" --version >&2 \
+        || die "$DIND_IMAGE has no working dockerd"
+    drop_old_image "$old" "$id"
+    log "built $DIND_IMAGE in $(elapsed "$t0")"
+}
+
+# --------------------------------------------------------------------------
+# mcp-bridge/bridge:local
+
+# what the package needs to be built and installed: [build-system] requires and
+# [project] dependencies of pyproject.toml, one per line
+bridge_requirements() {
+    "${PIP[0]}" - "$REPO_ROOT/pyproject.toml" <<'PY'
+import sys
+import tomllib
+
+with open(sys.argv[1], "rb") as f:
+    meta = tomllib.load(f)
+for req in meta["build-system"]["requires"] + ["wheel"] + meta["project"]["dependencies"]:
+    print(req)
+PY
+}
+
+# the project's dependencies and build backend as wheels for the image's CPython, cached
+# per set of requirements (so only a change of pyproject.toml's lists fetches again)
+ensure_bridge_wheels() {
+    local reqs=() dir tmp r
+    host_pip
+    while read -r r; do reqs+=("$r"); done < <(bridge_requirements)
+    [ "${#reqs[@]}" -gt 1 ] || die "no requirements read from pyproject.toml"
+    dir="$CACHE_DIR/wheels/mcp-bridge-deps-$(printf '%s\n' "${reqs[@]}" | sha | cut -c1-8)-$PY_TAG-$WHEEL_ARCH"
+    BRIDGE_WHEEL_DIR=$dir
+    if [ "$REFRESH" -eq 1 ]; then remove_tree "$dir"; fi
+    if [ -e "$dir/.complete" ]; then
+        log "using the cached wheels in $dir"
+        return 0
+    fi
+    make_tmp tmp wheels
+    pip_download "$tmp/wheels" "${reqs[@]}"
+    touch "$tmp/wheels/.complete"
+    mkdir -p "$(dirname "$dir")"
+    remove_tree "$dir"
+    mv "$tmp/wheels" "$dir"
+    # wheels for earlier dependency lists
+    find "$CACHE_DIR/wheels" -mindepth 1 -maxdepth 1 -name "mcp-bridge-deps-*-$PY_TAG-$WHEEL_ARCH" \
+        ! -path "$dir" -exec rm -rf {} +
+    log "cached $(find "$dir" -name '*.whl' | wc -l) wheels ($(du -sh "$dir" | cut -f1)) in $dir"
+}
+
+# the package's files as the image gets them (README.md only feeds the package's long
+# description: an edit of it alone does not rebuild the image)
+bridge_sources() {
+    (cd "$REPO_ROOT" && find bridge -type f -name '*.py' | LC_ALL=C sort)
+}
+
+bridge_inputs() {  # base-image-id wheel-dir
+    {
+        echo "$1 $(basename "$2")"
+        cd "$REPO_ROOT"
+        cat Dockerfile .dockerignore pyproject.toml
+        bridge_sources | while read -r f; do echo "$f"; cat "$f"; done
+    } | sha
+}
+
+build_bridge() {
+    local base_id hash old ctx t0 id uid f
+    [ -r "$REPO_ROOT/Dockerfile" ] || die "missing Dockerfile at the repository root"
+    base_id=$(image_id "$PYTHON_IMAGE") || die "$PYTHON_IMAGE is missing"
+    ensure_bridge_wheels
+    hash=$(bridge_inputs "$base_id" "$BRIDGE_WHEEL_DIR")
+    needs_build "$BRIDGE_IMAGE" "$hash" || return 0
+    t0=$SECONDS
+    # a context of our own: only the package, and the wheels, never written into the repo
+    make_tmp ctx bridge-context
+    cp "$REPO_ROOT/Dockerfile" "$REPO_ROOT/.dockerignore" "$REPO_ROOT/pyproject.toml" \
+        "$REPO_ROOT/README.md" "$ctx/"
+    while read -r f; do
+        mkdir -p "$ctx/$(dirname "$f")"
+        cp "$REPO_ROOT/$f" "$ctx/$f"
+    done < <(bridge_sources)
+    cp -a "$BRIDGE_WHEEL_DIR" "$ctx/wheels"
+    rm -f "$ctx/wheels/.complete"
+    old=$(image_id "$BRIDGE_IMAGE" || true)
+    log "docker build $BRIDGE_IMAGE (BASE_IMAGE=$PYTHON_IMAGE, offline from wheels, classic builder)"
+    DOCKER_BUILDKIT=0 docker build --force-rm \
+        --build-arg "BASE_IMAGE=$PYTHON_IMAGE" \
+        --label "$INPUTS_LABEL=$hash" \
+        -t "$BRIDGE_IMAGE" "$ctx" >&2 \
+        || die "docker build of $BRIDGE_IMAGE failed"
+    id=$(image_id "$BRIDGE_IMAGE")
+    docker image prune -f --filter "label=org.mcp-bridge.stage=build" >/dev/null 2>&1 || true
+    docker run --rm --network none "$BRIDGE_IMAGE" --help >/dev/null \
+        || die "$BRIDGE_IMAGE: \`mcp-bridge --help\` fails"
+    uid=$(docker run --rm --network none --entrypoint python3 "$BRIDGE_IMAGE" -c 'import os; print(os.getuid())')
+    [ "$uid" != 0 ] || die "$BRIDGE_IMAGE runs as root"
+    drop_old_image "$old" "$id"
+    log "built $BRIDGE_IMAGE (runs as uid $uid) in $(elapsed "$t0")"
+}
+
+# --------------------------------------------------------------------------
 
 list_images() {
-    docker image ls --filter "reference=$PYTHON_IMAGE" --filter "reference=$MCP_IMAGE" \
+    local refs=() i
+    for i in "$PYTHON_IMAGE" "$MCP_IMAGE" "$CONSUL_IMAGE" "$DIND_ROOTFS_IMAGE" "$DIND_IMAGE" "$BRIDGE_IMAGE"; do
+        refs+=(--filter "reference=$i")
+    done
+    docker image ls "${refs[@]}" \
         --format 'table {{.Repository}}:{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}' >&3
+}
+
+ensure_python() {  # for: image that needs it
+    if ! image_id "$PYTHON_IMAGE" >/dev/null; then
+        log "$1 needs $PYTHON_IMAGE first"
+        build_python
+    fi
 }
 
 main() {
@@ -477,11 +760,18 @@ main() {
         build_python
     fi
     if wanted mcp-server; then
-        if ! image_id "$PYTHON_IMAGE" >/dev/null; then
-            log "$MCP_IMAGE needs $PYTHON_IMAGE first"
-            build_python
-        fi
+        ensure_python "$MCP_IMAGE"
         build_mcp_server
+    fi
+    if wanted consul; then
+        build_consul
+    fi
+    if wanted dind; then
+        build_dind
+    fi
+    if wanted bridge; then
+        ensure_python "$BRIDGE_IMAGE"
+        build_bridge
     fi
     log "done in $(elapsed "$t0")"
     list_images

@@ -57,6 +57,19 @@ class ProbeFailed(Exception):
     pass
 
 
+async def _read_body(response: aiohttp.ClientResponse, limit: int, *, cut: bool = False) -> bytes:
+    """The body up to EOF (content.read(n) returns only what has arrived so far). Over
+    `limit`: cut there when `cut`, else the probe fails."""
+    body = bytearray()
+    while chunk := await response.content.read(65536):
+        body += chunk
+        if len(body) > limit:
+            if cut:
+                return bytes(body[:limit])
+            raise ProbeFailed(f"answer over {limit} bytes")
+    return bytes(body)
+
+
 async def _sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, str]]:
     """(event, data) pairs of a text/event-stream body, as they arrive."""
     event, data = "message", list[str]()
@@ -119,7 +132,7 @@ async def _streamable_http(
     headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
     async with session.post(url, data=json.dumps(_initialize()), headers=headers) as response:
         if response.status != 200:
-            body = (await response.content.read(300)).decode("utf-8", "replace")
+            body = (await _read_body(response, 300, cut=True)).decode("utf-8", "replace")
             raise ProbeFailed(f"POST {url}: HTTP {response.status} {body.strip()[:200]}")
         session_id = response.headers.get("Mcp-Session-Id")
         kind = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
@@ -133,7 +146,7 @@ async def _streamable_http(
             if message is None:
                 raise ProbeFailed("SSE stream ended without an answer to initialize")
         elif kind == "application/json":
-            message = json.loads(await response.content.read(MAX_BODY))
+            message = json.loads(await _read_body(response, MAX_BODY))
         else:
             raise ProbeFailed(f"POST {url}: unexpected Content-Type {kind!r}")
     result = _judge(message, time.monotonic() - started, budget)

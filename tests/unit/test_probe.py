@@ -43,6 +43,16 @@ class Server:
             await response.write(b": comment\n\nevent: message\ndata: ")
             await response.write(json.dumps(answer).encode() + b"\n\n")
             return response
+        if self.mode == "json-in-pieces":
+            # One JSON body, sent in two writes with a pause: the probe must read to EOF.
+            text = json.dumps(answer).encode()
+            response = web.StreamResponse(headers={"Content-Type": "application/json"})
+            response.content_length = len(text)
+            await response.prepare(request)
+            await response.write(text[:40])
+            await asyncio.sleep(0.05)
+            await response.write(text[40:])
+            return response
         if self.mode == "error":
             return web.json_response(
                 {"jsonrpc": "2.0", "id": 1, "error": {"code": -32602, "message": "bad params"}}
@@ -110,6 +120,13 @@ async def test_json_answer_passes_with_meta_and_ends_the_session(server: Fixture
     assert "demo" in result.output
     methods = [(m, h.get("Mcp-Session-Id")) for m, _, h in state.calls]
     assert methods == [("POST", None), ("POST", "abc"), ("DELETE", "abc")]
+
+
+async def test_json_answer_in_pieces_passes(server: Fixture) -> None:
+    state, base, session = server
+    state.mode = "json-in-pieces"
+    result = await probe(session, base + "/mcp", "streamable-http", 2.0)
+    assert result.status == "passing", result.output
 
 
 async def test_sse_answer_passes(server: Fixture) -> None:

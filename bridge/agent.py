@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +40,7 @@ from bridge.model import (
     ServiceSpec,
 )
 from bridge.port_pool import AsyncPortPool, DurablePortPool
-from bridge.port_store import StoreError
+from bridge.port_store import StoreError, StoreLocked, StoreTooNew
 from bridge.ports import PoolExhausted, bind_test
 from bridge.reconcile import (
     EndpointError,
@@ -162,14 +162,9 @@ class Agent:
             # Called (in a worker thread) only when the store is missing or corrupt.
             return asyncio.run_coroutine_threadsafe(self._live_claims(), loop).result()
 
-        pool = await asyncio.to_thread(
-            DurablePortPool.open,
-            self.settings.state_file,
-            self.settings.port_range,
-            self.settings.reserved_ports,
-            rebuild_source=rebuild_source,
-            is_free=self._is_free,
-        )
+        pool = await self._open_pool(rebuild_source)
+        if pool is None:
+            return  # stopped while waiting for the store
         self.pool = AsyncPortPool(pool)
         log.info(
             "agent_started",
@@ -180,10 +175,46 @@ class Agent:
             allocations=len(pool.state),
         )
 
+    async def _open_pool(
+        self, rebuild_source: Callable[[], list[LiveClaim]]
+    ) -> DurablePortPool | None:
+        """Open the store, waiting (not exiting) while it cannot be written: a read-only
+        or full volume is often fixed while we wait, and the registrations of the previous
+        agent stay in Consul meanwhile. Another agent holding the store, or a store from
+        a newer version, is a configuration error and ends the agent."""
+        delay = 0.5
+        while not self._stopping.is_set():
+            try:
+                return await asyncio.to_thread(
+                    DurablePortPool.open,
+                    self.settings.state_file,
+                    self.settings.port_range,
+                    self.settings.reserved_ports,
+                    rebuild_source=rebuild_source,
+                    is_free=self._is_free,
+                )
+            except (StoreLocked, StoreTooNew):
+                raise
+            except (StoreError, OSError) as exc:
+                self.metrics.error("store")
+                log.error(
+                    "state_store_unavailable",
+                    path=str(self.settings.state_file),
+                    error=str(exc),
+                    retry_in_s=delay,
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            delay = min(delay * 2, 30.0)
+        return None
+
     async def run(self) -> None:
         """Start, then serve until stop() is called."""
         if self.pool is None:
             await self.start()
+        if self.pool is None:  # stopped before the store could be opened
+            await self.close()
+            return
         tasks = [
             asyncio.create_task(self._watch_docker(), name="docker-events"),
             asyncio.create_task(self._resync_timer(), name="resync-timer"),
@@ -307,7 +338,7 @@ class Agent:
                     full=full,
                     retry_in_s=delay,
                     exc_info=not isinstance(
-                        exc, ConsulUnavailable | ConsulRejected | ApplyFailed | OSError
+                        exc, ConsulUnavailable | ConsulRejected | ApplyFailed | StoreError | OSError
                     ),
                 )
                 # Nothing is lost: the next try is a full pass.

@@ -21,7 +21,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,11 +149,12 @@ class AgentProcess:
     def http(self) -> str:
         return "http://" + self.env["BRIDGE_HTTP_ADDR"]
 
-    def start(self, wait_ready: bool = True) -> AgentProcess:
+    def start(self, wait_ready: bool = True, prefix: Sequence[str] = ()) -> AgentProcess:
+        """`prefix` runs the agent under a wrapper, e.g. setpriv to drop capabilities."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bridge", "run"],
+            [*prefix, sys.executable, "-m", "bridge", "run"],
             env={**os.environ, **self.env},
             stdout=log,
             stderr=subprocess.STDOUT,

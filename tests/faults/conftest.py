@@ -1,0 +1,10 @@
+"""The fault suite reuses the integration world: real dockerd, real Consul, real agents."""
+
+from tests.integration.conftest import (  # noqa: F401  (fixtures are found by name)
+    bridge,
+    docker_client,
+    mcp_server_image,
+    pytest_collection_modifyitems,
+    pytest_runtest_makereport,
+    services,
+)

@@ -1,0 +1,615 @@
+#!/usr/bin/env python3
+"""The agent against the limit the hardware, Docker and Consul allow, in one run.
+
+    scripts/bench.py [--containers N] [--plot FILE]
+
+Needs the local Docker engine and Consul (scripts/local-services.sh up) and the busybox
+image (scripts/local-services.sh busybox-image). It starts N busybox containers with
+`mcp.*`-style labels under a prefix of its own (so no other agent or test is disturbed),
+runs one real `mcp-bridge run` process, and removes everything at the end.
+
+What "visible" means everywhere: the service is in Consul's catalog, seen by one
+blocking query on /v1/catalog/services (what other programs and DNS see).
+
+- limit, sequential: one raw Docker inspect of a running container + one raw Consul
+  register of an equivalent service, until visible; p50/p99 over --limit-samples.
+- limit, concurrent: N inspect + register pairs at the agent's concurrency (32 threads),
+  until all visible: registrations per second, and the time for N.
+- event latency: N containers started one at a time; for each, the Docker `start` event's
+  own timestamp to the service visible. p50/p99, and ratios to the sequential limit.
+  Sampled in 8 steps of N/8, with the agent's RSS, for the plot.
+- burst: the N containers stopped (withdrawn), the agent frozen (SIGSTOP), all started
+  again at once, the agent thawed (SIGCONT): registrations per second until all N are
+  visible, against the concurrent limit. In waves of at most --wave containers: Docker
+  drops events for a subscriber whose buffer (1024 events) stays full, and each start
+  is two events. Freezing the agent takes Docker's own start rate out of the figure.
+- cold reconcile: the agent stopped, its services removed from Consul, the agent started
+  with N containers running: time from process start to all N visible, against one raw
+  list plus N raw registers at 32 threads.
+- RSS of the agent at N services, and its growth from N/4 to N (cost per service).
+
+Prints a table, writes a PNG (matplotlib) of latency and RSS against services, and as
+the LAST line one JSON object with event_p50_ratio, event_p99_ratio, burst_ratio,
+reconcile_ratio, rss_mb and the raw figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import docker
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGE = "mcp-bridge/busybox:local"
+CONCURRENCY = 32  # bridge.agent.APPLY_CONCURRENCY
+PORT_BASE = 28000  # pool for the bench's agent: below the ephemeral range, above the tests'
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Catalog:
+    """Watches Consul's catalog with blocking queries; records when each name appears."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self.url, self.prefix = url, prefix
+        self.seen: dict[str, float] = {}
+        self.changed = threading.Condition()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        session = requests.Session()
+        index = "0"
+        while not self._stop:
+            try:
+                r = session.get(
+                    f"{self.url}/v1/catalog/services",
+                    params={"index": index, "wait": "2s"},
+                    timeout=10,
+                )
+            except requests.RequestException:
+                time.sleep(0.1)
+                continue
+            now = time.time()
+            index = r.headers.get("X-Consul-Index", index)
+            names = {n for n in r.json() if n.startswith(self.prefix)}
+            with self.changed:
+                for name in names - self.seen.keys():
+                    self.seen[name] = now
+                for name in set(self.seen) - names:
+                    del self.seen[name]
+                self.changed.notify_all()
+
+    def wait(self, predicate: Callable[[dict[str, float]], bool], timeout: float = 600) -> float:
+        """Block until predicate(seen) holds; returns the wall time it first held."""
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while not predicate(self.seen):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"catalog: gave up after {timeout} s")
+                self.changed.wait(left)
+            return time.time()
+
+    def count(self) -> int:
+        with self.changed:
+            return len(self.seen)
+
+    def close(self) -> None:
+        self._stop = True
+
+
+class StartEvents:
+    """Docker `start` events of our containers, with Docker's own timestamps."""
+
+    def __init__(self, client: docker.DockerClient, label: str) -> None:
+        self.times: dict[str, float] = {}
+        self.arrived = threading.Condition()
+        self._stream = client.api.events(
+            decode=True, filters={"type": "container", "event": "start", "label": label}
+        )
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        with contextlib.suppress(Exception):
+            for event in self._stream:
+                name = (event.get("Actor", {}).get("Attributes") or {}).get("name", "")
+                with self.arrived:
+                    self.times[name] = event["timeNano"] / 1e9
+                    self.arrived.notify_all()
+
+    def wait(self, name: str, timeout: float = 60) -> float:
+        with self.arrived:
+            if not self.arrived.wait_for(lambda: name in self.times, timeout):
+                raise TimeoutError(f"no start event for {name}")
+            return self.times[name]
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._stream.close()
+
+
+class Agent:
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env, self.log_path = env, log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> float:
+        started = time.time()
+        with self.log_path.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "bridge", "run"],
+                env={**os.environ, **self.env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            )
+        return started
+
+    def rss_mb(self) -> float:
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS")
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.n: int = args.containers
+        self.args = args
+        self.consul = os.environ.get("BRIDGE_CONSUL_URL", "http://127.0.0.1:8500").rstrip("/")
+        token = secrets.token_hex(3)
+        self.prefix = f"bn{token}."  # label prefix
+        self.tag = f"bn{token}-"  # container and service names
+        self.node = f"bench-{token}"
+        self.client = docker.from_env(timeout=120)
+        self.tmp = Path(tempfile.mkdtemp(prefix="mcp-bridge-bench-"))
+        self.http = free_port()
+        self.agent = Agent(
+            {
+                "BRIDGE_NODE_ID": self.node,
+                "BRIDGE_LABEL_PREFIX": self.prefix,
+                "BRIDGE_NAME_PATTERN": f"^{self.tag}",
+                "BRIDGE_STATE_FILE": str(self.tmp / "state.db"),
+                "BRIDGE_PORT_RANGE": f"{PORT_BASE}-{PORT_BASE + max(2 * self.n, 100)}",
+                "BRIDGE_HTTP_ADDR": f"127.0.0.1:{self.http}",
+                "BRIDGE_ADVERTISE_ADDRESS": "127.0.0.1",
+                "BRIDGE_RESYNC_INTERVAL": "300s",  # no full pass in the middle of a figure
+                "BRIDGE_LOG_FORMAT": "json",
+                "BRIDGE_LOG_LEVEL": "warning",
+                "BRIDGE_CONSUL_URL": self.consul,
+            },
+            self.tmp / "agent.log",
+        )
+        self.catalog = Catalog(self.consul, self.tag)
+        self.events = StartEvents(self.client, f"{self.prefix}enable=true")
+        self.names = [f"{self.tag}{i}" for i in range(self.n)]
+        self.local = threading.local()
+        self.results: dict[str, Any] = {"containers": self.n}
+
+    # ---- plumbing ----------------------------------------------------------------
+
+    def labels(self) -> dict[str, str]:
+        # check=none: the figures are about registration, not about probing servers.
+        return {
+            f"{self.prefix}enable": "true",
+            f"{self.prefix}port": "8080",
+            f"{self.prefix}check": "none",
+        }
+
+    def create(self, name: str) -> Any:
+        return self.client.containers.create(
+            IMAGE, ["sleep", "86400"], name=name, labels=self.labels(), detach=True
+        )
+
+    def session(self) -> requests.Session:
+        if not hasattr(self.local, "session"):
+            self.local.session = requests.Session()
+            self.local.docker = docker.from_env(timeout=60).api
+        session: requests.Session = self.local.session
+        return session
+
+    def raw_pair(self, container_id: str, service: str, port: int) -> None:
+        """What any registrar must do for one container: look at it, register it."""
+        session = self.session()
+        info = self.local.docker.inspect_container(container_id)
+        body = {
+            "ID": f"raw:{service}",
+            "Name": service,
+            "Address": "127.0.0.1",
+            "Port": port,
+            "Tags": ["mcp"],
+            "Meta": {
+                "managed_by": "raw-bench",
+                "container_name": info["Name"].lstrip("/"),
+                "container_id": info["Id"],
+                "container_port": "8080",
+                "image": info["Config"]["Image"],
+                "expose": "proxy",
+                "host_port": str(port),
+                "transport": "streamable-http",
+                "path": "/mcp",
+                "bridge_node": "raw",
+                "bridge_fingerprint": "0" * 16,
+            },
+        }
+        r = session.put(f"{self.consul}/v1/agent/service/register", json=body, timeout=30)
+        r.raise_for_status()
+
+    def raw_deregister(self, services: list[str]) -> None:
+        def one(service: str) -> None:
+            self.session().put(
+                f"{self.consul}/v1/agent/service/deregister/raw:{service}", timeout=30
+            )
+
+        with ThreadPoolExecutor(CONCURRENCY) as pool:
+            list(pool.map(one, services))
+        self.catalog.wait(lambda seen: not any(s in seen for s in services))
+
+    def parallel(
+        self, fn: Callable[[str], Any], items: list[str], workers: int = CONCURRENCY
+    ) -> None:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(fn, items))
+
+    # ---- phases ------------------------------------------------------------------
+
+    def limit(self) -> None:
+        log("limit: raw inspect + register, sequential and concurrent")
+        probe = self.client.containers.run(
+            IMAGE, ["sleep", "86400"], name=f"{self.tag}probe", detach=True
+        )
+        try:
+            samples = []
+            names = [f"{self.tag}raw{i}" for i in range(self.args.limit_samples)]
+            for i, name in enumerate(names):
+                t0 = time.time()
+                self.raw_pair(probe.id, name, 40000 + i)
+                samples.append(self.catalog.wait(lambda seen, n=name: n in seen) - t0)
+            self.raw_deregister(names)
+            names = [f"{self.tag}rawc{i}" for i in range(self.n)]
+            t0 = time.time()
+            self.parallel(
+                lambda nm: self.raw_pair(probe.id, nm, 40000 + int(nm.rsplit("c", 1)[1])), names
+            )
+            t_all = self.catalog.wait(lambda seen: all(n in seen for n in names)) - t0
+            self.raw_deregister(names)
+            t0 = time.time()
+            self.client.api.containers(filters={"label": f"{self.prefix}enable=true"})
+            t_list = time.time() - t0
+        finally:
+            probe.remove(force=True)
+        self.results["limit"] = {
+            "sequential_p50_ms": statistics.median(samples) * 1e3,
+            "sequential_p99_ms": pct(samples, 0.99) * 1e3,
+            "concurrent_per_s": self.n / t_all,
+            "concurrent_n_s": t_all,
+            "list_s": t_list,
+        }
+
+    def singles(self) -> None:
+        log(f"event latency: {self.n} containers started one at a time")
+        created = {}
+
+        def make(name: str) -> None:
+            created[name] = self.create(name)
+
+        self.parallel(make, self.names, workers=8)
+        latencies: list[float] = []
+        steps: list[dict[str, float]] = []
+        step = max(1, self.n // 8)
+        window: list[float] = []
+        for i, name in enumerate(self.names, 1):
+            created[name].start()
+            happened = self.events.wait(name)
+            seen = self.catalog.wait(lambda s, n=name: n in s)
+            latencies.append(seen - happened)
+            window.append(seen - happened)
+            if i % step == 0 or i == self.n:
+                steps.append(
+                    {
+                        "services": i,
+                        "p50_ms": statistics.median(window) * 1e3,
+                        "p99_ms": pct(window, 0.99) * 1e3,
+                        "rss_mb": self.agent.rss_mb(),
+                    }
+                )
+                window = []
+                log(
+                    f"  {i} services: p50 {steps[-1]['p50_ms']:.1f} ms,"
+                    f" RSS {steps[-1]['rss_mb']:.1f} MB"
+                )
+        self.results["event"] = {
+            "p50_ms": statistics.median(latencies) * 1e3,
+            "p99_ms": pct(latencies, 0.99) * 1e3,
+            "max_ms": max(latencies) * 1e3,
+        }
+        self.results["steps"] = steps
+
+    def burst(self) -> None:
+        log(
+            f"burst: {self.n} containers started at once (waves of {self.args.wave}),"
+            " the agent frozen meanwhile"
+        )
+        rates, total_n, total_s = [], 0, 0.0
+        for lo in range(0, self.n, self.args.wave):
+            wave = self.names[lo : lo + self.args.wave]
+            self.parallel(lambda n: self.client.api.stop(n, timeout=0), wave)
+            self.catalog.wait(lambda seen, w=wave: not any(n in seen for n in w))
+            self.agent.signal(signal.SIGSTOP)
+            try:
+                self.parallel(lambda n: self.client.api.start(n), wave)
+                # Every start event is out before the agent wakes.
+                for name in wave:
+                    self.events.wait(name)
+                time.sleep(0.5)
+            finally:
+                t0 = time.time()
+                self.agent.signal(signal.SIGCONT)
+            elapsed = self.catalog.wait(lambda seen, w=wave: all(n in seen for n in w)) - t0
+            rates.append(len(wave) / elapsed)
+            total_n += len(wave)
+            total_s += elapsed
+            log(f"  wave of {len(wave)}: {rates[-1]:.0f} registrations/s")
+        self.results["burst"] = {
+            "per_s": total_n / total_s,
+            "wave_rates": rates,
+            "wave": self.args.wave,
+        }
+
+    def cold_reconcile(self) -> None:
+        log(f"cold reconcile: agent started with {self.n} containers running, Consul empty of them")
+        self.agent.stop()
+        services = [
+            sid
+            for sid, s in requests.get(f"{self.consul}/v1/agent/services", timeout=30)
+            .json()
+            .items()
+            if (s.get("Meta") or {}).get("bridge_node") == self.node
+        ]
+        self.parallel(
+            lambda sid: requests.put(
+                f"{self.consul}/v1/agent/service/deregister/{sid}", timeout=30
+            ),
+            services,
+        )
+        self.catalog.wait(lambda seen: not seen)
+        spawned = self.agent.start()
+        done = self.catalog.wait(lambda seen: len(seen) >= self.n)
+        started = self._agent_started_at()
+        self.results["reconcile"] = {
+            "from_spawn_s": done - spawned,
+            "from_agent_started_s": done - started if started else None,
+        }
+
+    def _agent_started_at(self) -> float | None:
+        from datetime import datetime
+
+        last = None
+        for line in self.agent.log_path.read_text(errors="replace").splitlines():
+            if '"agent_started"' in line:
+                stamp = json.loads(line)["timestamp"].replace("Z", "+00:00")
+                last = datetime.fromisoformat(stamp).timestamp()
+        return last
+
+    def cleanup(self) -> None:
+        self.agent.stop()
+        self.events.close()
+        names = [c.name for c in self.client.containers.list(all=True, filters={"name": self.tag})]
+        self.parallel(lambda name: self.client.api.remove_container(name, force=True), names, 16)
+        with contextlib.suppress(requests.RequestException):
+            services = requests.get(f"{self.consul}/v1/agent/services", timeout=30).json()
+            ours = [sid for sid in services if sid.startswith((f"{self.node}:", f"raw:{self.tag}"))]
+            self.parallel(
+                lambda sid: requests.put(
+                    f"{self.consul}/v1/agent/service/deregister/{sid}", timeout=30
+                ),
+                ours,
+            )
+        self.catalog.close()
+
+    def run(self) -> dict[str, Any]:
+        try:
+            self.limit()
+            self.agent.start()
+            self.wait_ready()
+            self.singles()
+            rss_n = self.agent.rss_mb()
+            quarter = next(s for s in self.results["steps"] if s["services"] >= self.n // 4)
+            self.results["rss"] = {
+                "at_n_mb": rss_n,
+                "at_quarter_mb": quarter["rss_mb"],
+                "quarter_services": quarter["services"],
+                "per_service_kb": (rss_n - quarter["rss_mb"])
+                * 1024
+                / max(1, self.n - quarter["services"]),
+            }
+            self.burst()
+            self.cold_reconcile()
+        finally:
+            self.cleanup()
+        return self.results
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(f"http://127.0.0.1:{self.http}/readyz", timeout=2).ok:
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"agent not ready; log: {self.agent.log_path}")
+
+
+def report(r: dict[str, Any]) -> dict[str, Any]:
+    lim, ev, burst, rec, rss = r["limit"], r["event"], r["burst"], r["reconcile"], r["rss"]
+    reconcile_limit = lim["list_s"] + lim["concurrent_n_s"]
+    summary = {
+        "event_p50_ratio": round(ev["p50_ms"] / lim["sequential_p50_ms"], 3),
+        "event_p99_ratio": round(ev["p99_ms"] / lim["sequential_p99_ms"], 3),
+        "burst_ratio": round(burst["per_s"] / lim["concurrent_per_s"], 3),
+        "reconcile_ratio": round(rec["from_spawn_s"] / reconcile_limit, 3),
+        "reconcile_ratio_after_start": (
+            round(rec["from_agent_started_s"] / reconcile_limit, 3)
+            if rec["from_agent_started_s"] is not None
+            else None
+        ),
+        "rss_mb": round(rss["at_n_mb"], 1),
+        "rss_per_service_kb": round(rss["per_service_kb"], 2),
+    }
+    n = r["containers"]
+    rows = [
+        (
+            "event → registered p50",
+            f"{ev['p50_ms']:.1f} ms",
+            f"{lim['sequential_p50_ms']:.1f} ms",
+            summary["event_p50_ratio"],
+            "≤ 1.5",
+        ),
+        (
+            "event → registered p99",
+            f"{ev['p99_ms']:.1f} ms",
+            f"{lim['sequential_p99_ms']:.1f} ms",
+            summary["event_p99_ratio"],
+            "≤ 3",
+        ),
+        (
+            "burst registrations/s",
+            f"{burst['per_s']:.0f}",
+            f"{lim['concurrent_per_s']:.0f}",
+            summary["burst_ratio"],
+            "≥ 0.8",
+        ),
+        (
+            f"cold reconcile, {n} running",
+            f"{rec['from_spawn_s']:.2f} s",
+            f"{reconcile_limit:.2f} s",
+            summary["reconcile_ratio"],
+            "≤ 2",
+        ),
+        (f"agent RSS at {n} services", f"{rss['at_n_mb']:.1f} MB", "", "", "≤ 64 MB at 1,000"),
+        ("RSS per service (N/4 → N)", f"{rss['per_service_kb']:.1f} KB", "", "", ""),
+    ]
+    print(
+        f"mcp-bridge bench: {n} containers, {os.cpu_count()} CPUs, python {sys.version.split()[0]}"
+    )
+    print(f"{'measurement':<30} {'mcp-bridge':>12} {'limit':>12} {'ratio':>7}  goal")
+    for what, ours, limit, ratio, goal in rows:
+        print(f"{what:<30} {ours:>12} {limit:>12} {ratio!s:>7}  {goal}")
+    if rec["from_agent_started_s"] is not None:
+        print(
+            f"  cold reconcile after the agent's start-up (imports, store open): "
+            f"{rec['from_agent_started_s']:.2f} s, ratio {summary['reconcile_ratio_after_start']}"
+        )
+    print(
+        f"  burst waves of {burst['wave']}: " + ", ".join(f"{x:.0f}/s" for x in burst["wave_rates"])
+    )
+    print(
+        "  by services registered: "
+        + "; ".join(
+            f"{s['services']}: p50 {s['p50_ms']:.1f} ms, RSS {s['rss_mb']:.1f} MB"
+            for s in r["steps"]
+        )
+    )
+    return summary
+
+
+def plot(r: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = r["steps"]
+    x = [s["services"] for s in steps]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    left.plot(x, [s["p50_ms"] for s in steps], "o-", label="agent p50")
+    left.plot(x, [s["p99_ms"] for s in steps], "s--", label="agent p99")
+    left.axhline(r["limit"]["sequential_p50_ms"], color="grey", lw=1, label="limit p50")
+    left.axhline(r["limit"]["sequential_p99_ms"], color="grey", lw=1, ls=":", label="limit p99")
+    left.set_xlabel("services registered")
+    left.set_ylabel("Docker start event → in Consul (ms)")
+    left.set_ylim(bottom=0)
+    left.legend()
+    left.grid(alpha=0.3)
+    right.plot(x, [s["rss_mb"] for s in steps], "o-", color="tab:red")
+    right.axhline(64, color="grey", lw=1, ls=":", label="goal at 1,000: 64 MB")
+    right.set_xlabel("services registered")
+    right.set_ylabel("agent RSS (MB)")
+    right.set_ylim(bottom=0)
+    right.legend()
+    right.grid(alpha=0.3)
+    fig.suptitle(f"mcp-bridge, {r['containers']} containers, {os.cpu_count()} CPUs")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--containers", type=int, default=200, metavar="N")
+    parser.add_argument("--limit-samples", type=int, default=50, metavar="K")
+    parser.add_argument("--wave", type=int, default=250, help="burst wave size (≤ 300)")
+    parser.add_argument("--plot", type=Path, default=Path("bench.png"), metavar="FILE")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.containers < 4:
+        raise SystemExit("--containers must be at least 4")
+    args.wave = min(args.wave, 300)
+    results = Bench(args).run()
+    summary = report(results)
+    plot(results, args.plot)
+    print(f"  plot: {args.plot}")
+    print(json.dumps({**summary, "raw": results}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -58,9 +58,9 @@ log = structlog.get_logger("bridge.agent")
 
 # Container events that can change what we register; exec_* (HEALTHCHECKs run one every
 # interval), attach, resize and the like cannot, and would only cause idle passes.
+# "create" is not among them: nothing is registered before a container runs.
 RELEVANT_ACTIONS = frozenset(
     {
-        "create",
         "start",
         "restart",
         "stop",
@@ -74,6 +74,10 @@ RELEVANT_ACTIONS = frozenset(
         "update",
     }
 )
+# A running container joining or leaving a network can change its address. Docker also
+# connects a container's networks while starting it, just before the start event: those
+# are left to the start event, or each start would cost two passes.
+NETWORK_ACTIONS = frozenset({"network_connect", "network_disconnect"})
 APPLY_CONCURRENCY = 32
 
 
@@ -120,6 +124,7 @@ class Agent:
         self._dirty: set[str] = set()  # container ids to look at again
         self._gone: set[str] = set()  # container names that events say are gone
         self._names: dict[str, str] = {}  # container id -> name, as last seen
+        self._running: set[str] = set()  # ids of running containers, as last listed
         self._failures = 0
         # Container name -> when Docker said something happened to it, for the
         # event-to-registered histogram; swapped per pass like _dirty.
@@ -252,7 +257,10 @@ class Agent:
         self._wake.set()
 
     def _on_event(self, event: ContainerEvent) -> None:
-        if event.action not in RELEVANT_ACTIONS and not event.action.startswith("health_status"):
+        if event.action in NETWORK_ACTIONS:
+            if event.container_id not in self._running:
+                return
+        elif event.action not in RELEVANT_ACTIONS and not event.action.startswith("health_status"):
             return
         self._dirty.add(event.container_id)
         if event.name:
@@ -380,6 +388,8 @@ class Agent:
             self._names.pop(gone_id, None)
         for container in containers:
             self._names[container.id] = container.name
+        running = {c.id for c in containers if c.running}
+        self._running = running if full else (self._running - dirty_ids) | running
 
         specs: dict[str, ServiceSpec] = {}
         skipped: dict[str, LabelError] = {}

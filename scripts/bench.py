@@ -11,10 +11,12 @@ runs one real `mcp-bridge run` process, and removes everything at the end.
 What "visible" means everywhere: the service is in Consul's catalog, seen by one
 blocking query on /v1/catalog/services (what other programs and DNS see).
 
-- limit, sequential: one raw Docker inspect of a running container + one raw Consul
-  register of an equivalent service, until visible; p50/p99 over --limit-samples.
-- limit, concurrent: N inspect + register pairs at the agent's concurrency (32 threads),
-  until all visible: registrations per second, and the time for N.
+- limit, sequential: a minimal registrar in place of the agent: on each container's
+  Docker `start` event, one raw inspect and one raw Consul register of an equivalent
+  service; from the event's timestamp to visible, over --limit-samples real starts.
+- limit, concurrent: N raw Consul registers at the agent's concurrency (32 in flight,
+  one keep-alive asyncio client), until all visible: registrations per second, and the
+  time for N.
 - event latency: N containers started one at a time; for each, the Docker `start` event's
   own timestamp to the service visible. p50/p99, and ratios to the sequential limit.
   Sampled in 8 steps of N/8, with the agent's RSS, for the plot.
@@ -25,7 +27,7 @@ blocking query on /v1/catalog/services (what other programs and DNS see).
   is two events. Freezing the agent takes Docker's own start rate out of the figure.
 - cold reconcile: the agent stopped, its services removed from Consul, the agent started
   with N containers running: time from process start to all N visible, against one raw
-  list plus N raw registers at 32 threads.
+  list plus N raw registers at 32 in flight.
 - RSS of the agent at N services, and its growth from N/4 to N (cost per service).
 
 Prints a table, writes a PNG (matplotlib) of latency and RSS against services, and as
@@ -36,6 +38,7 @@ reconcile_ratio, rss_mb and the raw figures.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
@@ -222,7 +225,7 @@ class Bench:
                 "BRIDGE_ADVERTISE_ADDRESS": "127.0.0.1",
                 "BRIDGE_RESYNC_INTERVAL": "300s",  # no full pass in the middle of a figure
                 "BRIDGE_LOG_FORMAT": "json",
-                "BRIDGE_LOG_LEVEL": "warning",
+                "BRIDGE_LOG_LEVEL": "info",  # the default: one event per registration
                 "BRIDGE_CONSUL_URL": self.consul,
             },
             self.tmp / "agent.log",
@@ -259,7 +262,16 @@ class Bench:
         """What any registrar must do for one container: look at it, register it."""
         session = self.session()
         info = self.local.docker.inspect_container(container_id)
-        body = {
+        body = self.raw_body(service, port, info["Name"].lstrip("/"), info["Id"])
+        r = session.put(f"{self.consul}/v1/agent/service/register", json=body, timeout=30)
+        r.raise_for_status()
+
+    @staticmethod
+    def raw_body(
+        service: str, port: int, container: str = "", container_id: str = "0" * 64
+    ) -> dict[str, Any]:
+        """A registration the size of the agent's (same meta keys, no checks)."""
+        return {
             "ID": f"raw:{service}",
             "Name": service,
             "Address": "127.0.0.1",
@@ -267,10 +279,10 @@ class Bench:
             "Tags": ["mcp"],
             "Meta": {
                 "managed_by": "raw-bench",
-                "container_name": info["Name"].lstrip("/"),
-                "container_id": info["Id"],
+                "container_name": container or service,
+                "container_id": container_id,
                 "container_port": "8080",
-                "image": info["Config"]["Image"],
+                "image": IMAGE,
                 "expose": "proxy",
                 "host_port": str(port),
                 "transport": "streamable-http",
@@ -279,8 +291,21 @@ class Bench:
                 "bridge_fingerprint": "0" * 16,
             },
         }
-        r = session.put(f"{self.consul}/v1/agent/service/register", json=body, timeout=30)
-        r.raise_for_status()
+
+    async def raw_registers(self, names: list[str]) -> None:
+        import aiohttp
+
+        limit = asyncio.Semaphore(CONCURRENCY)
+        async with aiohttp.ClientSession() as session:
+
+            async def one(i: int, name: str) -> None:
+                async with limit:
+                    body = {**self.raw_body(name, 40000 + i), "ID": f"raw:{name}"}
+                    url = f"{self.consul}/v1/agent/service/register"
+                    async with session.put(url, json=body) as r:
+                        r.raise_for_status()
+
+            await asyncio.gather(*(one(i, n) for i, n in enumerate(names)))
 
     def raw_deregister(self, services: list[str]) -> None:
         def one(service: str) -> None:
@@ -301,30 +326,30 @@ class Bench:
     # ---- phases ------------------------------------------------------------------
 
     def limit(self) -> None:
-        log("limit: raw inspect + register, sequential and concurrent")
-        probe = self.client.containers.run(
-            IMAGE, ["sleep", "86400"], name=f"{self.tag}probe", detach=True
-        )
-        try:
-            samples = []
-            names = [f"{self.tag}raw{i}" for i in range(self.args.limit_samples)]
-            for i, name in enumerate(names):
-                t0 = time.time()
-                self.raw_pair(probe.id, name, 40000 + i)
-                samples.append(self.catalog.wait(lambda seen, n=name: n in seen) - t0)
-            self.raw_deregister(names)
-            names = [f"{self.tag}rawc{i}" for i in range(self.n)]
-            t0 = time.time()
-            self.parallel(
-                lambda nm: self.raw_pair(probe.id, nm, 40000 + int(nm.rsplit("c", 1)[1])), names
-            )
-            t_all = self.catalog.wait(lambda seen: all(n in seen for n in names)) - t0
-            self.raw_deregister(names)
-            t0 = time.time()
-            self.client.api.containers(filters={"label": f"{self.prefix}enable=true"})
-            t_list = time.time() - t0
-        finally:
-            probe.remove(force=True)
+        log("limit: a minimal registrar (raw inspect + raw register), sequential and concurrent")
+        # Sequential: what the agent is measured on, done by the least any registrar must
+        # do: on each container's start event, one inspect and one register. Measured the
+        # same way (Docker's event timestamp to visible), right after a real start.
+        samples = []
+        names = [f"{self.tag}raw{i}" for i in range(self.args.limit_samples)]
+        for i, name in enumerate(names):
+            container = self.create(name)
+            container.start()
+            happened = self.events.wait(name)
+            self.raw_pair(container.id, name, 40000 + i)
+            samples.append(self.catalog.wait(lambda seen, n=name: n in seen) - happened)
+        self.raw_deregister(names)
+        self.parallel(lambda n: self.client.api.remove_container(n, force=True), names, 16)
+        # Concurrent: N raw registers at the agent's concurrency, from one asyncio client
+        # (keep-alive, like the agent's), until all are visible; and one raw list.
+        names = [f"{self.tag}rawc{i}" for i in range(self.n)]
+        t0 = time.time()
+        asyncio.run(self.raw_registers(names))
+        t_all = self.catalog.wait(lambda seen: all(n in seen for n in names)) - t0
+        self.raw_deregister(names)
+        t0 = time.time()
+        self.client.api.containers(filters={"label": f"{self.prefix}enable=true"})
+        t_list = time.time() - t0
         self.results["limit"] = {
             "sequential_p50_ms": statistics.median(samples) * 1e3,
             "sequential_p99_ms": pct(samples, 0.99) * 1e3,

@@ -7,7 +7,10 @@ import subprocess
 import sys
 from typing import Any
 
+import pytest
+
 from tests.integration.conftest import (
+    TEST_LABEL,
     Bridge,
     consul_get,
     consul_put,
@@ -288,3 +291,25 @@ def test_restarts_and_replays_change_nothing(bridge: Bridge) -> None:
     # Nothing was registered again: no event says so, and Consul's ModifyIndex is unmoved.
     assert len(bridge.agent.events("service_registered")) == registered
     assert modify_indexes() == indexes
+
+
+# No resync during the test: only the network event can bring the change.
+@pytest.mark.bridge_env({"BRIDGE_RESYNC_INTERVAL": "300s"})
+def test_network_connect_of_a_running_container_is_seen_at_once(bridge: Bridge) -> None:
+    network = bridge.docker.networks.create(bridge.tag + "net", labels={TEST_LABEL: "1"})
+    try:
+        bridge.agent.start()
+        labels = bridge.labels(enable="true", port="8080", expose="internal", network=network.name)
+        container = bridge.run("netted", labels=labels)
+        # On the default bridge only, the label names a network it is not on: skipped.
+        wait_for("skipped", lambda: bridge.agent.status()["skipped"])
+        network.connect(container)
+        service = wait_for("registered", lambda: bridge.service("netted"))
+        container.reload()
+        address = container.attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"]
+        assert service["Address"] == address
+        assert bridge.agent.events("container_skipped")  # the first look really skipped it
+    finally:
+        for c in bridge.docker.containers.list(all=True, filters={"name": bridge.tag}):
+            c.remove(force=True)
+        network.remove()

@@ -439,7 +439,9 @@ class Agent:
             managed[name] = ManagedService(spec, reg)
         self._replace(self.managed, managed, scope_names)
         # Make proxy ports real before Consul hears of them.
-        for sid, listen_error in (await self.expose.sync(self._forward_targets())).items():
+        # Only what this pass looked at: a pass over one container must not walk them all.
+        forwarded = await self.expose.sync(self._forward_targets(scope_names), scope)
+        for sid, listen_error in forwarded.items():
             name = sid.split(":", 1)[1]
             if self.waiting.get(name) != listen_error:
                 self.metrics.error("forwarder")
@@ -455,7 +457,7 @@ class Agent:
             listing_complete=self.listing_complete or full,
         )
         failures = await self._apply(actions.register, actions.deregister)
-        self.checks.sync(self._check_targets())
+        self.checks.sync(self._check_targets(scope_names), scope)
         if full:
             self.listing_complete = True
         self.passes += 1
@@ -611,18 +613,23 @@ class Agent:
 
     # ---- forwarders and checks ----------------------------------------------------------
 
-    def _forward_targets(self) -> dict[str, Target]:
+    def _in_scope(self, names: set[str] | None) -> Iterable[tuple[str, ManagedService]]:
+        if names is None:
+            return self.managed.items()
+        return ((n, self.managed[n]) for n in names if n in self.managed)
+
+    def _forward_targets(self, names: set[str] | None = None) -> dict[str, Target]:
         return {
             item.registration.service_id: Target(
                 item.registration.port, item.spec.address or "", item.spec.port
             )
-            for item in self.managed.values()
+            for _, item in self._in_scope(names)
             if item.spec.expose is ExposeMode.PROXY
         }
 
-    def _check_targets(self) -> dict[str, CheckTarget]:
+    def _check_targets(self, names: set[str] | None = None) -> dict[str, CheckTarget]:
         targets = {}
-        for name, item in self.managed.items():
+        for name, item in self._in_scope(names):
             reg, spec = item.registration, item.spec
             kind = spec.check.kind
             if (

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -73,8 +73,13 @@ class CheckRunner:
             )
         return self._session
 
-    def sync(self, targets: Mapping[str, CheckTarget]) -> None:
-        for sid in [s for s in self._tasks if targets.get(s) != self._tasks[s][0]]:
+    def sync(
+        self, targets: Mapping[str, CheckTarget], scope: Collection[str] | None = None
+    ) -> None:
+        """Run exactly `targets`; with a scope, only services in it are looked at (the
+        agent's passes over a few containers must not cost a walk over all of them)."""
+        considered = self._tasks if scope is None else [s for s in scope if s in self._tasks]
+        for sid in [s for s in considered if targets.get(s) != self._tasks[s][0]]:
             _, task = self._tasks.pop(sid)
             task.cancel()
             self._kicks.pop(sid, None)

@@ -29,7 +29,7 @@ import os
 import resource
 import socket
 import struct
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import structlog
@@ -368,10 +368,14 @@ class ExposeManager:
         self.forwarders: dict[str, Forwarder] = {}
         raise_fd_limit()
 
-    async def sync(self, desired: Mapping[str, Target]) -> dict[str, str]:
-        """Open, retarget and close listeners; returns service id -> error for failures."""
+    async def sync(
+        self, desired: Mapping[str, Target], scope: Collection[str] | None = None
+    ) -> dict[str, str]:
+        """Open, retarget and close listeners; returns service id -> error for failures.
+        With a scope, only services in it are looked at: `desired` is complete for those."""
         errors: dict[str, str] = {}
-        for sid in [s for s in self.forwarders if s not in desired]:
+        considered = self.forwarders if scope is None else scope
+        for sid in [s for s in considered if s in self.forwarders and s not in desired]:
             await self._close(sid, "withdrawn")
         for sid, target in desired.items():
             current = self.forwarders.get(sid)

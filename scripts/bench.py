@@ -11,9 +11,11 @@ runs one real `mcp-bridge run` process, and removes everything at the end.
 What "visible" means everywhere: the service is in Consul's catalog, seen by one
 blocking query on /v1/catalog/services (what other programs and DNS see).
 
-- limit, sequential: a minimal registrar in place of the agent: on each container's
-  Docker `start` event, one raw inspect and one raw Consul register of an equivalent
-  service; from the event's timestamp to visible, over --limit-samples real starts.
+- limit, sequential: a minimal registrar in place of the agent: on a container's Docker
+  `start` event, one raw inspect and one raw Consul register of an equivalent service;
+  from the event's timestamp to visible. Taken before the agent starts and at each of
+  the 8 steps below, side by side with the agent (Consul's work per change grows with
+  the services it holds); --limit-samples in all, about.
 - limit, concurrent: N raw Consul registers at the agent's concurrency (32 in flight,
   one keep-alive asyncio client), until all visible: registrations per second, and the
   time for N.
@@ -83,8 +85,8 @@ def free_port() -> int:
 class Catalog:
     """Watches Consul's catalog with blocking queries; records when each name appears."""
 
-    def __init__(self, url: str, prefix: str) -> None:
-        self.url, self.prefix = url, prefix
+    def __init__(self, url: str, prefixes: tuple[str, ...]) -> None:
+        self.url, self.prefixes = url, prefixes
         self.seen: dict[str, float] = {}
         self.changed = threading.Condition()
         self._stop = False
@@ -106,7 +108,7 @@ class Catalog:
                 continue
             now = time.time()
             index = r.headers.get("X-Consul-Index", index)
-            names = {n for n in r.json() if n.startswith(self.prefix)}
+            names = {n for n in r.json() if n.startswith(self.prefixes)}
             with self.changed:
                 for name in names - self.seen.keys():
                     self.seen[name] = now
@@ -209,7 +211,9 @@ class Bench:
         self.consul = os.environ.get("BRIDGE_CONSUL_URL", "http://127.0.0.1:8500").rstrip("/")
         token = secrets.token_hex(3)
         self.prefix = f"bn{token}."  # label prefix
-        self.tag = f"bn{token}-"  # container and service names
+        self.tag = f"bn{token}-"  # the agent's containers and services
+        self.rawtag = f"br{token}-"  # the raw registrar's: the agent ignores them
+        self.bench_label = f"mcp-bridge-bench={token}"  # on every container of this run
         self.node = f"bench-{token}"
         self.client = docker.from_env(timeout=120)
         self.tmp = Path(tempfile.mkdtemp(prefix="mcp-bridge-bench-"))
@@ -230,8 +234,8 @@ class Bench:
             },
             self.tmp / "agent.log",
         )
-        self.catalog = Catalog(self.consul, self.tag)
-        self.events = StartEvents(self.client, f"{self.prefix}enable=true")
+        self.catalog = Catalog(self.consul, (self.tag, self.rawtag))
+        self.events = StartEvents(self.client, self.bench_label)
         self.names = [f"{self.tag}{i}" for i in range(self.n)]
         self.local = threading.local()
         self.results: dict[str, Any] = {"containers": self.n}
@@ -246,9 +250,11 @@ class Bench:
             f"{self.prefix}check": "none",
         }
 
-    def create(self, name: str) -> Any:
+    def create(self, name: str, managed: bool = True) -> Any:
+        key, _, value = self.bench_label.partition("=")
+        labels = {key: value, **(self.labels() if managed else {})}
         return self.client.containers.create(
-            IMAGE, ["sleep", "86400"], name=name, labels=self.labels(), detach=True
+            IMAGE, ["sleep", "86400"], name=name, labels=labels, detach=True
         )
 
     def session(self) -> requests.Session:
@@ -307,14 +313,27 @@ class Bench:
 
             await asyncio.gather(*(one(i, n) for i, n in enumerate(names)))
 
-    def raw_deregister(self, services: list[str]) -> None:
-        def one(service: str) -> None:
-            self.session().put(
-                f"{self.consul}/v1/agent/service/deregister/raw:{service}", timeout=30
-            )
+    def deregister(self, service_ids: list[str]) -> None:
+        """Through one keep-alive session per thread: Consul refuses a client more than
+        200 connections at a time (http_max_conns_per_client)."""
 
-        with ThreadPoolExecutor(CONCURRENCY) as pool:
-            list(pool.map(one, services))
+        def one(sid: str) -> None:
+            for attempt in range(5):
+                try:
+                    r = self.session().put(
+                        f"{self.consul}/v1/agent/service/deregister/{sid}", timeout=30
+                    )
+                    r.raise_for_status()
+                    return
+                except requests.RequestException:
+                    if attempt == 4:
+                        raise
+                    time.sleep(0.2 * (attempt + 1))
+
+        self.parallel(one, service_ids)
+
+    def raw_deregister(self, services: list[str]) -> None:
+        self.deregister([f"raw:{s}" for s in services])
         self.catalog.wait(lambda seen: not any(s in seen for s in services))
 
     def parallel(
@@ -330,16 +349,8 @@ class Bench:
         # Sequential: what the agent is measured on, done by the least any registrar must
         # do: on each container's start event, one inspect and one register. Measured the
         # same way (Docker's event timestamp to visible), right after a real start.
-        samples = []
-        names = [f"{self.tag}raw{i}" for i in range(self.args.limit_samples)]
-        for i, name in enumerate(names):
-            container = self.create(name)
-            container.start()
-            happened = self.events.wait(name)
-            self.raw_pair(container.id, name, 40000 + i)
-            samples.append(self.catalog.wait(lambda seen, n=name: n in seen) - happened)
-        self.raw_deregister(names)
-        self.parallel(lambda n: self.client.api.remove_container(n, force=True), names, 16)
+        self.raw_samples: list[float] = []
+        self.raw_sequential(self.args.limit_samples // 2)
         # Concurrent: N raw registers at the agent's concurrency, from one asyncio client
         # (keep-alive, like the agent's), until all are visible; and one raw list.
         names = [f"{self.tag}rawc{i}" for i in range(self.n)]
@@ -351,12 +362,29 @@ class Bench:
         self.client.api.containers(filters={"label": f"{self.prefix}enable=true"})
         t_list = time.time() - t0
         self.results["limit"] = {
-            "sequential_p50_ms": statistics.median(samples) * 1e3,
-            "sequential_p99_ms": pct(samples, 0.99) * 1e3,
             "concurrent_per_s": self.n / t_all,
             "concurrent_n_s": t_all,
             "list_s": t_list,
         }
+
+    def raw_sequential(self, count: int) -> list[float]:
+        """The limit for event latency: a minimal registrar in place of the agent. On a
+        real container start it does the least any registrar must (one inspect, one
+        register), measured the same way (Docker's event timestamp to visible). Taken
+        at each scale step, side by side with the agent: Consul's own work per change
+        grows with the services it holds, for the agent and the raw registrar alike."""
+        samples = []
+        for _ in range(count):
+            name = f"{self.rawtag}{len(self.raw_samples) + len(samples)}"
+            container = self.create(name, managed=False)
+            container.start()
+            happened = self.events.wait(name)
+            self.raw_pair(container.id, name, 40000 + len(samples))
+            samples.append(self.catalog.wait(lambda seen, n=name: n in seen) - happened)
+            self.raw_deregister([name])
+            container.remove(force=True)
+        self.raw_samples.extend(samples)
+        return samples
 
     def singles(self) -> None:
         log(f"event latency: {self.n} containers started one at a time")
@@ -377,17 +405,20 @@ class Bench:
             latencies.append(seen - happened)
             window.append(seen - happened)
             if i % step == 0 or i == self.n:
+                raw = self.raw_sequential(max(3, self.args.limit_samples // 8))
                 steps.append(
                     {
                         "services": i,
                         "p50_ms": statistics.median(window) * 1e3,
                         "p99_ms": pct(window, 0.99) * 1e3,
+                        "limit_p50_ms": statistics.median(raw) * 1e3,
                         "rss_mb": self.agent.rss_mb(),
                     }
                 )
                 window = []
                 log(
-                    f"  {i} services: p50 {steps[-1]['p50_ms']:.1f} ms,"
+                    f"  {i} services: p50 {steps[-1]['p50_ms']:.1f} ms"
+                    f" (limit {steps[-1]['limit_p50_ms']:.1f} ms),"
                     f" RSS {steps[-1]['rss_mb']:.1f} MB"
                 )
         self.results["event"] = {
@@ -395,6 +426,9 @@ class Bench:
             "p99_ms": pct(latencies, 0.99) * 1e3,
             "max_ms": max(latencies) * 1e3,
         }
+        self.results["limit"]["sequential_p50_ms"] = statistics.median(self.raw_samples) * 1e3
+        self.results["limit"]["sequential_p99_ms"] = pct(self.raw_samples, 0.99) * 1e3
+        self.results["limit"]["sequential_samples"] = len(self.raw_samples)
         self.results["steps"] = steps
 
     def burst(self) -> None:
@@ -438,12 +472,7 @@ class Bench:
             .items()
             if (s.get("Meta") or {}).get("bridge_node") == self.node
         ]
-        self.parallel(
-            lambda sid: requests.put(
-                f"{self.consul}/v1/agent/service/deregister/{sid}", timeout=30
-            ),
-            services,
-        )
+        self.deregister(services)
         self.catalog.wait(lambda seen: not seen)
         spawned = self.agent.start()
         done = self.catalog.wait(lambda seen: len(seen) >= self.n)
@@ -466,17 +495,15 @@ class Bench:
     def cleanup(self) -> None:
         self.agent.stop()
         self.events.close()
-        names = [c.name for c in self.client.containers.list(all=True, filters={"name": self.tag})]
+        names = [
+            c.name
+            for c in self.client.containers.list(all=True, filters={"label": self.bench_label})
+        ]
         self.parallel(lambda name: self.client.api.remove_container(name, force=True), names, 16)
         with contextlib.suppress(requests.RequestException):
             services = requests.get(f"{self.consul}/v1/agent/services", timeout=30).json()
             ours = [sid for sid in services if sid.startswith((f"{self.node}:", f"raw:{self.tag}"))]
-            self.parallel(
-                lambda sid: requests.put(
-                    f"{self.consul}/v1/agent/service/deregister/{sid}", timeout=30
-                ),
-                ours,
-            )
+            self.deregister(ours)
         self.catalog.close()
 
     def run(self) -> dict[str, Any]:
@@ -595,8 +622,7 @@ def plot(r: dict[str, Any], path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     left.plot(x, [s["p50_ms"] for s in steps], "o-", label="agent p50")
     left.plot(x, [s["p99_ms"] for s in steps], "s--", label="agent p99")
-    left.axhline(r["limit"]["sequential_p50_ms"], color="grey", lw=1, label="limit p50")
-    left.axhline(r["limit"]["sequential_p99_ms"], color="grey", lw=1, ls=":", label="limit p99")
+    left.plot(x, [s["limit_p50_ms"] for s in steps], "^-", color="grey", label="limit p50")
     left.set_xlabel("services registered")
     left.set_ylabel("Docker start event → in Consul (ms)")
     left.set_ylim(bottom=0)
@@ -617,7 +643,7 @@ def plot(r: dict[str, Any], path: Path) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--containers", type=int, default=200, metavar="N")
-    parser.add_argument("--limit-samples", type=int, default=50, metavar="K")
+    parser.add_argument("--limit-samples", type=int, default=80, metavar="K")
     parser.add_argument("--wave", type=int, default=250, help="burst wave size (≤ 300)")
     parser.add_argument("--plot", type=Path, default=Path("bench.png"), metavar="FILE")
     return parser.parse_args(argv)

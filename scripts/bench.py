@@ -24,7 +24,8 @@ blocking query on /v1/catalog/services (what other programs and DNS see).
   Sampled in 8 steps of N/8, with the agent's RSS, for the plot.
 - burst: the N containers stopped (withdrawn), the agent frozen (SIGSTOP), all started
   again at once, the agent thawed (SIGCONT): registrations per second until all N are
-  visible, against the concurrent limit. In waves of at most --wave containers: Docker
+  visible; after each wave, as many raw registers at once (32 in flight), at the same
+  scale, are the limit. In waves of at most --wave containers: Docker
   drops events for a subscriber whose buffer (1024 events) stays full, and each start
   is two events. Freezing the agent takes Docker's own start rate out of the figure.
 - cold reconcile: the agent stopped, its services removed from Consul, the agent started
@@ -103,12 +104,15 @@ class Catalog:
                     params={"index": index, "wait": "2s"},
                     timeout=10,
                 )
-            except requests.RequestException:
-                time.sleep(0.1)
+                r.raise_for_status()
+                listing = r.json()
+            except (requests.RequestException, ValueError) as exc:
+                log(f"catalog watch: {exc}; again")
+                time.sleep(0.2)
                 continue
             now = time.time()
             index = r.headers.get("X-Consul-Index", index)
-            names = {n for n in r.json() if n.startswith(self.prefixes)}
+            names = {n for n in listing if n.startswith(self.prefixes)}
             with self.changed:
                 for name in names - self.seen.keys():
                     self.seen[name] = now
@@ -123,7 +127,9 @@ class Catalog:
             while not predicate(self.seen):
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise TimeoutError(f"catalog: gave up after {timeout} s")
+                    raise TimeoutError(
+                        f"catalog: gave up after {timeout} s with {len(self.seen)} seen"
+                    )
                 self.changed.wait(left)
             return time.time()
 
@@ -436,7 +442,9 @@ class Bench:
             f"burst: {self.n} containers started at once (waves of {self.args.wave}),"
             " the agent frozen meanwhile"
         )
-        rates, total_n, total_s = [], 0, 0.0
+        rates: list[float] = []
+        raw_rates: list[float] = []
+        total_n, total_s, raw_total_s = 0, 0.0, 0.0
         for lo in range(0, self.n, self.args.wave):
             wave = self.names[lo : lo + self.args.wave]
             self.parallel(lambda n: self.client.api.stop(n, timeout=0), wave)
@@ -455,10 +463,20 @@ class Bench:
             rates.append(len(wave) / elapsed)
             total_n += len(wave)
             total_s += elapsed
-            log(f"  wave of {len(wave)}: {rates[-1]:.0f} registrations/s")
+            # The limit side by side, at the same scale: as many raw registers at once.
+            raw = [f"{self.rawtag}w{lo}-{i}" for i in range(len(wave))]
+            t0 = time.time()
+            asyncio.run(self.raw_registers(raw))
+            raw_s = self.catalog.wait(lambda seen, r=raw: all(n in seen for n in r)) - t0
+            self.raw_deregister(raw)
+            raw_rates.append(len(raw) / raw_s)
+            raw_total_s += raw_s
+            log(f"  wave of {len(wave)}: {rates[-1]:.0f}/s, raw {raw_rates[-1]:.0f}/s")
         self.results["burst"] = {
             "per_s": total_n / total_s,
             "wave_rates": rates,
+            "raw_per_s": total_n / raw_total_s,
+            "raw_wave_rates": raw_rates,
             "wave": self.args.wave,
         }
 
@@ -472,6 +490,7 @@ class Bench:
             .items()
             if (s.get("Meta") or {}).get("bridge_node") == self.node
         ]
+        log(f"  removing the agent's {len(services)} services from Consul")
         self.deregister(services)
         self.catalog.wait(lambda seen: not seen)
         spawned = self.agent.start()
@@ -499,7 +518,8 @@ class Bench:
             c.name
             for c in self.client.containers.list(all=True, filters={"label": self.bench_label})
         ]
-        self.parallel(lambda name: self.client.api.remove_container(name, force=True), names, 16)
+        # Few at a time: dockerd 20.10 hung once here under 16 concurrent forced removals.
+        self.parallel(lambda name: self.client.api.remove_container(name, force=True), names, 4)
         with contextlib.suppress(requests.RequestException):
             services = requests.get(f"{self.consul}/v1/agent/services", timeout=30).json()
             ours = [sid for sid in services if sid.startswith((f"{self.node}:", f"raw:{self.tag}"))]
@@ -544,7 +564,7 @@ def report(r: dict[str, Any]) -> dict[str, Any]:
     summary = {
         "event_p50_ratio": round(ev["p50_ms"] / lim["sequential_p50_ms"], 3),
         "event_p99_ratio": round(ev["p99_ms"] / lim["sequential_p99_ms"], 3),
-        "burst_ratio": round(burst["per_s"] / lim["concurrent_per_s"], 3),
+        "burst_ratio": round(burst["per_s"] / burst["raw_per_s"], 3),
         "reconcile_ratio": round(rec["from_spawn_s"] / reconcile_limit, 3),
         "reconcile_ratio_after_start": (
             round(rec["from_agent_started_s"] / reconcile_limit, 3)
@@ -573,7 +593,7 @@ def report(r: dict[str, Any]) -> dict[str, Any]:
         (
             "burst registrations/s",
             f"{burst['per_s']:.0f}",
-            f"{lim['concurrent_per_s']:.0f}",
+            f"{burst['raw_per_s']:.0f}",
             summary["burst_ratio"],
             "≥ 0.8",
         ),

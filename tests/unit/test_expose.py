@@ -285,3 +285,18 @@ async def test_pipes_grow_for_bulk_and_stay_small_for_chatter(echo: int) -> None
         assert all(p.capacity == PIPE_SIZE for p in link.pumps)
     w.close()
     await f.close()
+
+
+async def test_a_scoped_sync_touches_only_its_scope(echo: int) -> None:
+    # A pass over one container hands over only that container's targets: the others
+    # must stay open (and must not cost a walk over all of them).
+    manager = ExposeManager("127.0.0.1")
+    a, b = free_port(), free_port()
+    await manager.sync({"n:a": Target(a, "127.0.0.1", echo), "n:b": Target(b, "127.0.0.1", echo)})
+    assert await manager.sync({}, scope={"n:a"}) == {}
+    assert set(manager.forwarders) == {"n:b"}
+    await manager.sync({"n:a": Target(a, "127.0.0.1", echo)}, scope={"n:a"})
+    assert set(manager.forwarders) == {"n:a", "n:b"}
+    await manager.sync({})  # unscoped: exactly what is given
+    assert not manager.forwarders
+    await manager.close()

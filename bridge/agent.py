@@ -20,7 +20,13 @@ from typing import Any
 import docker.errors
 import requests
 import structlog
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    retry_if_not_exception_type,
+    wait_exponential,
+)
 
 from bridge.checks import CheckRunner, CheckTarget
 from bridge.config import Settings
@@ -187,31 +193,45 @@ class Agent:
         or full volume is often fixed while we wait, and the registrations of the previous
         agent stay in Consul meanwhile. Another agent holding the store, or a store from
         a newer version, is a configuration error and ends the agent."""
-        delay = 0.5
-        while not self._stopping.is_set():
-            try:
-                return await asyncio.to_thread(
-                    DurablePortPool.open,
-                    self.settings.state_file,
-                    self.settings.port_range,
-                    self.settings.reserved_ports,
-                    rebuild_source=rebuild_source,
-                    is_free=self._is_free,
-                )
-            except (StoreLocked, StoreTooNew):
-                raise
-            except (StoreError, OSError) as exc:
-                self.metrics.error("store")
-                log.error(
-                    "state_store_unavailable",
-                    path=str(self.settings.state_file),
-                    error=str(exc),
-                    retry_in_s=delay,
-                )
+
+        async def sleep_unless_stopping(seconds: float) -> None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
-            delay = min(delay * 2, 30.0)
-        return None
+                await asyncio.wait_for(self._stopping.wait(), seconds)
+
+        def note(rs: RetryCallState) -> None:
+            self.metrics.error("store")
+            log.error(
+                "state_store_unavailable",
+                path=str(self.settings.state_file),
+                error=str(rs.outcome.exception()) if rs.outcome else None,
+                retry_in_s=rs.next_action.sleep if rs.next_action else None,
+            )
+
+        retrying = AsyncRetrying(
+            wait=wait_exponential(multiplier=0.5, max=30.0),
+            retry=retry_if_exception_type((StoreError, OSError))
+            & retry_if_not_exception_type((StoreLocked, StoreTooNew)),
+            stop=lambda _: self._stopping.is_set(),
+            sleep=sleep_unless_stopping,
+            before_sleep=note,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await asyncio.to_thread(
+                        DurablePortPool.open,
+                        self.settings.state_file,
+                        self.settings.port_range,
+                        self.settings.reserved_ports,
+                        rebuild_source=rebuild_source,
+                        is_free=self._is_free,
+                    )
+        except (StoreError, OSError):
+            if self._stopping.is_set():
+                return None
+            raise
+        raise AssertionError("unreachable")
 
     async def run(self) -> None:
         """Start, then serve until stop() is called."""
@@ -415,18 +435,18 @@ class Agent:
             )
         )
         self._note_pool_use()
-        for name, pool_error in outcome.errors.items():
-            if isinstance(pool_error, PoolExhausted) and self.waiting.get(name) != str(pool_error):
-                self.metrics.error("pool_exhausted")
 
         desired: dict[str, Registration] = {}
         waiting: dict[str, str] = {}
+        error_kinds: dict[str, str] = {}  # container name -> metrics kind of why it waits
         managed: dict[str, ManagedService] = {}
         for name, spec in specs.items():
             if not spec.container.running:
                 continue
             if name in outcome.errors:
                 waiting[name] = str(outcome.errors[name])
+                if isinstance(outcome.errors[name], PoolExhausted):
+                    error_kinds[name] = "pool_exhausted"
                 continue
             try:
                 endpoint = resolve_endpoint(spec, outcome.ports.get(name), self.advertise)
@@ -443,12 +463,11 @@ class Agent:
         forwarded = await self.expose.sync(self._forward_targets(scope_names), scope)
         for sid, listen_error in forwarded.items():
             name = sid.split(":", 1)[1]
-            if self.waiting.get(name) != listen_error:
-                self.metrics.error("forwarder")
             desired.pop(sid, None)
             self.managed.pop(name, None)
             waiting[name] = listen_error
-        self._note_waiting(waiting, scope_names)
+            error_kinds[name] = "forwarder"
+        self._note_waiting(waiting, error_kinds, scope_names)
 
         actions = plan(
             desired,
@@ -500,10 +519,14 @@ class Agent:
                 )
         self._replace(self.skipped, skipped, scope_names)
 
-    def _note_waiting(self, waiting: dict[str, str], scope_names: set[str] | None) -> None:
+    def _note_waiting(
+        self, waiting: dict[str, str], error_kinds: dict[str, str], scope_names: set[str] | None
+    ) -> None:
         for name, reason in waiting.items():
-            if self.waiting.get(name) != reason:
+            if self.waiting.get(name) != reason:  # once per new reason, not every resync
                 log.warning("container_waiting", container=name, reason=reason)
+                if name in error_kinds:
+                    self.metrics.error(error_kinds[name])
         self._replace(self.waiting, waiting, scope_names)
 
     async def _apply(self, register: Iterable[Registration], deregister: Iterable[str]) -> int:

@@ -8,6 +8,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from bridge.agent import Agent
+from bridge.ports import allocation_row
 
 
 def build_app(agent: Agent) -> web.Application:
@@ -42,14 +43,7 @@ def build_app(agent: Agent) -> web.Application:
                 "free": state.free_count(),
                 "holders": state.holders(),
                 "allocations": [
-                    {
-                        "port": a.port,
-                        "owner": a.owner,
-                        "state": a.state.value,
-                        "kind": a.kind.value,
-                        "age_s": round(now - a.allocated_at, 3),
-                    }
-                    for a in state.allocations()
+                    allocation_row(a, now, agent.settings.stale_after) for a in state.allocations()
                 ],
             }
         )

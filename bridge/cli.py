@@ -15,8 +15,8 @@ from typing import Any
 
 from bridge.config import Settings, SettingsError, load_settings
 from bridge.doctor import Level, run_checks
-from bridge.model import Allocation, AllocState
 from bridge.port_store import Snapshot, StoreError, read_snapshot
+from bridge.ports import allocation_row
 
 
 def _age(seconds: float) -> str:
@@ -28,22 +28,6 @@ def _age(seconds: float) -> str:
     if s < 86400:
         return f"{s // 3600}h{s % 3600 // 60}m"
     return f"{s // 86400}d{s % 86400 // 3600}h"
-
-
-def _allocation_json(a: Allocation, now: float, stale_after: float) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "port": a.port,
-        "owner": a.owner,
-        "state": a.state.value,
-        "kind": a.kind.value,
-        "age_s": round(now - a.allocated_at, 3),
-        "allocated_at": a.allocated_at,
-        "updated_at": a.updated_at,
-        "missing_since": a.missing_since,
-    }
-    if a.state is AllocState.ORPHANED and a.missing_since is not None:
-        row["released_in_s"] = round(max(0.0, a.missing_since + stale_after - now), 3)
-    return row
 
 
 def _ports_report(settings: Settings, snap: Snapshot, now: float) -> dict[str, Any]:
@@ -59,7 +43,7 @@ def _ports_report(settings: Settings, snap: Snapshot, now: float) -> dict[str, A
         "used": used,
         "free": len(span) - len(reserved) - used,
         "cursor": snap.cursor,
-        "allocations": [_allocation_json(a, now, settings.stale_after) for a in snap.allocations],
+        "allocations": [allocation_row(a, now, settings.stale_after) for a in snap.allocations],
     }
 
 

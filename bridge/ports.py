@@ -22,6 +22,7 @@ import socket
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 from bridge.config import PortRange
 from bridge.model import Allocation, AllocKind, AllocState, LiveClaim
@@ -387,3 +388,20 @@ class PoolState:
         if pool_ports:
             state.cursor = max(pool_ports)
         return state, conflicts
+
+
+def allocation_row(a: Allocation, now: float, stale_after: float) -> dict[str, Any]:
+    """One allocation as `mcp-bridge ports --json` and the agent's /v1/ports show it."""
+    row: dict[str, Any] = {
+        "port": a.port,
+        "owner": a.owner,
+        "state": a.state.value,
+        "kind": a.kind.value,
+        "age_s": round(now - a.allocated_at, 3),
+        "allocated_at": a.allocated_at,
+        "updated_at": a.updated_at,
+        "missing_since": a.missing_since,
+    }
+    if a.state is AllocState.ORPHANED and a.missing_since is not None:
+        row["released_in_s"] = round(max(0.0, a.missing_since + stale_after - now), 3)
+    return row

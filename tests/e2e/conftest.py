@@ -28,6 +28,8 @@ from typing import Any
 
 import pytest
 
+from tests.integration.conftest import wait_for as shared_wait_for
+
 ROOT = Path(__file__).parents[2]
 SCRIPTS = ROOT / "scripts"
 COMPOSE_DIR = ROOT / "compose"
@@ -68,62 +70,12 @@ def run(
 
 
 def wait_for(what: str, predicate: Callable[[], Any], timeout: float = WAIT) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-        except (OSError, urllib.error.URLError, ValueError, KeyError) as exc:
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(0.25)
-    raise AssertionError(f"gave up waiting for {what}; last saw {last!r}")
+    return shared_wait_for(what, predicate, timeout, interval=0.25)
 
 
 def http_json(url: str, timeout: float = 10) -> Any:
     with urllib.request.urlopen(url, timeout=timeout) as response:
         return json.load(response)
-
-
-def mcp_initialize(url: str) -> dict[str, Any]:
-    """POST an MCP `initialize` as a streamable-HTTP client does; the JSON-RPC result.
-
-    The server may answer with JSON or with an SSE stream carrying the response."""
-    body = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-06-18",
-            "capabilities": {},
-            "clientInfo": {"name": "mcp-bridge-e2e", "version": "0"},
-        },
-    }
-    request = urllib.request.Request(
-        url,
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={
-            "Content-Type": "application/json",
-            "Accept": "application/json, text/event-stream",
-        },
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        kind = response.headers.get("Content-Type", "")
-        text = response.read().decode()
-    if kind.startswith("text/event-stream"):
-        messages = [
-            json.loads(line.removeprefix("data:"))
-            for line in text.splitlines()
-            if line.startswith("data:") and line.removeprefix("data:").strip()
-        ]
-    else:
-        messages = [json.loads(text)]
-    replies = [m for m in messages if isinstance(m, dict) and m.get("id") == 1]
-    assert replies, f"no reply to initialize from {url}: {text[:500]!r}"
-    assert "result" in replies[0], f"initialize failed at {url}: {replies[0]!r}"
-    return dict(replies[0]["result"])
 
 
 def port_is_free(port: int) -> bool:

@@ -26,10 +26,10 @@ from tests.e2e.conftest import (
     free_port_block,
     healthy_service,
     http_json,
-    mcp_initialize,
     run,
     wait_for,
 )
+from tests.integration.conftest import mcp_initialize
 
 pytestmark = pytest.mark.slow
 

@@ -27,10 +27,10 @@ from tests.e2e.conftest import (
     ComposeStack,
     free_port_block,
     healthy_service,
-    mcp_initialize,
     run,
     wait_for,
 )
+from tests.integration.conftest import mcp_initialize
 
 pytestmark = pytest.mark.slow
 

@@ -98,18 +98,60 @@ def consul_put(path: str, body: Any = None) -> None:
         pass
 
 
-def wait_for(what: str, predicate: Callable[[], Any], timeout: float = WAIT) -> Any:
+def wait_for(
+    what: str, predicate: Callable[[], Any], timeout: float = WAIT, interval: float = 0.1
+) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
         try:
             last = predicate()
-        except (OSError, urllib.error.URLError, ValueError) as exc:
+        except (OSError, urllib.error.URLError, ValueError, KeyError) as exc:
             last = exc
         if last and not isinstance(last, Exception):
             return last
-        time.sleep(0.1)
+        time.sleep(interval)
     raise AssertionError(f"gave up waiting for {what}; last saw {last!r}")
+
+
+def mcp_initialize(url: str) -> dict[str, Any]:
+    """POST an MCP `initialize` as a streamable-HTTP client does; the JSON-RPC result.
+
+    The server may answer with JSON or with an SSE stream carrying the response."""
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "mcp-bridge-e2e", "version": "0"},
+        },
+    }
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "Accept": "application/json, text/event-stream",
+        },
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        kind = response.headers.get("Content-Type", "")
+        text = response.read().decode()
+    if kind.startswith("text/event-stream"):
+        messages = [
+            json.loads(line.removeprefix("data:"))
+            for line in text.splitlines()
+            if line.startswith("data:") and line.removeprefix("data:").strip()
+        ]
+    else:
+        messages = [json.loads(text)]
+    replies = [m for m in messages if isinstance(m, dict) and m.get("id") == 1]
+    assert replies, f"no reply to initialize from {url}: {text[:500]!r}"
+    assert "result" in replies[0], f"initialize failed at {url}: {replies[0]!r}"
+    return dict(replies[0]["result"])
 
 
 def http_status(address: str, port: int, path: str = "/") -> int:

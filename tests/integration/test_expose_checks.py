@@ -2,38 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Bridge, http_status, wait_for
-
-
-def mcp_initialize(address: str, port: int, path: str) -> dict[str, object]:
-    body = json.dumps(
-        {
-            "jsonrpc": "2.0",
-            "id": 7,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-06-18",
-                "capabilities": {},
-                "clientInfo": {"name": "test", "version": "1"},
-            },
-        }
-    ).encode()
-    request = urllib.request.Request(
-        f"http://{address}:{port}{path}",
-        data=body,
-        headers={
-            "Content-Type": "application/json",
-            "Accept": "application/json, text/event-stream",
-        },
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return dict(json.load(response))
+from tests.integration.conftest import Bridge, http_status, mcp_initialize, wait_for
 
 
 def test_every_mode_registers_an_address_that_answers_mcp(bridge: Bridge, tmp_path: Path) -> None:
@@ -53,8 +26,8 @@ def test_every_mode_registers_an_address_that_answers_mcp(bridge: Bridge, tmp_pa
     for name, mode in expected.items():
         svc = wait_for(f"{name} registered", lambda n=name: bridge.service(n))
         assert svc["Meta"]["expose"] == mode
-        answer = mcp_initialize(svc["Address"], svc["Port"], "/cgi-bin/mcp")
-        assert answer["result"]["serverInfo"]["name"] == "cgi-mcp"  # type: ignore[index]
+        answer = mcp_initialize(f"http://{svc['Address']}:{svc['Port']}/cgi-bin/mcp")
+        assert answer["serverInfo"]["name"] == "cgi-mcp"
 
 
 def test_mcp_check_passes_puts_server_info_in_meta_and_fails_when_mcp_breaks(

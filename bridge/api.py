@@ -8,7 +8,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from bridge.agent import Agent
-from bridge.ports import allocation_row
+from bridge.status import allocation_row
 
 
 def build_app(agent: Agent) -> web.Application:
@@ -17,12 +17,12 @@ def build_app(agent: Agent) -> web.Application:
 
     async def readyz(_: web.Request) -> web.Response:
         body = {
-            "ready": agent.ready,
-            "docker_connected": agent.docker_connected,
-            "consul_reachable": agent.consul_reachable,
-            "first_full_pass_done": agent.listing_complete,
+            "ready": agent.view.ready,
+            "docker_connected": agent.view.docker_connected,
+            "consul_reachable": agent.view.consul_reachable,
+            "first_full_pass_done": agent.view.first_full_pass_done,
         }
-        return web.json_response(body, status=200 if agent.ready else 503)
+        return web.json_response(body, status=200 if agent.view.ready else 503)
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(

@@ -9,32 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Collection, Mapping
 
 import aiohttp
 import structlog
 
-from bridge.consul_sink import ConsulRejected, ConsulSink, ConsulUnavailable
-from bridge.model import CheckKind
+from bridge.model import CheckKind, CheckTarget
 from bridge.probe import ProbeResult, probe
+from bridge.protocols import ConsulAPI, ConsulRejected, ConsulUnavailable
 
 log = structlog.get_logger("bridge.checks")
 
 PROBE_CONCURRENCY = 32
 
-
-@dataclass(frozen=True, slots=True)
-class CheckTarget:
-    service_id: str
-    service: str
-    container: str
-    check_id: str
-    kind: CheckKind  # MCP or DOCKER
-    url: str  # MCP endpoint, through the registered address and port
-    transport: str
-    interval: float
-    timeout: float
+# (session, url, transport, timeout) -> result; the real one is probe.probe.
+Prober = Callable[[aiohttp.ClientSession, str, str, float], Awaitable[ProbeResult]]
 
 
 def docker_health_result(health: str | None) -> ProbeResult:
@@ -50,12 +39,14 @@ def docker_health_result(health: str | None) -> ProbeResult:
 class CheckRunner:
     def __init__(
         self,
-        consul: ConsulSink,
+        consul: ConsulAPI,
         *,
         on_meta: Callable[[str, dict[str, str]], None],
         health_of: Callable[[str], str | None],
+        prober: Prober = probe,
     ) -> None:
         self._consul = consul
+        self._probe = prober
         self._on_meta = on_meta
         self._health_of = health_of
         self._tasks: dict[str, tuple[CheckTarget, asyncio.Task[None]]] = {}
@@ -100,7 +91,7 @@ class CheckRunner:
         if target.kind is CheckKind.DOCKER:
             return docker_health_result(self._health_of(target.container))
         async with self._limit:
-            return await probe(self._http(), target.url, target.transport, target.timeout)
+            return await self._probe(self._http(), target.url, target.transport, target.timeout)
 
     async def _run(self, target: CheckTarget) -> None:
         kick = self._kicks[target.service_id]

@@ -15,8 +15,8 @@ from typing import Any
 
 from bridge.config import Settings, SettingsError, load_settings
 from bridge.doctor import Level, run_checks
-from bridge.port_store import Snapshot, StoreError, read_snapshot
-from bridge.ports import allocation_row
+from bridge.pool.store import StoreError, StoreSnapshot, read_snapshot
+from bridge.status import allocation_row
 
 
 def _age(seconds: float) -> str:
@@ -30,7 +30,7 @@ def _age(seconds: float) -> str:
     return f"{s // 86400}d{s % 86400 // 3600}h"
 
 
-def _ports_report(settings: Settings, snap: Snapshot, now: float) -> dict[str, Any]:
+def _ports_report(settings: Settings, snap: StoreSnapshot, now: float) -> dict[str, Any]:
     span, reserved = settings.port_range, settings.reserved_ports
     used = sum(1 for a in snap.allocations if a.port in span and a.port not in reserved)
     return {
@@ -82,7 +82,6 @@ def cmd_run(settings: Settings) -> int:
     from bridge.agent import Agent
     from bridge.api import serve
     from bridge.logs import configure_logging
-    from bridge.port_store import StoreError
 
     configure_logging(settings.log_format, settings.log_level)
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bridge.config import PortRange, Settings
-from bridge.port_store import StoreError, read_snapshot
-from bridge.ports import bind_test
+from bridge.net import bind_test
+from bridge.pool.store import StoreError, read_snapshot
 
 EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 
@@ -112,11 +112,11 @@ def check_state_file(path: Path) -> Finding:
 async def check_services(settings: Settings) -> list[Finding]:
     """Can we reach Docker and Consul, with the settings the agent would use?"""
     # Imported here: the pool checks above must work without Docker's SDK loaded.
-    from bridge.consul_sink import ConsulSink
-    from bridge.docker_source import DockerSource
+    from bridge.consul_client import ConsulClient
+    from bridge.docker_engine import DockerEngine
 
     findings = []
-    docker = DockerSource(settings.docker_host, timeout=5)
+    docker = DockerEngine(settings.docker_host, timeout=5)
     where = settings.docker_host or "the local socket (DOCKER_HOST unset)"
     try:
         containers = await asyncio.wait_for(docker.list(), 10)
@@ -127,7 +127,7 @@ async def check_services(settings: Settings) -> list[Finding]:
         findings.append(Finding(Level.FAIL, "docker", f"cannot reach Docker at {where}: {exc}"))
     finally:
         docker.close()
-    consul = ConsulSink.from_settings(settings, timeout=5, attempts=1)
+    consul = ConsulClient.from_settings(settings, timeout=5, attempts=1)
     try:
         leader = await consul.leader()
         own = await consul.own_services()

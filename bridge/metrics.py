@@ -11,12 +11,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from bridge.expose import Counters
+from bridge.model import ForwarderCounters
+from bridge.pool.allocator import PoolState
+
+if TYPE_CHECKING:
+    from bridge.status import View
+
+log = structlog.get_logger("bridge.agent")
 
 PREFIX = "mcp_bridge"
 POOL_WARN_RATIO = 0.9
@@ -42,19 +50,37 @@ class PoolUse:
 
 
 @dataclass(frozen=True, slots=True)
-class Snapshot:
+class AgentReading:
     """What the agent holds now, read at scrape time."""
 
     pool: PoolUse | None
     services: int
-    forwarders: Mapping[str, Counters]
+    forwarders: Mapping[str, ForwarderCounters]
     docker_connected: bool
     consul_reachable: bool
     ready: bool
 
+    @classmethod
+    def of(
+        cls,
+        view: View,
+        pool: PoolState | None,
+        forwarders: Mapping[str, ForwarderCounters],
+    ) -> AgentReading:
+        return cls(
+            pool=None
+            if pool is None
+            else PoolUse(pool.capacity, pool.used_count(), pool.free_count()),
+            services=len(view.registered),
+            forwarders=forwarders,
+            docker_connected=view.docker_connected,
+            consul_reachable=view.consul_reachable,
+            ready=view.ready,
+        )
+
 
 class _Live(Collector):
-    def __init__(self, read: Callable[[], Snapshot]) -> None:
+    def __init__(self, read: Callable[[], AgentReading]) -> None:
         self._read = read
 
     def collect(self) -> Iterator[Metric]:
@@ -109,7 +135,7 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
 
 
 class Metrics:
-    def __init__(self, read: Callable[[], Snapshot]) -> None:
+    def __init__(self, read: Callable[[], AgentReading]) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
         self.registrations = Counter(
@@ -143,3 +169,26 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class PoolPressure:
+    """One event when pool use crosses POOL_WARN_RATIO, one when it falls back: a gauge
+    to alert on is in the metrics; the log says it once, not on every pass."""
+
+    def __init__(self) -> None:
+        self.high = False
+
+    def note(self, state: PoolState) -> None:
+        used, size = state.used_count(), state.capacity
+        high = used > POOL_WARN_RATIO * size
+        if high == self.high:
+            return
+        self.high = high
+        (log.warning if high else log.info)(
+            "pool_nearly_exhausted" if high else "pool_pressure_relieved",
+            used=used,
+            size=size,
+            free=state.free_count(),
+            range=str(state.port_range),
+            threshold=POOL_WARN_RATIO,
+        )

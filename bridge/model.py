@@ -1,10 +1,42 @@
-"""The plain data types every module speaks. No I/O, no adapters."""
+"""The plain data types every module speaks, and the naming rules they share. No I/O."""
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+# Meta `managed_by` of every service the bridge registers: with `bridge_node`, the mark
+# of what is ours to change in Consul.
+MANAGED_BY = "mcp-bridge"
+
+# Check defaults, for labels that leave them out.
+DEFAULT_CHECK_PATH = "/health"
+DEFAULT_CHECK_INTERVAL = 10.0
+DEFAULT_CHECK_TIMEOUT = 2.0
+DEFAULT_DEREGISTER_AFTER = 600.0
+
+
+def service_id(node_id: str, container_name: str) -> str:
+    # Keyed on the name, not the id: a re-created container keeps its service id.
+    return f"{node_id}:{container_name}"
+
+
+def parse_service_id(sid: str) -> tuple[str, str]:
+    """The inverse of service_id: (node id, container name). Node ids hold no ':'."""
+    node, sep, name = sid.partition(":")
+    if not sep:
+        raise ValueError(f"not a service id of this bridge: {sid!r}")
+    return node, name
+
+
+def container_of(sid: str) -> str:
+    """The container name in a service id (for log fields)."""
+    return sid.partition(":")[2] or sid
+
+
+def check_id(sid: str, kind: CheckKind) -> str:
+    return f"{sid}:{kind.value}"
 
 
 class AllocState(enum.StrEnum):
@@ -98,10 +130,10 @@ class Container:
 @dataclass(frozen=True, slots=True)
 class CheckSpec:
     kind: CheckKind
-    path: str = "/health"  # for http checks
-    interval: float = 10.0
-    timeout: float = 2.0
-    deregister_after: float = 600.0
+    path: str = DEFAULT_CHECK_PATH  # for http checks
+    interval: float = DEFAULT_CHECK_INTERVAL
+    timeout: float = DEFAULT_CHECK_TIMEOUT
+    deregister_after: float = DEFAULT_DEREGISTER_AFTER
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,3 +181,57 @@ class Registration:
     tags: tuple[str, ...]
     meta: Mapping[str, str] = field(default_factory=dict)
     checks: tuple[Mapping[str, object], ...] = ()
+
+
+def published_binding(spec: ServiceSpec) -> tuple[str, int] | None:
+    """The host address and port Docker publishes the MCP port on, if it does."""
+    bindings = spec.container.published.get(spec.port, ())
+    if not bindings:
+        return None
+    # Prefer an all-interfaces IPv4 binding: that is what `-p 8080:80` gives.
+    best = sorted(bindings, key=lambda b: (b.host_ip not in ("", "0.0.0.0"), ":" in b.host_ip))[0]
+    return best.host_ip, best.host_port
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerEvent:
+    """One Docker event, reduced to what says "look at this container again"."""
+
+    container_id: str
+    action: str
+    name: str | None  # the container's name at the time of the event
+    old_name: str | None = None  # for rename events
+    time: float | None = field(default=None, compare=False)  # when, per Docker (epoch s)
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardTarget:
+    """Where one proxy-mode service's listener forwards to."""
+
+    listen_port: int
+    address: str
+    port: int
+
+
+@dataclass(slots=True)
+class ForwarderCounters:
+    active: int = 0
+    total: int = 0
+    failed: int = 0  # upstream could not be reached, or no descriptors for a pipe
+    bytes_in: int = 0  # client -> container
+    bytes_out: int = 0  # container -> client
+
+
+@dataclass(frozen=True, slots=True)
+class CheckTarget:
+    """One check the bridge reports itself (a TTL check in Consul)."""
+
+    service_id: str
+    service: str
+    container: str
+    check_id: str
+    kind: CheckKind  # MCP or DOCKER
+    url: str  # MCP endpoint, through the registered address and port
+    transport: str
+    interval: float
+    timeout: float

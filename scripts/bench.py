@@ -64,7 +64,7 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = "mcp-bridge/busybox:local"
-CONCURRENCY = 32  # bridge.agent.APPLY_CONCURRENCY
+CONCURRENCY = 32  # bridge.consul_apply.APPLY_CONCURRENCY
 PORT_BASE = 28000  # pool for the bench's agent: below the ephemeral range, above the tests'
 
 

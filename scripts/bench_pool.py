@@ -3,7 +3,7 @@
 Measures, in one run, each on a fresh store in its own temporary directory:
 
 1. single   - sequential durable allocations through the async API (one commit each);
-              also once with the real bind test (`bridge.ports.bind_test("127.0.0.1")`).
+              also once with the real bind test (`bridge.net.bind_test("127.0.0.1")`).
 2. burst    - N concurrent `allocate` calls (`asyncio.gather`) on a fresh pool, repeated R
               times; group commit should fold the burst into a handful of durable writes.
 3. scaling  - per-allocation time with 100 ports already held vs 10,000 held, measured in
@@ -40,8 +40,9 @@ from typing import Any
 import structlog
 
 from bridge.config import PortRange
-from bridge.port_pool import AsyncPortPool, DurablePortPool
-from bridge.ports import BindTest, always_free, bind_test
+from bridge.net import bind_test
+from bridge.pool.allocator import BindTest, always_free
+from bridge.pool.durable import DurablePool, GroupCommit
 
 PORT_RANGE = PortRange(20000, 40000)
 HELD_SMALL = 100
@@ -102,9 +103,9 @@ def silence_structlog() -> None:
     )
 
 
-def open_pool(directory: str, is_free: BindTest) -> AsyncPortPool:
-    pool = DurablePortPool.open(Path(directory) / STORE_NAME, PORT_RANGE, is_free=is_free)
-    return AsyncPortPool(pool)
+def open_pool(directory: str, is_free: BindTest) -> GroupCommit:
+    pool = DurablePool.open(Path(directory) / STORE_NAME, PORT_RANGE, is_free=is_free)
+    return GroupCommit(pool)
 
 
 def check_unique(ports: Sequence[int], what: str) -> None:
@@ -112,11 +113,11 @@ def check_unique(ports: Sequence[int], what: str) -> None:
         raise RuntimeError(f"{what}: the pool handed out a port twice")
 
 
-async def warm_up(apool: AsyncPortPool) -> None:
+async def warm_up(apool: GroupCommit) -> None:
     await apool.allocate("warm-up")
 
 
-async def sequential(apool: AsyncPortPool, count: int, prefix: str) -> Run:
+async def sequential(apool: GroupCommit, count: int, prefix: str) -> Run:
     """`count` durable allocations one after the other; per-op latency and total time."""
     latencies: list[float] = []
     ports: list[int] = []

@@ -1,10 +1,10 @@
-"""Benchmark the proxy-mode TCP forwarder (bridge.expose) against docker-proxy, on loopback.
+"""Benchmark the proxy-mode TCP forwarder (bridge.forwarder) against docker-proxy, on loopback.
 
 One run, three paths to the same local target server, all on 127.0.0.1:
 
 - direct        client -> target
 - docker-proxy  client -> /usr/sbin/docker-proxy (Debian's docker.io, a Go process) -> target
-- mcp-bridge    client -> bridge.expose.Forwarder in its own Python process -> target
+- mcp-bridge    client -> bridge.forwarder.Forwarder in its own Python process -> target
 
 Every server runs in a process of its own: the target (`--serve-target`: blocking threads
 with 1 MiB recv_into buffers for bulk, one epoll thread for echo), docker-proxy, and the
@@ -33,7 +33,7 @@ is filtered at WARNING (stderr).
     .venv/bin/python scripts/bench_proxy.py            # full run (under a minute)
     .venv/bin/python scripts/bench_proxy.py --quick    # smoke run for tests
     .venv/bin/python scripts/bench_proxy.py --profile-forwarder /tmp/fwd.prof  # cProfile
-    .venv/bin/python scripts/bench_proxy.py --expose-module /tmp/expose_copy.py  # variant
+    .venv/bin/python scripts/bench_proxy.py --forwarder-module /tmp/forwarder_copy.py  # variant
 """
 
 from __future__ import annotations
@@ -219,11 +219,11 @@ def serve_target(port: int) -> int:
 # --- the forwarder under test (child process) -----------------------------------------
 
 
-def load_expose(path: str | None) -> ModuleType:
-    """bridge.expose, or a modified copy of it loaded from a file (for experiments)."""
+def load_forwarder(path: str | None) -> ModuleType:
+    """bridge.forwarder, or a modified copy of it loaded from a file (for experiments)."""
     if path is None:
-        return importlib.import_module("bridge.expose")
-    spec = importlib.util.spec_from_file_location("bench_expose_variant", path)
+        return importlib.import_module("bridge.forwarder")
+    spec = importlib.util.spec_from_file_location("bench_forwarder_variant", path)
     if spec is None or spec.loader is None:
         raise SystemExit(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
@@ -232,9 +232,11 @@ def load_expose(path: str | None) -> ModuleType:
     return module
 
 
-async def run_forwarder(expose: ModuleType, listen_port: int, target_port: int) -> None:
-    forwarder = expose.Forwarder(
-        "bench", LOOPBACK, expose.Target(listen_port, LOOPBACK, target_port)
+async def run_forwarder(module: ModuleType, listen_port: int, target_port: int) -> None:
+    from bridge.model import ForwardTarget
+
+    forwarder = module.Forwarder(
+        "bench", LOOPBACK, ForwardTarget(listen_port, LOOPBACK, target_port)
     )
     await forwarder.start()
     loop = asyncio.get_running_loop()
@@ -259,18 +261,18 @@ async def run_forwarder(expose: ModuleType, listen_port: int, target_port: int) 
 
 
 def serve_forwarder(
-    listen_port: int, target_port: int, profile: str | None, expose_module: str | None
+    listen_port: int, target_port: int, profile: str | None, forwarder_module: str | None
 ) -> int:
-    expose = load_expose(expose_module)
+    module = load_forwarder(forwarder_module)
     if profile is None:
-        asyncio.run(run_forwarder(expose, listen_port, target_port))
+        asyncio.run(run_forwarder(module, listen_port, target_port))
         return 0
     import cProfile
 
     profiler = cProfile.Profile()
     profiler.enable()
     try:
-        asyncio.run(run_forwarder(expose, listen_port, target_port))
+        asyncio.run(run_forwarder(module, listen_port, target_port))
     finally:
         profiler.disable()
         profiler.dump_stats(profile)
@@ -411,8 +413,8 @@ def start_servers(args: argparse.Namespace) -> Iterator[Servers]:
         command += ["--listen-port", str(ours_port), "--target-port", str(target_port)]
         if args.profile_forwarder:
             command += ["--profile-forwarder", args.profile_forwarder]
-        if args.expose_module:
-            command += ["--expose-module", args.expose_module]
+        if args.forwarder_module:
+            command += ["--forwarder-module", args.forwarder_module]
         ours = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         procs.append(ours)
         if read_line(ours, "forwarder") != "ready":
@@ -638,7 +640,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per path")
     parser.add_argument("--docker-proxy", default=DOCKER_PROXY, metavar="PATH")
     parser.add_argument("--profile-forwarder", metavar="FILE", help="cProfile the forwarder")
-    parser.add_argument("--expose-module", metavar="FILE", help="a modified copy of expose.py")
+    parser.add_argument(
+        "--forwarder-module", metavar="FILE", help="a modified copy of bridge/forwarder.py"
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     # Child-process modes, used by the benchmark itself.
     parser.add_argument("--serve-target", action="store_true", help=argparse.SUPPRESS)
@@ -851,7 +855,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "rounds": args.rounds,
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
-        "expose_module": args.expose_module or "bridge.expose",
+        "forwarder_module": args.forwarder_module or "bridge.forwarder",
         "quick": bool(args.quick),
     }
 
@@ -863,7 +867,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve_target(args.target_port)
     if args.serve_forwarder:
         return serve_forwarder(
-            args.listen_port, args.target_port, args.profile_forwarder, args.expose_module
+            args.listen_port, args.target_port, args.profile_forwarder, args.forwarder_module
         )
     result = bench(args)
     print(json.dumps(result, sort_keys=False), flush=True)

@@ -7,7 +7,7 @@
 #
 #   --force   fetch and install again even if `docker compose version` already works
 #
-# How (see shared machine notes): apt-get with a trixie sources list and its own
+# How: apt-get with a trixie sources list and its own
 # Dir::State::Lists / Dir::Cache folders downloads the .deb (nothing is installed with
 # dpkg), `dpkg-deb -x` unpacks it, and usr/libexec/docker/cli-plugins/docker-compose is
 # copied to $DOCKER_CONFIG/cli-plugins/ (default ~/.docker/cli-plugins/). Trixie's build

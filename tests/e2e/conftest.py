@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration.conftest import local_services_up
 from tests.integration.conftest import wait_for as shared_wait_for
 
 ROOT = Path(__file__).parents[2]
@@ -190,12 +191,7 @@ class ComposeStack:
 def e2e_tools() -> dict[str, str]:
     """A Docker engine, the local images and Compose v2, each made here when missing."""
     started = time.monotonic()
-    up = run([str(SCRIPTS / "local-services.sh"), "up"], timeout=900)
-    env: dict[str, str] = {}
-    for line in up.stdout.splitlines():
-        if line.startswith("export "):
-            key, _, value = line.removeprefix("export ").partition("=")
-            env[key] = value.strip("'\"")
+    env = local_services_up()
     if "DOCKER_HOST" in env:
         os.environ["DOCKER_HOST"] = env["DOCKER_HOST"]
     built = run(
@@ -215,13 +211,6 @@ def e2e_tools() -> dict[str, str]:
         f"docker compose {compose.stdout.strip()}; tools ready in {time.monotonic() - started:.1f}s"
     )
     return env
-
-
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    report = yield
-    setattr(item, "rep_" + report.when, report)
-    return report
 
 
 def failed(request: pytest.FixtureRequest) -> bool:

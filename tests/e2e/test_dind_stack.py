@@ -1,7 +1,7 @@
 """The laptop stack, end to end: compose/dind brought up, an MCP server started in its
 inner Docker engine, and checked from the host.
 
-compose/dind/compose.yaml plus compose.ci.yaml (this machine refuses `privileged: true`),
+compose/dind/compose.yaml plus compose.ci.yaml (for hosts that refuse `privileged: true`),
 with the images built here and non-default host ports. The fixture MCP server image is
 `docker save`d from the host engine into the inner engine over its API, then run there
 with mcp.* labels. From the host, the test then sees the service in the stack's Consul

@@ -2,7 +2,7 @@
 server found by its labels, registered in the stack's Consul and reachable from the host.
 
 The bridge runs on the host's network with the engine's socket mounted read-only and the
-socket's group added. This machine's engine is shared with other tests (and people), so
+socket's group added. The host's engine is shared with other tests, so
 the bridge is made to look only at this test's container: a label prefix of its own
 (BRIDGE_LABEL_PREFIX) and a name pattern nothing matches. The example's labels are the
 compose file's own, copied under that prefix by an override file. Its forwarders listen

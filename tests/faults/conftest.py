@@ -5,6 +5,5 @@ from tests.integration.conftest import (  # noqa: F401  (fixtures are found by n
     docker_client,
     mcp_server_image,
     pytest_collection_modifyitems,
-    pytest_runtest_makereport,
     services,
 )

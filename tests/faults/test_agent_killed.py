@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from tests.faults.world import remove_many, settle, start_many
 from tests.integration.conftest import Bridge
+from tests.integration.world import remove_many, settle, start_many
 
 BURST = 100
 

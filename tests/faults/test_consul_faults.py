@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.faults.world import settle, start_many
 from tests.integration.conftest import SERVICES, Bridge, consul_url, wait_for
+from tests.integration.world import settle, start_many
 
 
 @pytest.mark.slow

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.world import settle
 from tests.integration.conftest import SERVICES, Bridge, wait_for
+from tests.integration.world import settle
 
 
 @pytest.mark.slow

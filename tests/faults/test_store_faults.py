@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.faults.world import settle, start_many
+from tests.conftest import fill_disk
 from tests.integration.conftest import Bridge, http_status, wait_for
-
-
-@pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+from tests.integration.world import settle, start_many
 
 
 def store_failures(bridge: Bridge) -> list[dict[str, object]]:
@@ -34,19 +23,6 @@ def still_serving(bridge: Bridge, ports: dict[str, int]) -> None:
     for name, port in ports.items():
         assert held.get(name) == port
         assert http_status("127.0.0.1", port) == 404  # busybox httpd, through the forwarder
-
-
-def fill(disk: Path) -> Path:
-    filler = disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-    try:
-        while os.write(fd, b"\0" * 65536):
-            pass
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-    return filler
 
 
 @pytest.fixture
@@ -102,7 +78,7 @@ def test_disk_full_on_write(bridge: Bridge, tiny_disk: Path) -> None:
     start_many(bridge, ["a", "b"])
     before = settle(bridge, 2)
     still_serving(bridge, before)
-    filler = fill(tiny_disk)
+    filler = fill_disk(tiny_disk)
     try:
         start_many(bridge, [f"late{i}" for i in range(10)])
         failure = wait_for("a clear store error", lambda: store_failures(bridge))[-1]

@@ -7,8 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.faults.world import WORKERS, settle, start_many
 from tests.integration.conftest import Bridge
+from tests.integration.world import WORKERS, settle, start_many
 
 STORM = 500
 

@@ -42,9 +42,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
-@pytest.fixture(scope="session")
-def services() -> dict[str, str]:
-    """Docker + Consul up (started if needed) and the busybox image built."""
+def local_services_up() -> dict[str, str]:
+    """`scripts/local-services.sh up`: Docker and Consul answer (started here when none
+    does); returns the environment it prints (DOCKER_HOST, BRIDGE_CONSUL_URL)."""
     result = subprocess.run(
         [str(SERVICES), "up"], capture_output=True, text=True, timeout=900, check=False
     )
@@ -54,6 +54,13 @@ def services() -> dict[str, str]:
         if line.startswith("export "):
             key, _, value = line.removeprefix("export ").partition("=")
             env[key] = value.strip("'\"")
+    return env
+
+
+@pytest.fixture(scope="session")
+def services() -> dict[str, str]:
+    """Docker + Consul up (started if needed) and the busybox image built."""
+    env = local_services_up()
     os.environ.update(env)
     built = subprocess.run(
         [str(SERVICES), "busybox-image"], capture_output=True, text=True, timeout=600
@@ -348,14 +355,9 @@ def bridge(
     for sid in list(world.services()):
         consul_put(f"/v1/agent/service/deregister/{sid}")
     if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
-        print(agent.logs()[-5000:])
-
-
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    report = yield
-    setattr(item, "rep_" + report.when, report)
-    return report
+        # Without the per-pass debug lines, which would crowd out what happened.
+        lines = [line for line in agent.logs().splitlines() if "reconcile_done" not in line]
+        print("\n".join(lines)[-12000:])
 
 
 @pytest.fixture(scope="session")

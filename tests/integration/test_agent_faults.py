@@ -3,7 +3,6 @@ pool, a lost store. Each ends on the same invariant."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import threading
 from pathlib import Path
@@ -11,47 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import SERVICES, Bridge, consul_get, wait_for
-
-
-def assert_invariant(bridge: Bridge) -> dict[str, int]:
-    """Every running managed container has exactly one instance with a unique pool port,
-    nothing else of ours is in Consul, and the store agrees. Returns name -> port."""
-    running = {
-        c.name
-        for c in bridge.docker.containers.list(filters={"name": bridge.tag})
-        if c.status == "running"
-    }
-    services = bridge.services()
-    by_container = {s["Meta"]["container_name"]: s for s in services.values()}
-    assert len(by_container) == len(services), "two instances for one container"
-    assert set(by_container) == running
-    ports = {name: s["Port"] for name, s in by_container.items()}
-    assert len(set(ports.values())) == len(ports), f"one port twice: {ports}"
-    store = json.loads(
-        subprocess.run(
-            [*_bridge_cli(), "ports", "--json"],
-            capture_output=True,
-            text=True,
-            env=_env(bridge),
-            check=True,
-        ).stdout
-    )
-    held = {a["owner"]: a["port"] for a in store["allocations"]}
-    for name, port in ports.items():
-        assert held.get(name) == port, f"store says {held.get(name)} for {name}, Consul {port}"
-    return ports
-
-
-def _bridge_cli() -> list[str]:
-    import sys
-
-    return [sys.executable, "-m", "bridge"]
-
-
-def _env(bridge: Bridge) -> dict[str, str]:
-    import os
-
-    return {**os.environ, **bridge.agent.env}
+from tests.integration.world import invariant
 
 
 def services_up(bridge: Bridge, count: int) -> bool:
@@ -68,13 +27,13 @@ def test_sigkill_during_a_burst_then_restart(bridge: Bridge) -> None:
     starter.join()
     bridge.agent.start()
     wait_for("all registered", lambda: services_up(bridge, len(names)))
-    first = assert_invariant(bridge)
+    first = invariant(bridge)
     # Kill again, mid-flight, several times: nothing moves.
     for _ in range(3):
         bridge.agent.kill()
         bridge.agent.start()
         wait_for("all registered", lambda: services_up(bridge, len(names)))
-        assert assert_invariant(bridge) == first
+        assert invariant(bridge) == first
 
 
 def test_consul_restart_that_forgets_everything_is_repopulated(bridge: Bridge) -> None:
@@ -82,7 +41,7 @@ def test_consul_restart_that_forgets_everything_is_repopulated(bridge: Bridge) -
     for i in range(3):
         bridge.run(f"c{i}")
     wait_for("registered", lambda: services_up(bridge, 3))
-    before = assert_invariant(bridge)
+    before = invariant(bridge)
     subprocess.run([str(SERVICES), "consul-stop"], check=True, capture_output=True)
     try:
         wait_for("agent notices", lambda: bridge.agent.events("reconcile_failed"))
@@ -90,7 +49,7 @@ def test_consul_restart_that_forgets_everything_is_repopulated(bridge: Bridge) -
     finally:
         subprocess.run([str(SERVICES), "consul-start"], check=True, capture_output=True)
     wait_for("repopulated", lambda: services_up(bridge, 4))
-    after = assert_invariant(bridge)
+    after = invariant(bridge)
     assert {k: v for k, v in after.items() if k in before} == before
 
 
@@ -110,7 +69,7 @@ def test_dockerd_restart_reconnects_and_relists(bridge: Bridge) -> None:
     assert bridge.service("survivor")["Port"] == port  # type: ignore[index]
     bridge.run("newcomer")
     wait_for("newcomer registered", lambda: bridge.service("newcomer"))
-    assert_invariant(bridge)
+    invariant(bridge)
 
 
 @pytest.mark.bridge_env({"BRIDGE_PORT_RANGE": "21990-21991", "BRIDGE_STALE_AFTER": "1s"})
@@ -128,7 +87,7 @@ def test_exhaustion_waits_then_gets_a_port_without_restart(bridge: Bridge) -> No
     first.remove(force=True)  # frees a port after BRIDGE_STALE_AFTER
     wait_for("c registered", lambda: bridge.service("c"))
     assert not bridge.agent.status()["waiting"]
-    assert_invariant(bridge)
+    invariant(bridge)
 
 
 def test_lost_store_is_rebuilt_from_docker_and_consul(bridge: Bridge) -> None:
@@ -136,14 +95,14 @@ def test_lost_store_is_rebuilt_from_docker_and_consul(bridge: Bridge) -> None:
     for i in range(4):
         bridge.run(f"s{i}")
     wait_for("registered", lambda: services_up(bridge, 4))
-    before = assert_invariant(bridge)
+    before = invariant(bridge)
     bridge.agent.stop()
     store = Path(bridge.agent.env["BRIDGE_STATE_FILE"])
     for suffix in ("", "-wal", "-shm"):
         Path(str(store) + suffix).unlink(missing_ok=True)
     bridge.agent.start()
     wait_for("registered", lambda: services_up(bridge, 4))
-    assert assert_invariant(bridge) == before
+    assert invariant(bridge) == before
     # New containers get ports after the rebuilt ones, never one of theirs.
     bridge.run("fresh")
     fresh = wait_for("fresh", lambda: bridge.service("fresh"))
@@ -161,7 +120,7 @@ def test_corrupt_store_is_moved_aside_and_rebuilt(bridge: Bridge) -> None:
     assert bridge.agent.events("state_store_corrupt")
     assert list(store.parent.glob("state.db.corrupt-*"))
     assert wait_for("registered", lambda: bridge.service("keep"))["Port"] == port
-    assert_invariant(bridge)
+    invariant(bridge)
 
 
 def test_rename_moves_the_service(bridge: Bridge) -> None:
@@ -171,7 +130,7 @@ def test_rename_moves_the_service(bridge: Bridge) -> None:
     container.rename(bridge.tag + "after")
     wait_for("new name registered", lambda: bridge.service("after"))
     wait_for("old name gone", lambda: bridge.service("before") is None)
-    assert_invariant(bridge)
+    invariant(bridge)
 
 
 def test_consul_catalog_has_one_instance_per_container(bridge: Bridge) -> None:

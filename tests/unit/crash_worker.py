@@ -12,12 +12,12 @@ from pathlib import Path
 
 from bridge.config import LogLevel, PortRange
 from bridge.logs import configure_logging
-from bridge.port_pool import AsyncPortPool, DurablePortPool
+from bridge.pool.durable import DurablePool, GroupCommit
 
 
 async def main(path: Path, run: int) -> None:
     configure_logging(level=LogLevel.ERROR)
-    pool = AsyncPortPool(DurablePortPool.open(path, PortRange(30000, 30499)))
+    pool = GroupCommit(DurablePool.open(path, PortRange(30000, 30499)))
     # Release what earlier runs left, in one batch, so the range never fills up.
     leftovers = [a.owner for a in pool.state.allocations()]
     sys.stdout.write("".join(f"releasing {o}\n" for o in leftovers))

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from bridge.config import PortRange
-from bridge.port_pool import DurablePortPool
+from bridge.pool.durable import DurablePool
 
 
 def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -35,7 +35,7 @@ def test_ports_json_on_an_empty_store(tmp_path: Path) -> None:
 
 def test_ports_on_a_full_store_json_and_table(tmp_path: Path) -> None:
     store = tmp_path / "state.db"
-    pool = DurablePortPool.open(store, PortRange(12000, 12009), reserved=[12005])
+    pool = DurablePool.open(store, PortRange(12000, 12009), reserved=[12005])
     with pool.transaction() as s:
         for i in range(9):
             s.allocate(f"mcp-{i}", now=1.0)

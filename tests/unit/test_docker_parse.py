@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from bridge.docker_source import ContainerEvent, _parse_event, parse_row
-from bridge.model import Container, PortBinding
+from bridge.docker_engine import _parse_event, parse_row
+from bridge.model import Container, ContainerEvent, PortBinding
 
 CID = "4f3c2b1a0e9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b"
 

@@ -12,7 +12,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from bridge.expose import PIPE_SIZE, ExposeManager, Forwarder, Target
+from bridge.forwarder import Forwarder, ForwarderSet
+from bridge.model import ForwardTarget
+from bridge.relay import PIPE_SIZE
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -44,7 +46,7 @@ async def echo() -> AsyncIterator[int]:
 
 
 async def forward(port: int) -> Forwarder:
-    f = Forwarder("test:svc", "127.0.0.1", Target(free_port(), "127.0.0.1", port))
+    f = Forwarder("test:svc", "127.0.0.1", ForwardTarget(free_port(), "127.0.0.1", port))
     await f.start()
     return f
 
@@ -75,19 +77,24 @@ async def test_bulk_both_ways_byte_exact_with_half_close(echo: int) -> None:
 
 
 async def test_server_half_close_reaches_the_client() -> None:
+    # What the server got after its own EOF, to check here: an assert inside the handler
+    # would be swallowed by asyncio and could never fail the test.
+    received: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
     async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         w.write(b"greeting")
         w.write_eof()  # done talking, still listening
-        assert await r.read() == b"still sending after the server's EOF"
+        received.set_result(await r.read())
         w.close()
 
     server, port = await serve(handle)
     f = await forward(port)
     r, w = await asyncio.open_connection("127.0.0.1", f.target.listen_port)
-    assert await r.read() == b"greeting"  # EOF after it
+    assert await asyncio.wait_for(r.read(), 5) == b"greeting"  # EOF after it
     w.write(b"still sending after the server's EOF")
     await w.drain()
     w.write_eof()
+    assert await asyncio.wait_for(received, 5) == b"still sending after the server's EOF"
     w.close()
     await f.close()
     server.close()
@@ -188,9 +195,9 @@ async def test_backpressure_bounds_what_the_forwarder_buffers() -> None:
 
 
 async def test_manager_opens_retargets_and_closes(echo: int) -> None:
-    manager = ExposeManager("127.0.0.1")
+    manager = ForwarderSet("127.0.0.1")
     port = free_port()
-    assert await manager.sync({"n:a": Target(port, "127.0.0.1", echo)}) == {}
+    assert await manager.sync({"n:a": ForwardTarget(port, "127.0.0.1", echo)}) == {}
     r, w = await asyncio.open_connection("127.0.0.1", port)
     w.write(b"ping")
     assert await r.readexactly(4) == b"ping"
@@ -201,7 +208,10 @@ async def test_manager_opens_retargets_and_closes(echo: int) -> None:
     blocker.listen()
     taken = blocker.getsockname()[1]
     errors = await manager.sync(
-        {"n:a": Target(port, "127.0.0.1", echo), "n:b": Target(taken, "127.0.0.1", echo)}
+        {
+            "n:a": ForwardTarget(port, "127.0.0.1", echo),
+            "n:b": ForwardTarget(taken, "127.0.0.1", echo),
+        }
     )
     assert list(errors) == ["n:b"] and "cannot listen" in errors["n:b"]
     assert set(manager.forwarders) == {"n:a"}
@@ -290,12 +300,14 @@ async def test_pipes_grow_for_bulk_and_stay_small_for_chatter(echo: int) -> None
 async def test_a_scoped_sync_touches_only_its_scope(echo: int) -> None:
     # A pass over one container hands over only that container's targets: the others
     # must stay open (and must not cost a walk over all of them).
-    manager = ExposeManager("127.0.0.1")
+    manager = ForwarderSet("127.0.0.1")
     a, b = free_port(), free_port()
-    await manager.sync({"n:a": Target(a, "127.0.0.1", echo), "n:b": Target(b, "127.0.0.1", echo)})
+    await manager.sync(
+        {"n:a": ForwardTarget(a, "127.0.0.1", echo), "n:b": ForwardTarget(b, "127.0.0.1", echo)}
+    )
     assert await manager.sync({}, scope={"n:a"}) == {}
     assert set(manager.forwarders) == {"n:b"}
-    await manager.sync({"n:a": Target(a, "127.0.0.1", echo)}, scope={"n:a"})
+    await manager.sync({"n:a": ForwardTarget(a, "127.0.0.1", echo)}, scope={"n:a"})
     assert set(manager.forwarders) == {"n:a", "n:b"}
     await manager.sync({})  # unscoped: exactly what is given
     assert not manager.forwarders

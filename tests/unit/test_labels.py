@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.config import PortRange, Settings
+from bridge.config import Settings
 from bridge.labels import BRIDGE_META_KEYS, KNOWN_LABELS, is_managed, parse_labels
 from bridge.model import (
     CheckKind,
@@ -21,6 +19,7 @@ from bridge.model import (
     ServiceSpec,
     Transport,
 )
+from tests.builders import make_container, make_settings
 
 DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 TAG = re.compile(r"[A-Za-z0-9_.:/=-]{1,128}")
@@ -28,42 +27,7 @@ META_KEY = re.compile(r"[A-Za-z0-9_-]{1,128}")
 INJECTION = 'x","Check":{"Args":["rm"]}'
 
 
-def make_settings(**overrides: Any) -> Settings:
-    """Every field parse_labels reads is given, so the shell's BRIDGE_* cannot leak in."""
-    values: dict[str, Any] = {
-        "label_prefix": "mcp.",
-        "name_pattern": "^mcp-",
-        "expose": ExposeMode.AUTO,
-        "network": None,
-        "port_range": PortRange(11100, 11999),
-        "reserved_ports": frozenset({11111}),
-        "deregister_after": 600.0,
-        "node_id": "test-node",
-    }
-    values.update(overrides)
-    return Settings(_env_file=None, **values)
-
-
-SETTINGS = make_settings()
-
-
-def make_container(
-    name: str = "mcp-x",
-    labels: Mapping[str, str] | None = None,
-    exposed: frozenset[int] | set[int] = frozenset({8080}),
-    published: Mapping[int, tuple[PortBinding, ...]] | None = None,
-    networks: Mapping[str, str] | None = None,
-) -> Container:
-    return Container(
-        id="c0ffee",
-        name=name,
-        image="example/mcp:1",
-        state="running",
-        labels=dict(labels or {}),
-        exposed_tcp=frozenset(exposed),
-        published=dict(published or {}),
-        networks={"bridge": "172.17.0.2"} if networks is None else dict(networks),
-    )
+SETTINGS = make_settings(port_range="11100-11999", reserved_ports="11111")
 
 
 def spec(container: Container, s: Settings = SETTINGS) -> ServiceSpec:
@@ -833,7 +797,7 @@ def test_property_never_raises_and_specs_obey_the_rules(
     networks: dict[str, str],
 ) -> None:
     published = {p: (PortBinding("0.0.0.0", 18000),) for p in exposed} if publish else {}
-    c = make_container(name, all_labels, exposed, published, networks)
+    c = make_container(name, all_labels, exposed=exposed, published=published, networks=networks)
 
     result = parse_labels(c, SETTINGS)
 

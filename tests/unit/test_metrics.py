@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge.expose import Counters
-from bridge.metrics import ERROR_KINDS, Metrics, PoolUse, Snapshot
+from bridge.metrics import ERROR_KINDS, AgentReading, Metrics, PoolUse
+from bridge.model import ForwarderCounters
 
 
 def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -16,11 +16,13 @@ def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
     }
 
 
-def snapshot(used: int, size: int = 100) -> Snapshot:
-    return Snapshot(
+def snapshot(used: int, size: int = 100) -> AgentReading:
+    return AgentReading(
         pool=PoolUse(size, used, size - used),
         services=used,
-        forwarders={"n:a": Counters(active=2, total=5, failed=1, bytes_in=10, bytes_out=20)},
+        forwarders={
+            "n:a": ForwarderCounters(active=2, total=5, failed=1, bytes_in=10, bytes_out=20)
+        },
         docker_connected=True,
         consul_reachable=False,
         ready=False,

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from bridge.config import PortRange
-from bridge.port_pool import DurablePortPool
+from bridge.pool.durable import DurablePool
 
 WORKER = Path(__file__).with_name("crash_worker.py")
 
@@ -44,7 +44,7 @@ def test_sigkill_mid_burst_loses_no_committed_change(tmp_path: Path) -> None:
                 releasing.discard(parts[1])
             # a torn last line (killed mid-write) reports nothing: fine
 
-        pool = DurablePortPool.open(store, PortRange(30000, 30499))
+        pool = DurablePool.open(store, PortRange(30000, 30499))
         try:
             held = {a.owner: a.port for a in pool.state.allocations()}
         finally:

@@ -2,13 +2,18 @@
 
 The model keeps a dict owner -> port and a cursor and finds the next port by walking the
 range in a list; the pool must agree with it after every step and after every reopen.
+Every change goes through the transaction path the agent uses: GroupCommit.run, with
+bursts of concurrent requests sharing one batch and one durable write.
 """
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -16,8 +21,9 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from bridge.config import PortRange
 from bridge.model import AllocKind
-from bridge.port_pool import DurablePortPool
-from bridge.ports import PoolExhausted, PortOutsidePool
+from bridge.pool.allocator import PoolExhausted, PoolState, PortOutsidePool
+from bridge.pool.durable import DurablePool, GroupCommit
+from bridge.pool.repair import sweep
 
 # Small on purpose: runs must reach the top of the range, wrap, and fill it up.
 RANGE = PortRange(100, 105)
@@ -25,20 +31,29 @@ RESERVED = frozenset({103})
 OWNERS = st.sampled_from([f"c{i}" for i in range(8)])
 PORTS = st.integers(min_value=99, max_value=106)  # a little outside the range too
 NOW = 1_000.0
+Expectation = tuple[int | None, type[Exception] | None]  # a port, or the error
 
 
 class PoolMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.dir = Path(tempfile.mkdtemp(prefix="pool-sm-"))
-        self.pool = DurablePortPool.open(self.dir / "state.db", RANGE, RESERVED)
+        self.runner = asyncio.Runner()
+        self.pool = self._open()
         self.busy: set[int] = set()  # ports "another process" holds
         # The model.
         self.owners: dict[str, tuple[int, AllocKind]] = {}
         self.cursor = RANGE.low - 1
 
+    def _open(self) -> GroupCommit:
+        return GroupCommit(DurablePool.open(self.dir / "state.db", RANGE, RESERVED))
+
+    def _run(self, op: Callable[[PoolState], Any]) -> Any:
+        return self.runner.run(self.pool.run(op))
+
     def teardown(self) -> None:
-        self.pool.close()
+        self.runner.run(self.pool.close())
+        self.runner.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     # ---- the model's rules, written plainly ----
@@ -60,33 +75,41 @@ class PoolMachine(RuleBasedStateMachine):
     def _is_free(self, port: int) -> bool:
         return port not in self.busy
 
-    # ---- rules ----
-
-    @rule(owner=OWNERS, preferred=st.none() | PORTS)
-    def allocate(self, owner: str, preferred: int | None) -> None:
-        expected_error: type[Exception] | None = None
+    def _expect(
+        self, owner: str, preferred: int | None
+    ) -> tuple[int | None, type[Exception] | None]:
+        """The model's answer to an allocation: a port, or the error the pool must raise."""
         existing = self.owners.get(owner)
         if preferred is not None and (preferred not in RANGE or preferred in RESERVED):
-            expected_error = PortOutsidePool
-            expected = None
-        elif (
+            return None, PortOutsidePool
+        if (
             existing is not None
             and existing[1] is AllocKind.POOL
             and not (
                 preferred is not None and preferred != existing[0] and self._takeable(preferred)
             )
         ):
-            expected = existing[0]
-        elif preferred is not None and self._takeable(preferred):
-            expected = preferred
-        else:
-            expected = self._next_after_cursor()
-            if expected is None:
-                expected_error = PoolExhausted
+            return existing[0], None
+        if preferred is not None and self._takeable(preferred):
+            return preferred, None
+        expected = self._next_after_cursor()
+        return expected, PoolExhausted if expected is None else None
 
+    def _record(self, owner: str, preferred: int | None, got: int) -> None:
+        existing = self.owners.get(owner)
+        if not (existing is not None and existing[0] == got) and got != preferred:
+            self.cursor = got
+        self.owners[owner] = (got, AllocKind.POOL)
+
+    # ---- rules ----
+
+    @rule(owner=OWNERS, preferred=st.none() | PORTS)
+    def allocate(self, owner: str, preferred: int | None) -> None:
+        expected, expected_error = self._expect(owner, preferred)
         try:
-            with self.pool.transaction() as s:
-                got = s.allocate(owner, now=NOW, preferred=preferred, is_free=self._is_free).port
+            got = self._run(
+                lambda s: s.allocate(owner, now=NOW, preferred=preferred, is_free=self._is_free)
+            ).port
         except (PoolExhausted, PortOutsidePool) as exc:
             assert expected_error is not None and isinstance(exc, expected_error), (
                 f"pool raised {exc!r}, model expected port {expected}"
@@ -94,9 +117,7 @@ class PoolMachine(RuleBasedStateMachine):
             return
         assert expected_error is None, f"pool gave {got}, model expected {expected_error}"
         assert got == expected, f"{owner}: pool gave {got}, model expected {expected}"
-        if not (existing is not None and existing[0] == got) and got != preferred:
-            self.cursor = got
-        self.owners[owner] = (got, AllocKind.POOL)
+        self._record(owner, preferred, got)
 
     @rule(owner=OWNERS)
     def allocate_next(self, owner: str) -> None:
@@ -105,27 +126,23 @@ class PoolMachine(RuleBasedStateMachine):
 
     @rule(owner=OWNERS)
     def release(self, owner: str) -> None:
-        with self.pool.transaction() as s:
-            s.release(owner)
+        self._run(lambda s: s.release(owner))
         self.owners.pop(owner, None)
 
     @rule(owner=OWNERS, running=st.sampled_from([True, False, None]))
     def observe(self, owner: str, running: bool | None) -> None:
-        with self.pool.transaction() as s:
-            s.observe(owner, running, now=NOW)
+        self._run(lambda s: s.observe(owner, running, now=NOW))
         # Observing never frees a port: stopped and gone owners keep theirs.
 
     @rule()
     def sweep_everything_gone(self) -> None:
-        with self.pool.transaction() as s:
-            released = s.sweep(now=NOW + 10, stale_after=0)
+        released = self._run(lambda s: sweep(s, now=NOW + 10, stale_after=0))
         for alloc in released:
             del self.owners[alloc.owner]
 
     @rule(owner=OWNERS, port=PORTS)
     def claim_external(self, owner: str, port: int) -> None:
-        with self.pool.transaction() as s:
-            s.claim_external(owner, port, now=NOW)
+        self._run(lambda s: s.claim_external(owner, port, now=NOW))
         self.owners.pop(owner, None)
         if port in RANGE and port not in RESERVED:
             for other, (held, _) in list(self.owners.items()):
@@ -138,11 +155,53 @@ class PoolMachine(RuleBasedStateMachine):
     def other_process(self, port: int, busy: bool) -> None:
         (self.busy.add if busy else self.busy.discard)(port)
 
+    @rule(
+        requests=st.lists(st.tuples(OWNERS, st.none() | PORTS), min_size=2, max_size=6),
+        broken_at=st.none() | st.integers(min_value=0, max_value=5),
+    )
+    def burst(self, requests: list[tuple[str, int | None]], broken_at: int | None) -> None:
+        """Concurrent requests, as one pass's allocations arrive: one batch, one write.
+        A request that fails, even half-way through changing the pool, fails alone and
+        leaves nothing behind."""
+        pool, free = self.pool, self._is_free
+
+        def allocate(owner: str, preferred: int | None) -> Callable[[PoolState], Any]:
+            return lambda s: s.allocate(owner, now=NOW, preferred=preferred, is_free=free)
+
+        def broken(s: PoolState) -> None:
+            for alloc in s.allocations():
+                s.release(alloc.owner)
+            raise RuntimeError("a bug half-way through")
+
+        ops = [allocate(o, p) for o, p in requests]
+        if broken_at is not None:
+            ops.insert(min(broken_at, len(ops)), broken)
+
+        async def together() -> list[Any]:
+            return await asyncio.gather(*(pool.run(op) for op in ops), return_exceptions=True)
+
+        commits = pool.commits
+        results = self.runner.run(together())
+        assert pool.commits - commits <= 1, "one batch took more than one durable write"
+        if broken_at is not None:
+            failed = results.pop(min(broken_at, len(requests)))
+            assert isinstance(failed, RuntimeError), failed
+        for (owner, preferred), got in zip(requests, results, strict=True):
+            expected, expected_error = self._expect(owner, preferred)
+            if isinstance(got, BaseException):
+                assert expected_error is not None and isinstance(got, expected_error), (
+                    f"{owner}: pool raised {got!r}, model expected port {expected}"
+                )
+                continue
+            assert expected_error is None, f"pool gave {got.port}, model expected {expected_error}"
+            assert got.port == expected, f"{owner}: pool gave {got.port}, model expected {expected}"
+            self._record(owner, preferred, got.port)
+
     @rule()
     def reopen(self) -> None:
         """Close and reopen from disk: everything must come back exactly."""
-        self.pool.close()
-        self.pool = DurablePortPool.open(self.dir / "state.db", RANGE, RESERVED)
+        self.runner.run(self.pool.close())
+        self.pool = self._open()
 
     # ---- invariants ----
 

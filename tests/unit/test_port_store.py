@@ -8,28 +8,28 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from bridge.config import PortRange
 from bridge.model import AllocKind, AllocState, LiveClaim
-from bridge.port_pool import AsyncPortPool, DurablePortPool
-from bridge.port_store import (
+from bridge.pool.allocator import PortOutsidePool
+from bridge.pool.durable import DurablePool, GroupCommit
+from bridge.pool.store import (
     SCHEMA_VERSION,
     StoreError,
     StoreLocked,
     StoreTooNew,
     read_snapshot,
 )
-from bridge.ports import PortOutsidePool
+from tests.conftest import fill_disk
 
 RANGE = PortRange(20000, 20999)
 
 
-def open_pool(path: Path, claims: list[LiveClaim] | None = None) -> DurablePortPool:
-    return DurablePortPool.open(path, RANGE, rebuild_source=lambda: claims or [])
+def open_pool(path: Path, claims: list[LiveClaim] | None = None) -> DurablePool:
+    return DurablePool.open(path, RANGE, rebuild_source=lambda: claims or [])
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def store(tmp_path: Path) -> Path:
     return tmp_path / "state" / "state.db"
 
 
-def owners_ports(pool: DurablePortPool) -> dict[str, int]:
+def owners_ports(pool: DurablePool) -> dict[str, int]:
     return {a.owner: a.port for a in pool.state.allocations()}
 
 
@@ -124,10 +124,10 @@ def test_newer_schema_is_refused_and_left_untouched(store: Path) -> None:
 def test_second_agent_in_another_process_is_refused(store: Path) -> None:
     pool = open_pool(store)
     code = (
-        "import sys; from pathlib import Path; from bridge.port_pool import DurablePortPool;"
+        "import sys; from pathlib import Path; from bridge.pool.durable import DurablePool;"
         "from bridge.config import PortRange\n"
         "try:\n"
-        f"    DurablePortPool.open(Path({str(store)!r}), PortRange(20000, 20999))\n"
+        f"    DurablePool.open(Path({str(store)!r}), PortRange(20000, 20999))\n"
         "except Exception as e:\n"
         "    print(type(e).__name__, e); sys.exit(3)\n"
     )
@@ -178,7 +178,7 @@ def test_reader_sees_consistent_snapshots_while_the_agent_writes(store: Path) ->
 
 
 async def test_concurrent_burst_shares_commits_and_is_durable(store: Path) -> None:
-    pool = AsyncPortPool(open_pool(store))
+    pool = GroupCommit(open_pool(store))
     allocs = await asyncio.gather(*(pool.allocate(f"c{i}") for i in range(1000)))
     assert len({a.port for a in allocs}) == 1000
     assert pool.commits < 50, f"{pool.commits} commits for a burst of 1000"
@@ -189,7 +189,7 @@ async def test_concurrent_burst_shares_commits_and_is_durable(store: Path) -> No
 
 
 async def test_one_bad_request_does_not_sink_its_batch(store: Path) -> None:
-    pool = AsyncPortPool(open_pool(store))
+    pool = GroupCommit(open_pool(store))
     good, bad = await asyncio.gather(
         pool.allocate("good"), pool.allocate("bad", preferred=80), return_exceptions=True
     )
@@ -198,30 +198,10 @@ async def test_one_bad_request_does_not_sink_its_batch(store: Path) -> None:
     await pool.close()
 
 
-@pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 512 KiB file system, to make the disk fill up for real."""
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)], check=True)
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
 async def test_disk_full_fails_the_write_undoes_memory_and_recovers(tiny_disk: Path) -> None:
-    pool = AsyncPortPool(open_pool(tiny_disk / "state.db"))
+    pool = GroupCommit(open_pool(tiny_disk / "state.db"))
     kept = await pool.allocate("before")
-    filler = tiny_disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-    try:  # eat every free block
-        while os.write(fd, b"\0" * 4096):
-            pass
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    filler = fill_disk(tiny_disk)
     owners = [f"o{i}-{'x' * 200}" for i in range(200)]  # big enough to need new pages
     results = await asyncio.gather(*(pool.allocate(o) for o in owners), return_exceptions=True)
     assert all(isinstance(r, StoreError) for r in results), results[:3]

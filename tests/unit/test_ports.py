@@ -8,7 +8,9 @@ import pytest
 
 from bridge.config import PortRange
 from bridge.model import AllocKind, AllocState, LiveClaim
-from bridge.ports import PoolExhausted, PoolState, PortOutsidePool, bind_test
+from bridge.net import bind_test
+from bridge.pool.allocator import PoolExhausted, PoolState, PortOutsidePool
+from bridge.pool.repair import rebuild, sweep
 
 NOW = 1_000.0
 
@@ -162,10 +164,10 @@ def test_gone_owner_is_released_only_after_stale_after() -> None:
     p.allocate("b", now=NOW)
     p.observe_all({"b": False}, now=NOW)  # a gone, b stopped
     assert p.get("a").state is AllocState.ORPHANED  # type: ignore[union-attr]
-    assert p.sweep(now=NOW + 599, stale_after=600) == []
+    assert sweep(p, now=NOW + 599, stale_after=600) == []
     # Seen gone again later: the clock keeps counting from the first sighting.
     p.observe_all({"b": False}, now=NOW + 300)
-    released = p.sweep(now=NOW + 600, stale_after=600)
+    released = sweep(p, now=NOW + 600, stale_after=600)
     assert [a.owner for a in released] == ["a"]
     assert p.get("b") is not None  # a stopped container keeps its port
 
@@ -175,7 +177,7 @@ def test_orphan_that_comes_back_keeps_its_port() -> None:
     port = p.allocate("a", now=NOW).port
     p.observe("a", None, now=NOW)
     p.observe("a", True, now=NOW + 10)
-    assert p.sweep(now=NOW + 10_000, stale_after=600) == []
+    assert sweep(p, now=NOW + 10_000, stale_after=600) == []
     assert p.allocate("a", now=NOW + 10_001).port == port
 
 
@@ -209,7 +211,7 @@ def test_rebuild_prefers_running_claims_and_reports_conflicts() -> None:
         LiveClaim("pub", 102, AllocKind.EXTERNAL, running=True),
         LiveClaim("pub-far", 8080, AllocKind.EXTERNAL, running=True),
     ]
-    state, conflicts = PoolState.rebuild(PortRange(100, 104), (), claims, now=NOW)
+    state, conflicts = rebuild(PortRange(100, 104), (), claims, now=NOW)
     assert {(a.owner, a.port) for a in state.allocations()} == {
         ("running", 101),
         ("other", 103),

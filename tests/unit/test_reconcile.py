@@ -14,9 +14,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.config import PortRange, Settings, load_settings
+from bridge.config import PortRange, Settings
 from bridge.labels import parse_labels
 from bridge.model import (
+    MANAGED_BY,
     AllocKind,
     AllocState,
     CheckKind,
@@ -26,27 +27,21 @@ from bridge.model import (
     Registration,
     ServiceSpec,
 )
-from bridge.ports import PoolExhausted, PoolState
-from bridge.reconcile import (
+from bridge.pool.allocator import PoolExhausted, PoolState
+from bridge.pool.work import PoolWork, apply_pool_work, pool_work
+from bridge.reconcile import Plan, plan
+from bridge.registration import (
     FINGERPRINT,
-    MANAGED_BY,
     PROBE_META,
     Endpoint,
     EndpointError,
-    Plan,
-    PoolWork,
-    apply_pool_work,
     build_checks,
     build_registration,
     differs,
-    plan,
-    pool_work,
     resolve_endpoint,
 )
+from tests.builders import ADVERTISE, CONTAINER_IP, NODE, make_container, make_settings
 
-NODE = "n1"
-ADVERTISE = "10.0.0.5"
-CONTAINER_IP = "172.17.0.2"
 NOW = 1_000_000.0
 STALE_AFTER = 600.0
 PROBE = {
@@ -54,50 +49,7 @@ PROBE = {
     "mcp_server_version": "1.2.3",
     "mcp_protocol_version": "2025-03-26",
 }
-
-
-def make_settings(**overrides: Any) -> Settings:
-    """Every field the label parser reads is given, so the shell's BRIDGE_* cannot leak in."""
-    values: dict[str, Any] = {
-        "node_id": NODE,
-        "advertise_address": ADVERTISE,
-        "port_range": "11100-11109",
-        "reserved_ports": "",
-        "label_prefix": "mcp.",
-        "name_pattern": "^mcp-",
-        "expose": "auto",
-        "network": None,
-        "deregister_after": "10m",
-        "stale_after": "10m",
-    }
-    values.update(overrides)
-    return load_settings(None, **values)
-
-
 SETTINGS = make_settings()
-
-
-def make_container(
-    name: str = "mcp-x",
-    *,
-    labels: Mapping[str, str] | None = None,
-    exposed: tuple[int, ...] = (8080,),
-    published: Mapping[int, tuple[PortBinding, ...]] | None = None,
-    networks: Mapping[str, str] | None = None,
-    state: str = "running",
-    cid: str = "c0ffee00c0ffee00",
-    image: str = "example/mcp:1",
-) -> Container:
-    return Container(
-        id=cid,
-        name=name,
-        image=image,
-        state=state,
-        labels=dict(labels or {}),
-        exposed_tcp=frozenset(exposed),
-        published=dict(published or {}),
-        networks={"bridge": CONTAINER_IP} if networks is None else dict(networks),
-    )
 
 
 def make_spec(container: Container, settings: Settings = SETTINGS) -> ServiceSpec:
@@ -501,7 +453,7 @@ def reg(sid: str, fingerprint: str = "fp", **meta: str) -> Registration:
 def test_plan_registers_missing_and_different_only() -> None:
     desired = {"n1:a": reg("n1:a"), "n1:b": reg("n1:b", "new"), "n1:c": reg("n1:c")}
     actual = {"n1:a": reg("n1:a"), "n1:b": reg("n1:b", "old")}
-    result = plan(desired, actual, scope=None, listing_complete=True)
+    result = plan(desired, actual, scope=None, first_full_pass_done=True)
     assert [r.service_id for r in result.register] == ["n1:b", "n1:c"]
     assert result.deregister == ()
 
@@ -509,7 +461,7 @@ def test_plan_registers_missing_and_different_only() -> None:
 def test_plan_deregisters_own_services_no_longer_desired() -> None:
     desired = {"n1:a": reg("n1:a")}
     actual = {"n1:a": reg("n1:a"), "n1:gone": reg("n1:gone"), "n1:also": reg("n1:also")}
-    result = plan(desired, actual, scope=None, listing_complete=True)
+    result = plan(desired, actual, scope=None, first_full_pass_done=True)
     assert result.register == ()
     assert result.deregister == ("n1:also", "n1:gone")
 
@@ -518,7 +470,7 @@ def test_plan_on_probation_never_deregisters() -> None:
     desired = {"n1:a": reg("n1:a", "new")}
     actual = {"n1:a": reg("n1:a", "old"), "n1:unknown": reg("n1:unknown")}
     for scope in (None, {"n1:a", "n1:unknown"}):
-        result = plan(desired, actual, scope=scope, listing_complete=False)
+        result = plan(desired, actual, scope=scope, first_full_pass_done=False)
         assert result.deregister == ()
         assert [r.service_id for r in result.register] == ["n1:a"]
 
@@ -526,22 +478,22 @@ def test_plan_on_probation_never_deregisters() -> None:
 def test_plan_scope_limits_registering_and_deregistering() -> None:
     desired = {"n1:a": reg("n1:a"), "n1:b": reg("n1:b")}
     actual = {"n1:x": reg("n1:x"), "n1:y": reg("n1:y")}
-    result = plan(desired, actual, scope={"n1:a", "n1:x"}, listing_complete=True)
+    result = plan(desired, actual, scope={"n1:a", "n1:x"}, first_full_pass_done=True)
     assert [r.service_id for r in result.register] == ["n1:a"]
     assert result.deregister == ("n1:x",)
-    assert not plan(desired, actual, scope=set(), listing_complete=True)
+    assert not plan(desired, actual, scope=set(), first_full_pass_done=True)
 
 
 def test_empty_plan_is_falsy() -> None:
     assert not Plan()
-    assert not plan({}, {}, scope=None, listing_complete=True)
-    assert plan({"n1:a": reg("n1:a")}, {}, scope=None, listing_complete=True)
+    assert not plan({}, {}, scope=None, first_full_pass_done=True)
+    assert plan({"n1:a": reg("n1:a")}, {}, scope=None, first_full_pass_done=True)
 
 
 def test_plan_with_real_registrations_after_probe() -> None:
     desired = {r.service_id: r for r in [register(proxy_spec("mcp-a"), probe_meta=PROBE)]}
     actual = {r.service_id: r for r in [register(proxy_spec("mcp-a"))]}
-    result = plan(desired, actual, scope=None, listing_complete=True)
+    result = plan(desired, actual, scope=None, first_full_pass_done=True)
     assert result.register == (desired["n1:mcp-a"],)
 
 
@@ -571,20 +523,20 @@ def _apply(actual: Mapping[str, Registration], result: Plan) -> dict[str, Regist
     desired=st.lists(REGS).map(_by_id),
     actual=st.lists(REGS).map(_by_id),
     scope=st.none() | st.sets(SIDS),
-    listing_complete=st.booleans(),
+    first_full_pass_done=st.booleans(),
 )
 def test_plan_applied_once_leaves_nothing_to_do(
     desired: dict[str, Registration],
     actual: dict[str, Registration],
     scope: set[str] | None,
-    listing_complete: bool,
+    first_full_pass_done: bool,
 ) -> None:
-    first = plan(desired, actual, scope=scope, listing_complete=listing_complete)
+    first = plan(desired, actual, scope=scope, first_full_pass_done=first_full_pass_done)
     # Only what is asked: desired things registered, own undesired things removed.
     assert {r.service_id for r in first.register} <= set(desired)
     assert set(first.deregister) <= set(actual) - set(desired)
     assert len(set(first.deregister)) == len(first.deregister)
-    if not listing_complete:
+    if not first_full_pass_done:
         assert first.deregister == ()
     if scope is not None:
         assert {r.service_id for r in first.register} <= scope
@@ -594,12 +546,12 @@ def test_plan_applied_once_leaves_nothing_to_do(
     for sid in scope if scope is not None else set(desired) | set(actual):
         if sid in desired:
             assert not differs(desired[sid], after.get(sid))
-        elif listing_complete:
+        elif first_full_pass_done:
             assert sid not in after
     # Out of scope, nothing moved.
     for sid in set(actual) - (scope if scope is not None else set(actual)):
         assert after[sid] is actual[sid]
-    second = plan(desired, after, scope=scope, listing_complete=listing_complete)
+    second = plan(desired, after, scope=scope, first_full_pass_done=first_full_pass_done)
     assert not second, second
     assert second == Plan()
 

@@ -1,6 +1,6 @@
 """The port pool's allocation rules: pure, in memory, no I/O but the injected bind test.
 
-Rules (the contract in shared/design.md):
+Rules (the contract in docs/design.md):
 - sticky: an owner (container name) that holds a port gets the same one back;
 - a preferred port is taken when free;
 - otherwise the next free port after the last one handed out, wrapping at the top of the
@@ -18,40 +18,19 @@ undo it if the write fails: memory never runs ahead of the disk.
 
 from __future__ import annotations
 
-import socket
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
 
 from bridge.config import PortRange
-from bridge.model import Allocation, AllocKind, AllocState, LiveClaim
+from bridge.model import Allocation, AllocKind, AllocState
 
+# Whether a port can be bound right now (net.bind_test in the agent).
 BindTest = Callable[[int], bool]
 
 
 def always_free(port: int) -> bool:
     return True
-
-
-def bind_test(host: str) -> BindTest:
-    """True when `port` can be bound and listened on at `host` right now.
-
-    SO_REUSEADDR makes a port in TIME_WAIT count as free, as it is for our own listener.
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-
-    def can_bind(port: int) -> bool:
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind((host, port))
-                sock.listen(1)
-            except OSError:
-                return False
-            return True
-
-    return can_bind
 
 
 class PoolError(Exception):
@@ -339,69 +318,3 @@ class PoolState:
     def release(self, owner: str) -> Allocation | None:
         alloc = self._by_owner.get(owner)
         return None if alloc is None else self._drop(alloc.port)
-
-    def sweep(self, *, now: float, stale_after: float) -> list[Allocation]:
-        """Release allocations whose owner has been gone for `stale_after` seconds."""
-        stale = [
-            a
-            for a in self._by_port.values()
-            if a.state is AllocState.ORPHANED
-            and a.missing_since is not None
-            and now - a.missing_since >= stale_after
-        ]
-        for alloc in stale:
-            self._drop(alloc.port)
-        return stale
-
-    @classmethod
-    def rebuild(
-        cls,
-        port_range: PortRange,
-        reserved: Iterable[int],
-        claims: Iterable[LiveClaim],
-        *,
-        now: float,
-    ) -> tuple[PoolState, list[LiveClaim]]:
-        """A pool from what live containers hold, after the store was lost.
-
-        Running claims win over stopped ones; a claim on a port someone else already
-        claimed is returned as a conflict rather than recorded twice. The cursor goes to
-        the highest claimed pool port, so new ports come after every port in use.
-        """
-        state = cls(port_range, reserved)
-        conflicts: list[LiveClaim] = []
-        for claim in sorted(claims, key=lambda c: (not c.running, c.kind, c.port, c.owner)):
-            if claim.port in state._by_port or claim.owner in state._by_owner:
-                conflicts.append(claim)
-                continue
-            if claim.kind is AllocKind.EXTERNAL and claim.port not in port_range:
-                continue
-            status = AllocState.ACTIVE if claim.running else AllocState.HELD
-            state._set(
-                claim.port, Allocation(claim.port, claim.owner, status, claim.kind, now, now)
-            )
-        pool_ports = [
-            a.port
-            for a in state._by_port.values()
-            if a.kind is AllocKind.POOL and a.port in port_range
-        ]
-        if pool_ports:
-            state.cursor = max(pool_ports)
-        return state, conflicts
-
-
-def allocation_row(a: Allocation, now: float, stale_after: float) -> dict[str, Any]:
-    """One allocation as `mcp-bridge ports --json` and the agent's /v1/ports show it."""
-    row: dict[str, Any] = {
-        "port": a.port,
-        "owner": a.owner,
-        "state": a.state.value,
-        "kind": a.kind.value,
-        "age_s": round(now - a.allocated_at, 3),
-        "allocated_at": a.allocated_at,
-        "updated_at": a.updated_at,
-        "missing_since": a.missing_since,
-    }
-    if a.state is AllocState.ORPHANED and a.missing_since is not None:
-        row["released_in_s"] = round(max(0.0, a.missing_since + stale_after - now), 3)
-    return row

@@ -1,8 +1,9 @@
-"""Docker, behind a thin adapter: one-call listings and the container event stream.
+"""Docker, behind a thin adapter: one-call listings, the event stream, the reconnecting watch.
 
 The SDK blocks, so every call runs in a worker thread; the event stream gets a thread of
-its own because it lives as long as the connection. Nothing here retries: the agent owns
-reconnection and backoff, because it also owns what to do after a reconnect (relist).
+its own because it lives as long as the connection. Calls do not retry: `watch` reconnects
+with backoff and tells the agent, which relists after every reconnect. The SDK's errors
+leave this module as DockerUnavailable.
 """
 
 from __future__ import annotations
@@ -11,14 +12,19 @@ import asyncio
 import contextlib
 import re
 import threading
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 import docker
+import docker.errors
+import requests
 import structlog
 
-from bridge.model import Container, PortBinding
+from bridge.model import Container, ContainerEvent, PortBinding
+from bridge.protocols import DockerAPI, DockerUnavailable, EventQueue, EventStream, StreamEnded
+from bridge.retry import retry_forever
+
+T = TypeVar("T")
 
 log = structlog.get_logger("bridge.docker")
 
@@ -63,20 +69,7 @@ def parse_row(row: Mapping[str, Any]) -> Container:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class ContainerEvent:
-    container_id: str
-    action: str
-    name: str | None  # the container's name at the time of the event
-    old_name: str | None = None  # for rename events
-    time: float | None = field(default=None, compare=False)  # when, per Docker (epoch s)
-
-
-class StreamEnded(Exception):
-    """The event stream closed or failed; the agent reconnects and relists."""
-
-
-class DockerSource:
+class DockerEngine:
     def __init__(self, docker_host: str | None = None, timeout: float = 30.0) -> None:
         self._docker_host = docker_host
         self._timeout = timeout
@@ -96,8 +89,15 @@ class DockerSource:
                 self._client = docker.from_env(timeout=int(self._timeout), environment=env)
             return self._client.api
 
+    async def _call(self, call: Callable[[], T]) -> T:
+        try:
+            return await asyncio.to_thread(call)
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            where = self._docker_host or "the local socket"
+            raise DockerUnavailable(f"Docker at {where}: {type(exc).__name__}: {exc}") from exc
+
     async def ping(self) -> bool:
-        return bool(await asyncio.to_thread(lambda: self._api().ping()))
+        return bool(await self._call(lambda: self._api().ping()))
 
     async def list(self, ids: Iterable[str] | None = None) -> list[Container]:
         """All containers (None), or just these ids; one API call either way."""
@@ -107,12 +107,12 @@ class DockerSource:
             if not wanted:
                 return []
             filters = {"id": wanted}
-        rows = await asyncio.to_thread(lambda: self._api().containers(all=True, filters=filters))
+        rows = await self._call(lambda: self._api().containers(all=True, filters=filters))
         return [parse_row(r) for r in rows]
 
-    async def events(self, queue: asyncio.Queue[ContainerEvent | StreamEnded]) -> StreamHandle:
+    async def events(self, queue: EventQueue) -> StreamHandle:
         """Open the container event stream; events (then one StreamEnded) go to `queue`."""
-        stream = await asyncio.to_thread(
+        stream = await self._call(
             lambda: self._api().events(decode=True, filters={"type": ["container", "network"]})
         )
         handle = StreamHandle(stream, queue, asyncio.get_running_loop())
@@ -132,7 +132,7 @@ class StreamHandle:
     def __init__(
         self,
         stream: Any,
-        queue: asyncio.Queue[ContainerEvent | StreamEnded],
+        queue: EventQueue,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         self._stream = stream
@@ -194,3 +194,31 @@ def _parse_event(raw: Any) -> ContainerEvent | None:
         old_name=old_name.lstrip("/") if isinstance(old_name, str) else None,
         time=nanos / 1e9 if isinstance(nanos, int) else None,
     )
+
+
+async def watch(
+    docker_api: DockerAPI,
+    *,
+    on_event: Callable[[ContainerEvent], object],
+    on_connected: Callable[[], None],
+    on_lost: Callable[[str], None],
+) -> None:
+    """Follow the event stream forever: connect (waiting out an absent Docker), pass each
+    event on, and after a lost stream say so and connect again. Cancel to stop."""
+    queue: EventQueue = asyncio.Queue()
+    while True:
+        stream: EventStream | None = None
+        async for attempt in retry_forever("docker_unreachable", log=log):
+            with attempt:
+                stream = await docker_api.events(queue)
+        assert stream is not None
+        on_connected()
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, StreamEnded):
+                    on_lost(str(item))
+                    break
+                on_event(item)
+        finally:
+            stream.close()

@@ -1,5 +1,7 @@
 """Consul, behind a thin adapter (py-consul, the maintained fork of python-consul2).
 
+It registers, deregisters and reports TTL checks, and reads what it needs back.
+
 It only ever lists, changes or removes services whose meta says managed_by=mcp-bridge and
 bridge_node=<our node id>: anything else in Consul is not ours to touch. Calls retry a few
 times with backoff for passing faults; a fault that outlasts that is raised, and the
@@ -26,20 +28,11 @@ from tenacity import (
 )
 
 from bridge.config import Settings
-from bridge.model import Registration
+from bridge.model import MANAGED_BY, Registration, parse_service_id
+from bridge.protocols import ConsulRejected, ConsulUnavailable
 
 T = TypeVar("T")
 log = structlog.get_logger("bridge.consul")
-
-MANAGED_BY = "mcp-bridge"
-
-
-class ConsulUnavailable(Exception):
-    """Consul did not answer, or answered 5xx, even after a few tries."""
-
-
-class ConsulRejected(Exception):
-    """Consul answered 4xx: retrying the same request would not help."""
 
 
 _REJECTIONS = (
@@ -56,7 +49,7 @@ def _is_passing_fault(exc: BaseException) -> bool:
     return isinstance(exc, _FAULTS) and not isinstance(exc, _REJECTIONS)
 
 
-class ConsulSink:
+class ConsulClient:
     def __init__(
         self,
         url: str,
@@ -79,7 +72,7 @@ class ConsulSink:
         self._client: consul.aio.Consul | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings, **options: Any) -> ConsulSink:
+    def from_settings(cls, settings: Settings, **options: Any) -> ConsulClient:
         """With Consul's own CONSUL_HTTP_TOKEN / CONSUL_CACERT / client cert settings."""
 
         def text(path: Path | None) -> str | None:
@@ -130,6 +123,12 @@ class ConsulSink:
     async def leader(self) -> str:
         return str(await self._call("status/leader", lambda c: c.status.leader()))
 
+    def _own_id(self, sid: str) -> bool:
+        try:
+            return parse_service_id(sid)[0] == self.node_id
+        except ValueError:
+            return False
+
     def is_ours(self, service: Mapping[str, Any]) -> bool:
         meta = service.get("Meta") or {}
         return meta.get("managed_by") == MANAGED_BY and meta.get("bridge_node") == self.node_id
@@ -156,10 +155,7 @@ class ConsulSink:
         checks: Mapping[str, Mapping[str, Any]] = await self._call(
             "agent/checks", lambda c: c.agent.checks()
         )
-        prefix = f"{self.node_id}:"
-        return {
-            cid: c for cid, c in checks.items() if str(c.get("ServiceID", "")).startswith(prefix)
-        }
+        return {cid: c for cid, c in checks.items() if self._own_id(str(c.get("ServiceID", "")))}
 
     async def register(self, reg: Registration) -> None:
         if reg.meta.get("managed_by") != MANAGED_BY or reg.meta.get("bridge_node") != self.node_id:
@@ -183,7 +179,7 @@ class ConsulSink:
         )
 
     async def deregister(self, service_id: str) -> None:
-        if not service_id.startswith(f"{self.node_id}:"):
+        if not self._own_id(service_id):
             raise ValueError(f"refusing to deregister {service_id}: not ours")
         await self._call(
             f"deregister {service_id}", lambda c: c.agent.service.deregister(service_id)

@@ -1,9 +1,11 @@
-"""The durable port pool: allocation rules (ports.py) over the SQLite store (port_store.py).
+"""The durable pool: the allocator's rules (allocator.py) over the SQLite store (store.py).
 
 Memory never runs ahead of the disk: a change is applied in memory, written durably, and
-only then reported to the caller; a failed write undoes it in memory. The asyncio front
-batches concurrent requests into one transaction and one fsync (group commit), with the
-write in a worker thread so the event loop never blocks on the disk.
+only then reported to the caller; a failed write undoes it in memory. There is one
+transaction path, `_Batch`: the agent's group commit (GroupCommit.run) batches concurrent
+requests into one batch, one write and one fsync, with the write in a worker thread so the
+event loop never blocks on the disk; `DurablePool.transaction` is a batch of one, written
+in the caller's thread, for tools and tests.
 """
 
 from __future__ import annotations
@@ -16,20 +18,26 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
+from tenacity import retry_if_exception_type, retry_if_not_exception_type
 
 from bridge.config import PortRange
 from bridge.model import Allocation, LiveClaim
-from bridge.port_store import (
+from bridge.pool.allocator import BindTest, Changes, PoolState, always_free
+from bridge.pool.repair import rebuild
+from bridge.pool.store import (
     PortStore,
     StoreCorrupt,
     StoreError,
     StoreLock,
+    StoreLocked,
+    StoreTooNew,
     move_aside,
 )
-from bridge.ports import BindTest, Changes, PoolState, always_free
+from bridge.retry import retry_forever
 
 T = TypeVar("T")
 RebuildSource = Callable[[], Iterable[LiveClaim]]
+Op = Callable[[PoolState], Any]
 
 log = structlog.get_logger("bridge.pool")
 
@@ -38,7 +46,36 @@ def _no_claims() -> list[LiveClaim]:
     return []
 
 
-class DurablePortPool:
+class _Batch:
+    """One transaction: operations applied in memory, each undone alone if it raises;
+    then the caller writes `changes` durably and calls `finish` with the outcome."""
+
+    def __init__(self, state: PoolState) -> None:
+        self.state = state
+        state.begin()
+
+    def apply(self, op: Op) -> tuple[Any, Exception | None]:
+        mark = self.state.mark()
+        try:
+            return op(self.state), None
+        except Exception as exc:  # one bad request must not sink the batch
+            self.state.undo_to(mark)
+            return None, exc
+
+    @property
+    def changes(self) -> Changes:
+        return self.state.pending()
+
+    def finish(self, write_error: BaseException | None) -> None:
+        changes = self.state.pending()
+        if write_error is not None:
+            self.state.rollback()
+        self.state.end()
+        if write_error is None:
+            _log_changes(changes)
+
+
+class DurablePool:
     def __init__(
         self,
         state: PoolState,
@@ -64,7 +101,7 @@ class DurablePortPool:
         rebuild_source: RebuildSource = _no_claims,
         is_free: BindTest = always_free,
         clock: Callable[[], float] = time.time,
-    ) -> DurablePortPool:
+    ) -> DurablePool:
         """Open (or create, or rebuild) the store at `path` and lock it for this process.
 
         A missing store and a corrupt one are both rebuilt from `rebuild_source` (what live
@@ -111,7 +148,7 @@ class DurablePortPool:
         now: float,
     ) -> tuple[PortStore, PoolState]:
         claims = list(rebuild_source())
-        state, conflicts = PoolState.rebuild(port_range, reserved, claims, now=now)
+        state, conflicts = rebuild(port_range, reserved, claims, now=now)
         for claim in conflicts:
             log.warning(
                 "state_rebuild_conflict",
@@ -132,22 +169,67 @@ class DurablePortPool:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[PoolState]:
         """Mutate the pool; on leaving, everything done is durable, or nothing is."""
-        self.state.begin()
+        batch = _Batch(self.state)
+        error: BaseException | None = None
         try:
             yield self.state
-            changes = self.state.pending()
-            if changes:
-                self.store.write(changes)
-        except BaseException:
-            self.state.rollback()
+            if batch.changes:
+                self.store.write(batch.changes)
+        except BaseException as exc:
+            error = exc
             raise
         finally:
-            self.state.end()
-        _log_changes(changes)
+            batch.finish(error)
 
     def close(self) -> None:
         self.store.close()
         self._lock.release()
+
+
+async def open_waiting(
+    path: Path,
+    port_range: PortRange,
+    reserved: Iterable[int],
+    *,
+    rebuild_source: RebuildSource,
+    is_free: BindTest,
+    clock: Callable[[], float],
+    stopping: asyncio.Event,
+    on_retry: Callable[[], None],
+) -> DurablePool | None:
+    """Open the store, waiting (not failing) while it cannot be written: a read-only or
+    full volume is often fixed while we wait, and the previous agent's registrations stay
+    in Consul meanwhile. Another agent holding the store, or a store from a newer version,
+    is a configuration error and is raised. None when `stopping` was set while waiting."""
+    retrying = retry_forever(
+        "state_store_unavailable",
+        log=log,
+        first_wait=0.5,
+        max_wait=30.0,
+        retry=retry_if_exception_type((StoreError, OSError))
+        & retry_if_not_exception_type((StoreLocked, StoreTooNew)),
+        stopping=stopping,
+        error_level=True,
+        on_retry=on_retry,
+        path=str(path),
+    )
+    try:
+        async for attempt in retrying:
+            with attempt:
+                return await asyncio.to_thread(
+                    DurablePool.open,
+                    path,
+                    port_range,
+                    reserved,
+                    rebuild_source=rebuild_source,
+                    is_free=is_free,
+                    clock=clock,
+                )
+    except (StoreError, OSError):
+        if stopping.is_set():
+            return None
+        raise
+    raise AssertionError("unreachable")
 
 
 def _log_changes(changes: Changes) -> None:
@@ -167,16 +249,16 @@ def _log_changes(changes: Changes) -> None:
             )
 
 
-class AsyncPortPool:
-    """Group commit over a DurablePortPool: concurrent callers share one durable write.
+class GroupCommit:
+    """The agent's front to a DurablePool: concurrent callers share one durable write.
 
     Operations run on the event loop (they are pure and take microseconds); only the
     write goes to a worker thread. A caller's future resolves after its change is on disk.
     """
 
-    def __init__(self, pool: DurablePortPool) -> None:
+    def __init__(self, pool: DurablePool) -> None:
         self.pool = pool
-        self._queue: list[tuple[Callable[[PoolState], Any], asyncio.Future[Any]]] = []
+        self._queue: list[tuple[Op, asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self.commits = 0  # durable writes done; a burst of N requests takes far fewer
 
@@ -196,42 +278,30 @@ class AsyncPortPool:
             batch, self._queue = self._queue, []
             # Shielded: once a batch is applied in memory it must finish (write or undo),
             # even if whoever started the flusher is cancelled.
-            await asyncio.shield(self._apply(batch))
+            await asyncio.shield(self._commit(batch))
 
-    async def _apply(
-        self, batch: list[tuple[Callable[[PoolState], Any], asyncio.Future[Any]]]
-    ) -> None:
-        state = self.pool.state
-        state.begin()
-        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
-        for op, future in batch:
-            mark = state.mark()
-            try:
-                outcomes.append((future, op(state), None))
-            except Exception as exc:  # one bad request must not sink the batch
-                state.undo_to(mark)
-                outcomes.append((future, None, exc))
-        changes = state.pending()
-        write_error: StoreError | None = None
+    async def _commit(self, requests: list[tuple[Op, asyncio.Future[Any]]]) -> None:
+        batch = _Batch(self.pool.state)
+        outcomes = [(future, *batch.apply(op)) for op, future in requests]
+        changes = batch.changes
+        write_error: BaseException | None = None
         try:
             if changes:
                 await asyncio.to_thread(self.pool.store.write, changes)
                 self.commits += 1
-        except StoreError as exc:
+        except BaseException as exc:  # undone in memory, whatever failed
             write_error = exc
-            state.rollback()
-        finally:
-            state.end()
-        if write_error is None:
-            _log_changes(changes)
-        for future, result, error in outcomes:
+        batch.finish(write_error)
+        for future, result, op_error in outcomes:
             if future.done():
                 continue
-            error = error or write_error
+            error = op_error or write_error
             if error is not None:
                 future.set_exception(error)
             else:
                 future.set_result(result)
+        if write_error is not None and not isinstance(write_error, StoreError):
+            raise write_error
 
     async def allocate(self, owner: str, preferred: int | None = None) -> Allocation:
         pool = self.pool

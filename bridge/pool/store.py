@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bridge.model import Allocation, AllocKind, AllocState
-from bridge.ports import Changes
+from bridge.pool.allocator import Changes
 
 SCHEMA_VERSION = 1
 
@@ -57,7 +57,7 @@ class StoreTooNew(StoreError):
 
 
 @dataclass(frozen=True, slots=True)
-class Snapshot:
+class StoreSnapshot:
     path: Path
     exists: bool
     schema_version: int | None
@@ -83,7 +83,7 @@ def _row_to_allocation(row: tuple[object, ...]) -> Allocation:
         raise StoreCorrupt(f"bad allocation row {row!r}: {exc}") from None
 
 
-def _read(conn: sqlite3.Connection, path: Path) -> Snapshot:
+def _read(conn: sqlite3.Connection, path: Path) -> StoreSnapshot:
     """Everything in an open store, checked; raises StoreCorrupt or StoreTooNew."""
     try:
         check = conn.execute("PRAGMA quick_check").fetchone()
@@ -106,16 +106,16 @@ def _read(conn: sqlite3.Connection, path: Path) -> Snapshot:
             f"state file {path} has schema version {version}; this mcp-bridge knows"
             f" up to {SCHEMA_VERSION}: upgrade mcp-bridge or point BRIDGE_STATE_FILE elsewhere"
         )
-    return Snapshot(path, True, version, cursor, [_row_to_allocation(r) for r in rows])
+    return StoreSnapshot(path, True, version, cursor, [_row_to_allocation(r) for r in rows])
 
 
-def read_snapshot(path: Path) -> Snapshot:
+def read_snapshot(path: Path) -> StoreSnapshot:
     """A consistent read-only view, safe while an agent writes (WAL readers never block).
 
     A missing file is an empty pool, not an error, and is not created.
     """
     if not path.exists():
-        return Snapshot(path, False, None, None, [])
+        return StoreSnapshot(path, False, None, None, [])
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
     except sqlite3.Error as exc:
@@ -209,7 +209,7 @@ class PortStore:
         _fsync_dir(path.parent)
         return cls(path)
 
-    def load(self) -> Snapshot:
+    def load(self) -> StoreSnapshot:
         return _read(self._conn, self.path)
 
     @contextlib.contextmanager

@@ -1,4 +1,5 @@
-"""Helpers every fault test ends with: start many containers, and the invariant."""
+"""Helpers the fault tests share: start and remove many containers, and the invariant
+every fault test ends on."""
 
 from __future__ import annotations
 

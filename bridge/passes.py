@@ -1,0 +1,160 @@
+"""One reconcile pass, step by step: look, read labels, pool, forwarders, plan, apply, checks.
+
+Each step's logic is pure (reconcile.py, registration.py, pool/work.py); this module does
+only the I/O between them, through the adapters' Protocols, and returns what happened as a
+PassResult. It changes nothing the agent holds: the agent merges the result into its view.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bridge.checks import CheckRunner
+from bridge.config import Settings
+from bridge.consul_apply import ApplyResult, apply_plan
+from bridge.model import Container, LabelError, Registration
+from bridge.pool.durable import GroupCommit
+from bridge.pool.store import StoreError
+from bridge.pool.work import apply_pool_work, pool_work
+from bridge.protocols import (
+    ConsulAPI,
+    ConsulRejected,
+    ConsulUnavailable,
+    DockerAPI,
+    DockerUnavailable,
+    ForwarderSetAPI,
+)
+from bridge.reconcile import (
+    ManagedService,
+    Scope,
+    Waiting,
+    check_targets,
+    desired_services,
+    forward_targets,
+    gone_names,
+    plan,
+    read_labels,
+)
+from bridge.status import View
+from bridge.triggers import Pending
+
+
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """What a pass works with."""
+
+    settings: Settings
+    advertise: str
+    docker: DockerAPI
+    consul: ConsulAPI
+    pool: GroupCommit
+
+
+@dataclass(slots=True)
+class PassResult:
+    scope: Scope
+    listed: list[Container]
+    consul_services: dict[str, Registration] | None  # a full pass's fresh read of Consul
+    services: dict[str, ManagedService] = field(default_factory=dict)  # in scope
+    skipped: dict[str, LabelError] = field(default_factory=dict)
+    waiting: dict[str, Waiting] = field(default_factory=dict)
+    applied: ApplyResult = field(default_factory=ApplyResult)
+
+
+async def run_pass(
+    parts: Parts,
+    forwarders: ForwarderSetAPI,
+    checks: CheckRunner,
+    view: View,
+    pending: Pending,
+) -> PassResult:
+    node_id = parts.settings.node_id
+    # 1. Look again: everything, or the containers the events named.
+    consul_services: dict[str, Registration] | None = None
+    if pending.full:
+        listed = await parts.docker.list()
+        consul_services = await parts.consul.own_services()
+        scope = Scope(node_id)
+    else:
+        listed = await parts.docker.list(pending.containers)
+        gone = gone_names(listed, pending.containers)
+        scope = Scope(node_id, frozenset(c.name for c in listed) | gone)
+    actual = consul_services if consul_services is not None else view.registered
+    result = PassResult(scope, listed, consul_services)
+
+    # 2. Labels into specs.
+    specs, result.skipped = read_labels(listed, parts.settings)
+
+    # 3. The pool: observe, sweep, claim, allocate; durable before anything acts on it.
+    work = pool_work(
+        listed,
+        specs,
+        complete=scope.full,
+        gone=() if scope.names is None else scope.names - {c.name for c in listed},
+        sweep=scope.full,
+    )
+    settings, pool = parts.settings, parts.pool.pool
+    outcome = await parts.pool.run(
+        lambda state: apply_pool_work(
+            state, work, now=pool.clock(), stale_after=settings.stale_after, is_free=pool.is_free
+        )
+    )
+
+    # 4. What should be registered; proxy ports made real before Consul hears of them.
+    desired = desired_services(
+        specs, outcome, advertise=parts.advertise, node_id=node_id, probe_meta=view.probe_meta
+    )
+    failed = await forwarders.sync(forward_targets(desired.services.values()), scope.services)
+    desired.hold_back(failed, "forwarder")
+    result.services, result.waiting = desired.services, desired.waiting
+
+    # 5. Plan and apply.
+    actions = plan(
+        desired.registrations,
+        actual,
+        scope=scope.services,
+        first_full_pass_done=view.first_full_pass_done or scope.full,
+    )
+    result.applied = await apply_plan(parts.consul, actions, actual)
+
+    # 6. The checks the bridge reports, for what Consul now holds.
+    registered = {reg.service_id for reg, _ in result.applied.registered}
+    held = {
+        m.registration.service_id
+        for m in desired.services.values()
+        if m.registration.service_id in actual or m.registration.service_id in registered
+    }
+    checks.sync(check_targets(desired.services.items(), held), scope.services)
+    for sid in registered:
+        checks.kick(sid)  # registering reset its TTL check to critical
+    return result
+
+
+def failure_kind(exc: BaseException) -> str | None:
+    """The metrics kind of a failed pass; None when its parts were counted already."""
+    if isinstance(exc, ApplyFailed):
+        return None
+    if isinstance(exc, ConsulUnavailable):
+        return "consul_unavailable"
+    if isinstance(exc, ConsulRejected):
+        return "consul_rejected"
+    if isinstance(exc, StoreError):
+        return "store"
+    if isinstance(exc, DockerUnavailable):
+        return "docker"
+    return "reconcile"
+
+
+class ApplyFailed(Exception):
+    """Some registrations or deregistrations failed; each was logged with its reason."""
+
+
+# Failures that are the world's, not a bug: logged without a traceback.
+EXPECTED_FAILURES = (
+    ConsulUnavailable,
+    ConsulRejected,
+    ApplyFailed,
+    StoreError,
+    DockerUnavailable,
+    OSError,
+)

@@ -1,0 +1,1 @@
+"""The port pool: allocator (rules), store (SQLite), durable (transactions), repair, work."""

@@ -1,0 +1,108 @@
+"""Repair: the pool compared with reality, and mended.
+
+- `live_claims`: what running containers hold, from Docker and from the bridge's own
+  Consul services; the input of a rebuild.
+- `rebuild`: a pool from those claims, after the store was lost or found corrupt, so that
+  no running container loses its port and none is handed out twice.
+- `sweep`: release the ports of containers gone for longer than `stale_after`. Better to
+  leak a port for a while than to hand it out while its old owner may come back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import structlog
+
+from bridge.config import PortRange, Settings
+from bridge.labels import parse_labels
+from bridge.model import (
+    Allocation,
+    AllocKind,
+    AllocState,
+    ExposeMode,
+    LiveClaim,
+    ServiceSpec,
+    published_binding,
+)
+from bridge.pool.allocator import PoolState
+from bridge.protocols import ConsulAPI, DockerAPI
+from bridge.retry import retry_forever
+
+log = structlog.get_logger("bridge.pool")
+
+
+async def live_claims(docker: DockerAPI, consul: ConsulAPI, settings: Settings) -> list[LiveClaim]:
+    """Published ports from Docker; proxy ports from the `host_port` meta of our services.
+
+    Waits until both answer: rebuilding without Consul would forget the proxy ports of
+    running containers and could hand one out twice.
+    """
+    async for attempt in retry_forever("state_rebuild_waiting", log=log):
+        with attempt:
+            containers = await docker.list()
+            own = await consul.own_services()
+    running = {c.name: c.running for c in containers}
+    claims: list[LiveClaim] = []
+    for container in containers:
+        spec = parse_labels(container, settings)
+        if isinstance(spec, ServiceSpec) and spec.expose is ExposeMode.PUBLISHED:
+            binding = published_binding(spec)
+            if binding is not None:
+                claims.append(
+                    LiveClaim(container.name, binding[1], AllocKind.EXTERNAL, container.running)
+                )
+    for reg in own.values():
+        name, host_port = reg.meta.get("container_name"), reg.meta.get("host_port")
+        if reg.meta.get("expose") == "proxy" and name and host_port and host_port.isdigit():
+            claims.append(LiveClaim(name, int(host_port), AllocKind.POOL, running.get(name, False)))
+    log.info(
+        "state_rebuild_sources", containers=len(containers), services=len(own), claims=len(claims)
+    )
+    return claims
+
+
+def rebuild(
+    port_range: PortRange,
+    reserved: Iterable[int],
+    claims: Iterable[LiveClaim],
+    *,
+    now: float,
+) -> tuple[PoolState, list[LiveClaim]]:
+    """A pool from what live containers hold; returns it and the claims it refused.
+
+    Running claims win over stopped ones; a claim on a port someone else already claimed
+    is returned as a conflict rather than recorded twice. The cursor goes to the highest
+    claimed pool port, so new ports come after every port in use.
+    """
+    by_port: dict[int, Allocation] = {}
+    owners: set[str] = set()
+    conflicts: list[LiveClaim] = []
+    for claim in sorted(claims, key=lambda c: (not c.running, c.kind, c.port, c.owner)):
+        if claim.port in by_port or claim.owner in owners:
+            conflicts.append(claim)
+            continue
+        if claim.kind is AllocKind.EXTERNAL and claim.port not in port_range:
+            continue
+        status = AllocState.ACTIVE if claim.running else AllocState.HELD
+        by_port[claim.port] = Allocation(claim.port, claim.owner, status, claim.kind, now, now)
+        owners.add(claim.owner)
+    pool_ports = [
+        a.port for a in by_port.values() if a.kind is AllocKind.POOL and a.port in port_range
+    ]
+    cursor = max(pool_ports) if pool_ports else None
+    return PoolState(port_range, reserved, by_port.values(), cursor), conflicts
+
+
+def sweep(state: PoolState, *, now: float, stale_after: float) -> list[Allocation]:
+    """Release allocations whose owner has been gone for `stale_after` seconds."""
+    stale = [
+        a
+        for a in state.allocations()
+        if a.state is AllocState.ORPHANED
+        and a.missing_since is not None
+        and now - a.missing_since >= stale_after
+    ]
+    for alloc in stale:
+        state.release(alloc.owner)
+    return stale

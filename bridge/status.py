@@ -1,0 +1,181 @@
+"""What the agent believes, and how it is shown: the view a pass updates, the report of
+`mcp-bridge status` and /v1/status, and the rows of `mcp-bridge ports` and /v1/ports."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import structlog
+
+from bridge.model import Allocation, AllocState, ForwarderCounters, LabelError, Registration
+from bridge.protocols import ConsulAPI, ConsulRejected, ConsulUnavailable
+from bridge.reconcile import ManagedService, Waiting
+
+if TYPE_CHECKING:
+    from bridge.metrics import Metrics
+    from bridge.passes import PassResult
+    from bridge.triggers import Pending
+
+V = TypeVar("V")
+log = structlog.get_logger("bridge.agent")
+
+
+def changed(old: Mapping[str, V], fresh: Mapping[str, V]) -> dict[str, V]:
+    """The entries of `fresh` that are new or different: what to report once, not on
+    every pass (a container's label error is logged when it appears, not every resync)."""
+    return {k: v for k, v in fresh.items() if old.get(k) != v}
+
+
+@dataclass(slots=True)
+class View:
+    registered: dict[str, Registration] = field(default_factory=dict)  # own, as Consul holds
+    managed: dict[str, ManagedService] = field(default_factory=dict)  # by container name
+    skipped: dict[str, LabelError] = field(default_factory=dict)  # container name -> why
+    waiting: dict[str, Waiting] = field(default_factory=dict)  # container name -> why
+    probe_meta: dict[str, dict[str, str]] = field(default_factory=dict)  # sid -> mcp_* meta
+    first_full_pass_done: bool = False
+    docker_connected: bool = False
+    consul_reachable: bool = False
+    failures: int = 0  # passes failed in a row
+    passes: int = 0
+
+    @property
+    def ready(self) -> bool:
+        """Docker and Consul answer, a full pass is done, and the last pass applied cleanly
+        (a Consul that answers but refuses our writes leaves us not ready)."""
+        return (
+            self.docker_connected
+            and self.consul_reachable
+            and self.first_full_pass_done
+            and self.failures == 0
+        )
+
+    def absorb(self, result: PassResult, pending: Pending, metrics: Metrics) -> None:
+        """Merge a pass's result, for the containers in its scope; report new reasons once."""
+        scope = result.scope
+        if result.consul_services is not None:
+            self.registered = result.consul_services
+            self.consul_reachable = True
+        for name, error in changed(self.skipped, result.skipped).items():
+            metrics.error("labels")
+            log.error(
+                "container_skipped",
+                container=name,
+                label=error.label,
+                value=error.value[:200],
+                reason=error.reason,
+            )
+        for name, waiting in changed(self.waiting, result.waiting).items():
+            log.warning("container_waiting", container=name, reason=waiting.reason)
+            if waiting.kind is not None:
+                metrics.error(waiting.kind)
+        scope.merge_into(self.skipped, result.skipped)
+        scope.merge_into(self.waiting, result.waiting)
+        scope.merge_into(self.managed, result.services)
+        applied = result.applied
+        for reg, at in applied.registered:
+            self.registered[reg.service_id] = reg
+            metrics.registrations.inc()
+            happened = pending.event_times.pop(reg.meta.get("container_name", ""), None)
+            if happened is not None:
+                metrics.event_to_registered.observe(max(0.0, at - happened))
+        for sid in applied.deregistered:
+            self.registered.pop(sid, None)
+            self.probe_meta.pop(sid, None)
+            metrics.deregistrations.inc()
+        for _, kind in applied.failed:
+            metrics.error(kind)
+        if applied.reached_consul:
+            self.consul_reachable = True
+        if scope.full:
+            self.first_full_pass_done = True
+        self.passes += 1
+
+
+def connections(counters: ForwarderCounters | None) -> dict[str, int] | None:
+    if counters is None:
+        return None
+    return {
+        "active": counters.active,
+        "total": counters.total,
+        "failed": counters.failed,
+        "bytes_in": counters.bytes_in,
+        "bytes_out": counters.bytes_out,
+    }
+
+
+async def status_report(
+    view: View,
+    consul: ConsulAPI,
+    *,
+    advertise: str,
+    forwarders: Mapping[str, ForwarderCounters],
+) -> dict[str, Any]:
+    """What `mcp-bridge status` shows: the view, with each check's state from Consul."""
+    checks: Mapping[str, Mapping[str, Any]] = {}
+    with contextlib.suppress(ConsulUnavailable, ConsulRejected):  # show what we can
+        checks = await consul.checks()
+    managed = []
+    for name, item in sorted(view.managed.items()):
+        reg = item.registration
+        states = [
+            {
+                "check_id": cid,
+                "status": c.get("Status"),
+                "output": str(c.get("Output", ""))[:300],
+            }
+            for cid, c in checks.items()
+            if c.get("ServiceID") == reg.service_id
+        ]
+        managed.append(
+            {
+                "container": name,
+                "container_id": item.spec.container.id,
+                "service": reg.name,
+                "service_id": reg.service_id,
+                "address": reg.address,
+                "port": reg.port,
+                "host_port": reg.meta.get("host_port"),
+                "expose": item.spec.expose.value,
+                "check": item.spec.check.kind.value,
+                "check_status": states[0]["status"] if states else None,
+                "checks": states,
+                "registered": reg.service_id in view.registered,
+                "connections": connections(forwarders.get(reg.service_id)),
+            }
+        )
+    return {
+        "node_id": consul.node_id,
+        "ready": view.ready,
+        "docker_connected": view.docker_connected,
+        "consul_reachable": view.consul_reachable,
+        "consul_url": consul.url,
+        "advertise_address": advertise,
+        "passes": view.passes,
+        "managed": managed,
+        "skipped": [
+            {"container": n, "label": e.label, "value": e.value[:200], "reason": e.reason}
+            for n, e in sorted(view.skipped.items())
+        ],
+        "waiting": [{"container": n, "reason": w.reason} for n, w in sorted(view.waiting.items())],
+    }
+
+
+def allocation_row(a: Allocation, now: float, stale_after: float) -> dict[str, Any]:
+    """One allocation as `mcp-bridge ports --json` and the agent's /v1/ports show it."""
+    row: dict[str, Any] = {
+        "port": a.port,
+        "owner": a.owner,
+        "state": a.state.value,
+        "kind": a.kind.value,
+        "age_s": round(now - a.allocated_at, 3),
+        "allocated_at": a.allocated_at,
+        "updated_at": a.updated_at,
+        "missing_since": a.missing_since,
+    }
+    if a.state is AllocState.ORPHANED and a.missing_since is not None:
+        row["released_in_s"] = round(max(0.0, a.missing_since + stale_after - now), 3)
+    return row

@@ -1,0 +1,130 @@
+"""What the next pass must look at: pending work, keyed by container id.
+
+An event only says "look at container X again": each relevant event adds its container id,
+with every name that id has been known by (from the event itself and from the last
+listing), and wakes the loop. A burst of events for one container collapses into one look,
+and events that arrive during a pass are taken by the next. A pass that fails gives its
+work back, and the next pass is a full one: nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from bridge.model import Container, ContainerEvent
+
+# Container events that can change what we register; exec_* (HEALTHCHECKs run one every
+# interval), attach, resize and the like cannot, and would only cause idle passes.
+# "create" is not among them: nothing is registered before a container runs.
+RELEVANT_ACTIONS = frozenset(
+    {
+        "start",
+        "restart",
+        "stop",
+        "die",
+        "kill",
+        "oom",
+        "destroy",
+        "rename",
+        "pause",
+        "unpause",
+        "update",
+    }
+)
+# A running container joining or leaving a network can change its address. Docker also
+# connects a container's networks while starting it, just before the start event: those
+# are left to the start event, or each start would cost two passes.
+NETWORK_ACTIONS = frozenset({"network_connect", "network_disconnect"})
+# The engine can send a network event a few milliseconds before the container's new
+# network settings reach the view its listing reads from (seen with Engine 20.10 under
+# load): a network event therefore gets a second look a moment later.
+NETWORK_SECOND_LOOK = 1.0
+
+
+@dataclass(slots=True)
+class Pending:
+    """The work of one pass: everything (full), or these containers."""
+
+    full: bool = False
+    containers: dict[str, set[str]] = field(default_factory=dict)  # id -> names known by
+    # Container name -> when Docker said something happened to it (event -> registered).
+    event_times: dict[str, float] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return self.full or bool(self.containers)
+
+    def add(self, container_id: str, names: Iterable[str | None] = ()) -> None:
+        self.containers.setdefault(container_id, set()).update(n for n in names if n)
+
+    def merge(self, other: Pending) -> None:
+        self.full = self.full or other.full
+        for cid, names in other.containers.items():
+            self.add(cid, names)
+        for name, at in other.event_times.items():  # keep the first time
+            self.event_times[name] = min(at, self.event_times.get(name, at))
+
+
+class Triggers:
+    def __init__(self) -> None:
+        self.wake = asyncio.Event()
+        self._pending = Pending(full=True)  # the first pass lists everything
+        self._names: dict[str, str] = {}  # container id -> name, as last listed
+        self._running: set[str] = set()  # ids of running containers, as last listed
+
+    def request_full(self) -> None:
+        self._pending.full = True
+        self.wake.set()
+
+    def look_at(self, container_id: str) -> None:
+        self._pending.add(container_id)
+        self.wake.set()
+
+    def on_event(self, event: ContainerEvent) -> bool:
+        """Take the event if it can change what we register; False when ignored."""
+        if event.action in NETWORK_ACTIONS:
+            if event.container_id not in self._running:
+                return False
+        elif event.action not in RELEVANT_ACTIONS and not event.action.startswith("health_status"):
+            return False
+        if event.action in NETWORK_ACTIONS:
+            asyncio.get_running_loop().call_later(
+                NETWORK_SECOND_LOOK, self.look_at, event.container_id
+            )
+        name = event.name.lstrip("/") if event.name else None
+        self._pending.add(event.container_id, (name, event.old_name))
+        if name:
+            self._pending.event_times.setdefault(name, event.time or time.time())
+        self.wake.set()
+        return True
+
+    def take(self) -> Pending:
+        """The pending work, with the last listed name of each container; starts afresh."""
+        self.wake.clear()
+        pending, self._pending = self._pending, Pending()
+        for cid, names in pending.containers.items():
+            if cid in self._names:
+                names.add(self._names[cid])
+        return pending
+
+    def give_back(self, pending: Pending) -> None:
+        """A failed pass's work: kept, and the next pass lists everything."""
+        self._pending.merge(pending)
+        self._pending.full = True
+
+    def seen(self, listed: Iterable[Container], pending: Pending) -> None:
+        """Remember names and running state from a pass's listing."""
+        listed = list(listed)
+        if pending.full:
+            self._names = {c.id: c.name for c in listed}
+            self._running = {c.id for c in listed if c.running}
+            return
+        for cid in pending.containers:
+            self._names.pop(cid, None)
+            self._running.discard(cid)
+        for c in listed:
+            self._names[c.id] = c.name
+            if c.running:
+                self._running.add(c.id)

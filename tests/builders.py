@@ -1,0 +1,57 @@
+"""The settings and containers unit tests build by hand: one set of defaults for all."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from bridge.config import Settings, load_settings
+from bridge.model import Container, PortBinding
+
+NODE = "n1"
+ADVERTISE = "10.0.0.5"
+CONTAINER_IP = "172.17.0.2"
+
+
+def make_settings(**overrides: Any) -> Settings:
+    """Every field the label parser and the pass read is given, so the shell's BRIDGE_*
+    cannot leak in."""
+    values: dict[str, Any] = {
+        "node_id": NODE,
+        "advertise_address": ADVERTISE,
+        "port_range": "11100-11109",
+        "reserved_ports": "",
+        "label_prefix": "mcp.",
+        "name_pattern": "^mcp-",
+        "expose": "auto",
+        "network": None,
+        "deregister_after": "10m",
+        "stale_after": "10m",
+    }
+    values.update(overrides)
+    return load_settings(None, **values)
+
+
+def make_container(
+    name: str = "mcp-x",
+    labels: Mapping[str, str] | None = None,
+    *,
+    exposed: Iterable[int] = (8080,),
+    published: Mapping[int, tuple[PortBinding, ...]] | None = None,
+    networks: Mapping[str, str] | None = None,
+    state: str = "running",
+    cid: str = "c0ffee00c0ffee00",
+    image: str = "example/mcp:1",
+    health: str | None = None,
+) -> Container:
+    return Container(
+        id=cid,
+        name=name,
+        image=image,
+        state=state,
+        labels=dict(labels or {}),
+        exposed_tcp=frozenset(exposed),
+        published=dict(published or {}),
+        networks={"bridge": CONTAINER_IP} if networks is None else dict(networks),
+        health=health,
+    )

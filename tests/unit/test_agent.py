@@ -1,0 +1,350 @@
+"""The agent's behaviour, in-process, against the in-memory fakes of Docker, Consul and the
+forwarders (tests/fakes.py): the real agent, passes, pool and store; no servers, no root.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from structlog.testing import capture_logs
+
+from bridge.agent import Agent
+from bridge.docker_engine import watch
+from bridge.model import (
+    MANAGED_BY,
+    AllocKind,
+    AllocState,
+    ContainerEvent,
+    PortBinding,
+    Registration,
+    service_id,
+)
+from bridge.pool.allocator import always_free
+from tests.builders import NODE, make_settings
+from tests.fakes import FakeConsul, FakeDocker, FakeForwarders, settle
+
+NO_CHECK = {"mcp.check": "none"}
+STALE_AFTER = 60.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class World:
+    agent: Agent
+    docker: FakeDocker
+    consul: FakeConsul
+    forwarders: FakeForwarders
+    clock: Clock
+
+    def run(self, name: str, **kw: Any) -> ContainerEvent:
+        kw.setdefault("labels", NO_CHECK)
+        return self.docker.run(name, **kw)
+
+    async def full_pass(self) -> None:
+        self.agent.triggers.request_full()
+        await self.settle()
+
+    async def settle(self) -> int:
+        return await settle(self.agent.step, self.agent.triggers.wake)
+
+    async def on(self, event: ContainerEvent) -> None:
+        self.agent.on_event(event)
+        await self.settle()
+
+    def ports(self) -> dict[str, int]:
+        """Container name -> registered port, as Consul holds it."""
+        return {
+            r.meta["container_name"]: r.port
+            for r in self.consul.services.values()
+            if self.consul.is_ours(r)
+        }
+
+    def allocation_state(self, name: str) -> AllocState | None:
+        assert self.agent.pool is not None
+        alloc = self.agent.pool.state.get(name)
+        return None if alloc is None else alloc.state
+
+    def metric(self, name: str, **labels: str) -> float:
+        for family in text_string_to_metric_families(self.agent.metrics.render().decode()):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return float(sample.value)
+        raise KeyError(name)
+
+
+async def make_world(
+    tmp_path: Path,
+    docker: FakeDocker | None = None,
+    consul: FakeConsul | None = None,
+    **settings: Any,
+) -> World:
+    docker, consul = docker or FakeDocker(), consul or FakeConsul(NODE)
+    forwarders, clock = FakeForwarders(), Clock()
+    values = {
+        "state_file": str(tmp_path / "state" / "state.db"),
+        "port_range": "11100-11103",
+        "stale_after": f"{STALE_AFTER:g}s",
+        "resync_interval": "1h",
+        "advertise_address": "127.0.0.1",
+        **settings,
+    }
+    agent = Agent(
+        make_settings(**values),
+        docker=docker,
+        consul=consul,
+        forwarders=forwarders,
+        clock=clock,
+        is_free=always_free,
+    )
+    await agent.start()
+    agent.view.docker_connected = True  # the watch says so in a running agent
+    return World(agent, docker, consul, forwarders, clock)
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    w = await make_world(tmp_path)
+    yield w
+    await w.agent.close()
+
+
+def own_service(name: str, port: int, node: str = NODE) -> Registration:
+    return Registration(
+        service_id=service_id(node, name),
+        name=name.removeprefix("mcp-"),
+        address="127.0.0.1",
+        port=port,
+        tags=("mcp",),
+        meta={
+            "managed_by": MANAGED_BY,
+            "bridge_node": node,
+            "container_name": name,
+            "expose": "proxy",
+            "host_port": str(port),
+        },
+    )
+
+
+async def test_a_full_pass_registers_each_container_once_and_repeats_change_nothing(
+    world: World,
+) -> None:
+    world.run("mcp-a")
+    world.run("mcp-b")
+    await world.full_pass()
+    assert world.ports() == {"mcp-a": 11100, "mcp-b": 11101}
+    assert set(world.forwarders.open) == {service_id(NODE, "mcp-a"), service_id(NODE, "mcp-b")}
+    assert world.agent.view.ready
+    writes = list(world.consul.writes)
+    for _ in range(3):
+        await world.full_pass()
+    assert world.consul.writes == writes, "a repeated pass wrote to Consul again"
+
+
+async def test_probation_keeps_unknown_own_services_until_a_complete_listing(
+    world: World,
+) -> None:
+    old, foreign = own_service("mcp-old", 11103), own_service("mcp-x", 11102, node="other")
+    world.consul.services = {old.service_id: old, foreign.service_id: foreign}
+    world.docker.down = "connection refused"
+    world.agent.triggers.request_full()
+    assert await world.agent.step() is None  # Docker away: the pass fails
+    assert old.service_id in world.consul.services
+    world.docker.down = None
+    world.agent.on_event(world.run("mcp-a"))
+    result = await world.agent.step()
+    # No pass over a few containers comes before the first complete listing succeeded.
+    assert result is not None and result.scope.full
+    assert set(world.ports()) == {"mcp-a"}
+    assert foreign.service_id in world.consul.services, "another bridge's service touched"
+
+
+async def test_a_scoped_pass_touches_only_the_containers_it_looked_at(world: World) -> None:
+    world.run("mcp-a")
+    world.run("mcp-b")
+    await world.full_pass()
+    b = world.docker.by_name("mcp-b")
+    world.docker.containers[b.id] = replace(b, labels={**NO_CHECK, "mcp.tags": "x"})
+    writes = len(world.consul.writes)
+    event = world.run("mcp-c")
+    await world.on(event)
+    assert world.docker.listings[-1] == frozenset({event.container_id})
+    assert world.forwarders.scopes[-1] == frozenset({service_id(NODE, "mcp-c")})
+    assert world.consul.writes[writes:] == [("register", service_id(NODE, "mcp-c"))]
+    await world.full_pass()  # the full pass sees b's new labels
+    assert world.consul.services[service_id(NODE, "mcp-b")].tags == ("mcp", "x")
+
+
+async def test_rename_moves_the_service_to_the_new_name(world: World) -> None:
+    await world.on(world.run("mcp-a"))
+    await world.on(world.docker.rename("mcp-a", "mcp-renamed"))
+    assert set(world.ports()) == {"mcp-renamed"}
+    assert world.allocation_state("mcp-a") is AllocState.ORPHANED
+    assert world.allocation_state("mcp-renamed") is AllocState.ACTIVE
+
+
+async def test_stop_keeps_the_port_and_remove_frees_it_after_stale_after(world: World) -> None:
+    await world.on(world.run("mcp-a"))
+    port = world.ports()["mcp-a"]
+    await world.on(world.docker.stop("mcp-a"))
+    assert world.ports() == {}
+    assert world.allocation_state("mcp-a") is AllocState.HELD
+    world.clock.now += 10 * STALE_AFTER  # a stopped container is not gone
+    await world.full_pass()
+    await world.on(world.docker.start("mcp-a"))
+    assert world.ports() == {"mcp-a": port}
+    await world.on(world.docker.remove("mcp-a"))
+    assert world.allocation_state("mcp-a") is AllocState.ORPHANED
+    world.clock.now += STALE_AFTER - 1
+    await world.full_pass()
+    assert world.allocation_state("mcp-a") is AllocState.ORPHANED
+    world.clock.now += 1
+    with capture_logs() as logs:
+        await world.full_pass()
+    assert world.allocation_state("mcp-a") is None
+    assert [e["port"] for e in logs if e["event"] == "port_released"] == [port]
+
+
+async def test_exhaustion_then_recovery_once_a_port_is_released(world: World) -> None:
+    for name in ("mcp-a", "mcp-b", "mcp-c", "mcp-d", "mcp-e"):
+        world.run(name)
+    with capture_logs() as logs:
+        await world.full_pass()
+        await world.full_pass()
+    assert set(world.ports()) == {"mcp-a", "mcp-b", "mcp-c", "mcp-d"}
+    waiting = world.agent.view.waiting["mcp-e"]
+    assert "exhausted" in waiting.reason and "11100-11103" in waiting.reason
+    assert [e["container"] for e in logs if e["event"] == "container_waiting"] == ["mcp-e"]
+    assert world.metric("mcp_bridge_errors_total", kind="pool_exhausted") == 1
+    freed = world.ports()["mcp-b"]
+    await world.on(world.docker.remove("mcp-b"))
+    assert "mcp-e" not in world.ports()  # orphaned ports are not free yet
+    world.clock.now += STALE_AFTER
+    await world.full_pass()
+    assert world.ports()["mcp-e"] == freed
+    assert world.agent.view.waiting == {}
+
+
+async def test_a_failed_apply_becomes_a_full_pass_and_nothing_is_lost(world: World) -> None:
+    await world.on(world.run("mcp-a"))
+    sid = service_id(NODE, "mcp-b")
+    world.consul.refuse[sid] = 1
+    world.agent.on_event(world.run("mcp-b"))
+    with capture_logs() as logs:
+        assert await world.agent.step() is None
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == [
+        "consul_register_failed",
+        "reconcile_failed",
+    ]
+    assert not world.agent.view.ready and world.agent.view.failures == 1
+    assert "mcp-b" not in world.ports()
+    result = await world.agent.step()  # what the retry timer wakes
+    assert result is not None and result.scope.full
+    assert world.ports() == {"mcp-a": 11100, "mcp-b": 11101}
+    assert world.agent.view.ready
+    # The event's time was kept across the failure: both registrations were measured.
+    assert world.metric("mcp_bridge_event_to_registered_seconds_count") == 2
+
+
+async def test_label_errors_and_waiting_reasons_are_logged_once(world: World) -> None:
+    world.run("mcp-bad", labels={"mcp.port": "nope"})
+    world.forwarders.taken.add(11100)
+    world.run("mcp-a")
+    with capture_logs() as logs:
+        for _ in range(3):
+            await world.full_pass()
+    events = [(e["event"], e["container"]) for e in logs if "container" in e]
+    assert events.count(("container_skipped", "mcp-bad")) == 1
+    assert events.count(("container_waiting", "mcp-a")) == 1
+    assert world.metric("mcp_bridge_errors_total", kind="labels") == 1
+    assert world.metric("mcp_bridge_errors_total", kind="forwarder") == 1
+    assert "cannot listen" in world.agent.view.waiting["mcp-a"].reason
+    assert "mcp-a" not in world.ports(), "registered a port nothing listens on"
+    world.forwarders.taken.clear()
+    await world.full_pass()
+    assert "mcp-a" in world.ports()
+
+
+async def test_a_lost_store_is_rebuilt_from_what_live_containers_hold(tmp_path: Path) -> None:
+    docker, consul = FakeDocker(), FakeConsul(NODE)
+    docker.run("mcp-a", labels=NO_CHECK)
+    docker.run("mcp-p", labels=NO_CHECK, published={8080: (PortBinding("0.0.0.0", 11101),)})
+    # Consul still holds what the previous agent registered on a pool port; no store.
+    consul.services[service_id(NODE, "mcp-a")] = own_service("mcp-a", 11102)
+    with capture_logs() as logs:
+        world = await make_world(tmp_path, docker=docker, consul=consul)
+    try:
+        assert any(e["event"] == "state_store_created" for e in logs)
+        assert world.agent.pool is not None
+        held = {a.owner: (a.port, a.kind) for a in world.agent.pool.state.allocations()}
+        assert held == {"mcp-a": (11102, AllocKind.POOL), "mcp-p": (11101, AllocKind.EXTERNAL)}
+        await world.full_pass()
+        assert world.ports() == {"mcp-a": 11102, "mcp-p": 11101}
+    finally:
+        await world.agent.close()
+
+
+async def test_probe_meta_reregisters_the_service_with_the_servers_identity(
+    world: World,
+) -> None:
+    await world.on(world.run("mcp-a"))
+    sid = service_id(NODE, "mcp-a")
+    world.agent._on_probe_meta(sid, {"mcp_server_name": "weather", "mcp_protocol_version": "x"})
+    await world.settle()
+    assert world.consul.services[sid].meta["mcp_server_name"] == "weather"
+
+
+async def test_the_watch_reconnects_after_a_lost_stream_and_asks_for_a_relist() -> None:
+    docker = FakeDocker()
+    seen: list[str] = []
+    task = asyncio.create_task(
+        watch(
+            docker,
+            on_event=lambda e: seen.append(e.action),
+            on_connected=lambda: seen.append("connected"),
+            on_lost=lambda why: seen.append(f"lost: {why}"),
+        )
+    )
+    for _ in range(100):
+        await asyncio.sleep(0.001)
+        if docker.queue is not None:
+            break
+    docker.run("mcp-a")
+    docker.drop_stream("engine restarted")
+    for _ in range(1000):
+        await asyncio.sleep(0.001)
+        if seen.count("connected") == 2:
+            break
+    task.cancel()
+    assert seen == ["connected", "start", "lost: engine restarted", "connected"]
+
+
+async def test_a_network_event_gets_a_second_look_when_the_listing_lags_it(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("bridge.triggers.NETWORK_SECOND_LOOK", 0.01)
+    labels = {**NO_CHECK, "mcp.expose": "internal", "mcp.network": "backend"}
+    await world.on(world.run("mcp-a", labels=labels))
+    assert "mcp-a" in world.agent.view.skipped  # not on that network yet
+    container = world.docker.by_name("mcp-a")
+    # The engine says "connected" before its listing shows the new network.
+    await world.on(ContainerEvent(container.id, "network_connect", None))
+    assert "mcp-a" in world.agent.view.skipped
+    world.docker.containers[container.id] = replace(
+        container, networks={"bridge": "172.17.0.2", "backend": "172.20.0.9"}
+    )
+    await asyncio.sleep(0.05)
+    await world.settle()
+    assert world.consul.services[service_id(NODE, "mcp-a")].address == "172.20.0.9"

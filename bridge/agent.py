@@ -22,7 +22,7 @@ from bridge.docker_engine import DockerEngine, watch
 from bridge.doctor import Level, check_ephemeral
 from bridge.forwarder import ForwarderSet
 from bridge.metrics import AgentReading, Metrics, PoolPressure
-from bridge.model import ContainerEvent, LiveClaim, parse_service_id
+from bridge.model import LiveClaim, parse_service_id
 from bridge.net import bind_test, detect_advertise_address
 from bridge.passes import EXPECTED_FAILURES, ApplyFailed, Parts, PassResult, failure_kind, run_pass
 from bridge.pool.allocator import BindTest
@@ -53,7 +53,10 @@ class Agent:
         self.docker = docker or DockerEngine(settings.docker_host)
         self.consul = consul or ConsulClient.from_settings(settings)
         self.forwarders = forwarders or ForwarderSet(settings.listen_address)
-        self.checks = checks(self.consul, on_meta=self._on_probe_meta, health_of=self._health_of)
+        self.checks = checks(
+            self.consul, on_meta=self._on_probe_meta, health_of=self._health_of,
+            tools_interval=settings.tools_interval,
+        )  # fmt: skip
         self._clock = clock
         self._is_free = is_free or bind_test(settings.listen_address)
         self.pool: GroupCommit | None = None
@@ -157,16 +160,8 @@ class Agent:
             self.metrics.error("docker")
             log.warning("docker_disconnected", reason=reason)
 
-        await watch(self.docker, on_event=self.on_event, on_connected=connected, on_lost=lost)
-
-    def on_event(self, event: ContainerEvent) -> None:
-        taken = self.triggers.on_event(event)
-        log.debug(
-            "docker_event",
-            container=event.name,
-            container_id=event.container_id[:12],
-            action=event.action,
-            taken=taken,
+        await watch(
+            self.docker, on_event=self.triggers.on_event, on_connected=connected, on_lost=lost
         )
 
     # ---- the loop -----------------------------------------------------------------

@@ -3,13 +3,21 @@
 One task per service. Probes run concurrently but bounded (a semaphore), each limited by
 the label's timeout, all on the event loop through aiohttp, so nothing blocks. Every
 interval the result goes to the service's TTL check, which also keeps the TTL fresh.
+
+An `mcp` check also keeps the server's tool inventory: after a probe that got through,
+when the server declares tools, it lists them at most once per BRIDGE_TOOLS_INTERVAL, and
+at once when a modern server says its list changed (a `subscriptions/listen` stream held
+per such server). The count and digest go to service meta; the list goes to Consul KV,
+written when the digest changes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
+from typing import Any
 
 import aiohttp
 import structlog
@@ -17,13 +25,15 @@ import structlog
 from bridge.model import CheckKind, CheckTarget
 from bridge.probe import ProbeResult, probe
 from bridge.protocols import ConsulAPI, ConsulRejected, ConsulUnavailable
+from bridge.retry import retry_forever
+from bridge.tools import digest, kv_record, listen_for_changes, tools_key
 
 log = structlog.get_logger("bridge.checks")
 
 PROBE_CONCURRENCY = 32
+LISTEN_REOPEN_DELAY = 10.0  # after the server ended a change stream
 
-# (session, url, transport, timeout) -> result; the real one is probe.probe.
-Prober = Callable[[aiohttp.ClientSession, str, str, float], Awaitable[ProbeResult]]
+Prober = Callable[..., Awaitable[ProbeResult]]  # as probe.probe
 
 
 def docker_health_result(health: str | None) -> ProbeResult:
@@ -44,96 +54,169 @@ class CheckRunner:
         on_meta: Callable[[str, dict[str, str]], None],
         health_of: Callable[[str], str | None],
         prober: Prober = probe,
+        tools_interval: float = 300.0,
     ) -> None:
-        self._consul = consul
-        self._probe = prober
-        self._on_meta = on_meta
-        self._health_of = health_of
-        self._tasks: dict[str, tuple[CheckTarget, asyncio.Task[None]]] = {}
-        self._kicks: dict[str, asyncio.Event] = {}
-        self._limit = asyncio.Semaphore(PROBE_CONCURRENCY)
-        self._session: aiohttp.ClientSession | None = None
+        self.consul = consul
+        self.probe = prober
+        self.on_meta = on_meta
+        self.health_of = health_of
+        self.tools_interval = tools_interval
+        self._checks: dict[str, ServiceCheck] = {}
+        self.limit = asyncio.Semaphore(PROBE_CONCURRENCY)
+        self._sessions: dict[str, aiohttp.ClientSession] = {}
         self.last: dict[str, ProbeResult] = {}
 
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            # A fresh connection per probe: a kept-alive one would not test the path.
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(force_close=True, limit=PROBE_CONCURRENCY),
+    def http(self, kind: str = "probe") -> aiohttp.ClientSession:
+        """`probe`: a fresh connection per request (a kept-alive one would not test the
+        path); `listen`: long-lived streams, kept out of the probes' connection limit."""
+        if kind not in self._sessions:
+            limit = PROBE_CONCURRENCY if kind == "probe" else 0
+            self._sessions[kind] = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(force_close=True, limit=limit),
                 auto_decompress=True,
             )
-        return self._session
+        return self._sessions[kind]
 
     def sync(
         self, targets: Mapping[str, CheckTarget], scope: Collection[str] | None = None
     ) -> None:
         """Run exactly `targets`; with a scope, only services in it are looked at (the
         agent's passes over a few containers must not cost a walk over all of them)."""
-        considered = self._tasks if scope is None else [s for s in scope if s in self._tasks]
-        for sid in [s for s in considered if targets.get(s) != self._tasks[s][0]]:
-            _, task = self._tasks.pop(sid)
-            task.cancel()
-            self._kicks.pop(sid, None)
+        considered = self._checks if scope is None else [s for s in scope if s in self._checks]
+        for sid in [s for s in considered if targets.get(s) != self._checks[s].target]:
+            self._checks.pop(sid).stop()
             self.last.pop(sid, None)
         for sid, target in targets.items():
-            if sid not in self._tasks:
-                self._kicks[sid] = asyncio.Event()
-                task = asyncio.create_task(self._run(target), name=f"check {sid}")
-                self._tasks[sid] = (target, task)
+            if sid not in self._checks:
+                self._checks[sid] = ServiceCheck(self, target)
 
     def kick(self, sid: str) -> None:
         """Check now (e.g. just after a re-registration reset the check to critical)."""
-        event = self._kicks.get(sid)
-        if event is not None:
-            event.set()
+        check = self._checks.get(sid)
+        if check is not None:
+            check.kick.set()
 
-    async def _check(self, target: CheckTarget) -> ProbeResult:
+    async def close(self) -> None:
+        checks, self._checks = list(self._checks.values()), {}
+        for check in checks:
+            check.stop()
+        await asyncio.gather(*(c.wait_stopped() for c in checks), return_exceptions=True)
+        for session in self._sessions.values():
+            await session.close()
+        self._sessions.clear()
+
+
+class ServiceCheck:
+    """One service's check loop, its tool inventory and its change listener."""
+
+    def __init__(self, runner: CheckRunner, target: CheckTarget) -> None:
+        self.runner = runner
+        self.target = target
+        self.kick = asyncio.Event()
+        self.tools_due = 0.0  # monotonic time the tools are next listed (0: at once)
+        self.tools_meta: dict[str, str] = {}
+        self.written: str | None = None  # digest of the tools last written to KV
+        self.listener: asyncio.Task[None] | None = None
+        self.task = asyncio.create_task(self.run(), name=f"check {target.service_id}")
+
+    def stop(self) -> None:
+        self.task.cancel()
+        if self.listener is not None:
+            self.listener.cancel()
+
+    async def wait_stopped(self) -> None:
+        tasks = [t for t in (self.task, self.listener) if t is not None]
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _fields(self) -> dict[str, Any]:
+        t = self.target
+        return {"container": t.container, "service": t.service, "service_id": t.service_id}
+
+    async def _check(self) -> ProbeResult:
+        target, runner = self.target, self.runner
         if target.kind is CheckKind.DOCKER:
-            return docker_health_result(self._health_of(target.container))
-        async with self._limit:
-            return await self._probe(self._http(), target.url, target.transport, target.timeout)
+            return docker_health_result(runner.health_of(target.container))
+        want_tools = target.tools and time.monotonic() >= self.tools_due
+        async with runner.limit:
+            return await runner.probe(
+                runner.http(), target.url, target.transport, target.timeout, want_tools=want_tools
+            )
 
-    async def _run(self, target: CheckTarget) -> None:
-        kick = self._kicks[target.service_id]
+    async def run(self) -> None:
+        target, runner = self.target, self.runner
         reported_error = False
         while True:
-            result = await self._check(target)
-            previous = self.last.get(target.service_id)
-            self.last[target.service_id] = result
+            result = await self._check()
+            previous = runner.last.get(target.service_id)
+            runner.last[target.service_id] = result
             if previous is None or previous.status != result.status:
                 log.info(
                     "check_status_changed",
-                    container=target.container,
-                    service=target.service,
-                    service_id=target.service_id,
+                    **self._fields(),
                     check=target.kind.value,
                     status=result.status,
                     was=previous.status if previous else None,
                     output=result.output[:300],
                 )
+            if result.tools is not None:
+                await self._keep_tools(result)
             if result.meta:
-                self._on_meta(target.service_id, result.meta)
+                runner.on_meta(target.service_id, {**result.meta, **self.tools_meta})
+            if result.listens and target.tools and self.listener is None:
+                version = result.meta.get("mcp_protocol_version", "")
+                self.listener = asyncio.create_task(self._listen(version))
             try:
-                await self._consul.update_ttl(target.check_id, result.status, result.output)
+                await runner.consul.update_ttl(target.check_id, result.status, result.output)
                 reported_error = False
             except (ConsulUnavailable, ConsulRejected) as exc:
                 if not reported_error:  # once per outage, not every interval
-                    log.warning(
-                        "check_report_failed",
-                        container=target.container,
-                        service_id=target.service_id,
-                        error=str(exc),
-                    )
+                    log.warning("check_report_failed", **self._fields(), error=str(exc))
                     reported_error = True
-            kick.clear()
+            self.kick.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(kick.wait(), target.interval)
+                await asyncio.wait_for(self.kick.wait(), target.interval)
 
-    async def close(self) -> None:
-        for _, task in self._tasks.values():
-            task.cancel()
-        await asyncio.gather(*(t for _, t in self._tasks.values()), return_exceptions=True)
-        self._tasks.clear()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+    async def _keep_tools(self, result: ProbeResult) -> None:
+        tools = result.tools or []
+        runner, target = self.runner, self.target
+        self.tools_due = time.monotonic() + runner.tools_interval
+        new = digest(tools)
+        self.tools_meta = {"mcp_tools": str(len(tools)), "mcp_tools_hash": new}
+        if new == self.written:
+            return
+        consul = runner.consul
+        key = tools_key(consul.kv_prefix, consul.node_id, target.service_id)
+        record = kv_record(
+            tools,
+            service=target.service,
+            service_id=target.service_id,
+            protocol=result.meta.get("mcp_protocol_version", ""),
+        )
+        try:
+            await consul.kv_put(key, record)
+        except (ConsulUnavailable, ConsulRejected) as exc:
+            log.warning("tools_write_failed", **self._fields(), key=key, error=str(exc))
+            self.tools_due = 0.0  # try again with the next probe
+            return
+        log.info("tools_recorded", **self._fields(), key=key, tools=len(tools), hash=new)
+        self.written = new
+
+    def _tools_changed(self) -> None:
+        log.info("tools_list_changed", **self._fields())
+        self.tools_due = 0.0
+        self.kick.set()
+
+    async def _listen(self, version: str) -> None:
+        """Hold the server's change stream; reopen it (with backoff) when it ends."""
+        target = self.target
+        while True:
+            async for attempt in retry_forever(
+                "tools_listen_failed", log=log, first_wait=1.0, max_wait=60.0, **self._fields()
+            ):
+                with attempt:
+                    await listen_for_changes(
+                        self.runner.http("listen"), target.url, version, self._tools_changed
+                    )
+            # Ended by the server: no replay, so what changed meanwhile was not heard.
+            await asyncio.sleep(LISTEN_REOPEN_DELAY)
+            self._tools_changed()

@@ -144,6 +144,68 @@ def cmd_status(settings: Settings, as_json: bool) -> int:
     return 0
 
 
+def _read_catalog(settings: Settings, names: Sequence[str], with_tools: bool) -> list[Any] | None:
+    """Every MCP instance in the datacenter, or None (the reason printed) without Consul."""
+    from bridge.catalog import read_instances
+    from bridge.consul_client import ConsulClient
+    from bridge.protocols import ConsulRejected, ConsulUnavailable
+
+    async def read() -> list[Any]:
+        consul = ConsulClient.from_settings(settings, timeout=10, attempts=2)
+        try:
+            return await read_instances(consul, names, with_tools=with_tools)
+        finally:
+            await consul.close()
+
+    try:
+        return asyncio.run(read())
+    except (ConsulUnavailable, ConsulRejected) as exc:
+        print(f"mcp-bridge: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_services(settings: Settings, as_json: bool, with_tools: bool) -> int:
+    from bridge.catalog import rows
+
+    instances = _read_catalog(settings, (), with_tools)
+    if instances is None:
+        return 1
+    if as_json:
+        print(json.dumps(rows(instances), indent=2))
+        return 0
+    if not instances:
+        print(f"no MCP services in the datacenter of {settings.consul_url}")
+        return 0
+    print(
+        f"{'SERVICE':<20} {'NODE':<16} {'ADDRESS':<24} {'HEALTH':<9} {'TRANSPORT':<16}"
+        f" {'PROTOCOL':<11} {'TOOLS':>5}  PATH"
+    )
+    for i in instances:
+        where = f"{i.address}:{i.port}"
+        tools = "-" if i.tools is None else str(i.tools)
+        print(
+            f"{i.service:<20} {i.node:<16} {where:<24} {i.health:<9} {i.transport:<16}"
+            f" {i.protocol or '-':<11} {tools:>5}  {i.path}"
+        )
+        if i.tool_names is not None:
+            print(f"{'':<20} tools: {', '.join(i.tool_names) or '(none)'}")
+    return 0
+
+
+def cmd_client_config(settings: Settings, names: Sequence[str], per_instance: bool) -> int:
+    from bridge.catalog import client_config
+
+    instances = _read_catalog(settings, names, False)
+    if instances is None:
+        return 1
+    config = client_config(instances, per_instance=per_instance)
+    missing = sorted(set(names) - {i.service for i in instances if i.healthy})
+    for name in missing:
+        print(f"mcp-bridge: no healthy instance of service {name!r}", file=sys.stderr)
+    print(json.dumps(config, indent=2))
+    return 1 if missing else 0
+
+
 def cmd_doctor(settings: Settings) -> int:
     findings = run_checks(settings)
     for finding in findings:
@@ -166,6 +228,20 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="managed containers, their services, skipped ones")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_parser("doctor", help="check the state file and the port range")
+    services = sub.add_parser(
+        "services", help="every MCP service in the Consul datacenter, all nodes, with health"
+    )
+    services.add_argument("--json", action="store_true", help="machine-readable output")
+    services.add_argument("--tools", action="store_true", help="add each instance's tool names")
+    config = sub.add_parser(
+        "client-config", help="an mcpServers JSON for MCP clients: every healthy MCP service"
+    )
+    config.add_argument(
+        "--service", action="append", default=[], metavar="NAME", help="only this service"
+    )
+    config.add_argument(
+        "--per-instance", action="store_true", help="one entry per instance, not per service"
+    )
     return parser
 
 
@@ -184,4 +260,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_run(settings)
     if args.command == "status":
         return cmd_status(settings, args.json)
+    if args.command == "services":
+        return cmd_services(settings, args.json, args.tools)
+    if args.command == "client-config":
+        return cmd_client_config(settings, args.service, args.per_instance)
     raise AssertionError(args.command)

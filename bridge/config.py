@@ -143,6 +143,8 @@ class Settings(BaseSettings):
     network: str | None = None
     listen_address: str = "0.0.0.0"
     http_addr: str = "127.0.0.1:9105"
+    tools_interval: Duration = 300.0
+    kv_prefix: str = "mcp-bridge"
     log_format: LogFormat = LogFormat.CONSOLE
     log_level: LogLevel = LogLevel.INFO
 
@@ -161,7 +163,7 @@ class Settings(BaseSettings):
             raise ValueError("expected 1-63 characters of letters, digits, '.', '_' or '-'")
         return value
 
-    @field_validator("resync_interval")
+    @field_validator("resync_interval", "tools_interval")
     @classmethod
     def _positive(cls, value: float) -> float:
         if value <= 0:
@@ -173,6 +175,13 @@ class Settings(BaseSettings):
     def _label_prefix(cls, value: str) -> str:
         if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]{0,62}", value):
             raise ValueError("expected a label prefix such as 'mcp.' (lower-case, no spaces)")
+        return value
+
+    @field_validator("kv_prefix")
+    @classmethod
+    def _kv_prefix(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*", value):
+            raise ValueError("expected a KV path such as mcp-bridge (no leading or trailing '/')")
         return value
 
     @field_validator("http_addr")

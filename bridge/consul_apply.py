@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,12 +54,7 @@ async def apply_plan(
             try:
                 await call()
             except (ConsulUnavailable, ConsulRejected) as exc:
-                kind = (
-                    "consul_unavailable"
-                    if isinstance(exc, ConsulUnavailable)
-                    else "consul_rejected"
-                )
-                result.failed.append((sid, kind))
+                result.failed.append((sid, _kind(exc)))
                 log.error(f"consul_{what}_failed", **fields, error=str(exc))
                 return False
         if about is not None and what == "register":
@@ -87,3 +82,35 @@ async def apply_plan(
         *(register(r) for r in plan.register), *(deregister(s) for s in plan.deregister)
     )
     return result
+
+
+async def list_keys(consul: ConsulAPI, base: str, result: ApplyResult) -> list[str] | None:
+    """The own KV keys under `base`; None (a failure in `result`) when Consul says no."""
+    try:
+        return await consul.kv_keys(base)
+    except (ConsulUnavailable, ConsulRejected) as exc:
+        result.failed.append((base, _kind(exc)))
+        log.error("consul_kv_list_failed", key=base, error=str(exc))
+        return None
+
+
+async def forget_records(consul: ConsulAPI, keys: Iterable[str], result: ApplyResult) -> None:
+    """Delete own KV records (after the services: a record outliving its service for a
+    moment is harmless, the other way round it would not be)."""
+    limit = asyncio.Semaphore(APPLY_CONCURRENCY)
+
+    async def forget(key: str) -> None:
+        async with limit:
+            try:
+                await consul.kv_delete(key)
+            except (ConsulUnavailable, ConsulRejected) as exc:
+                result.failed.append((key, _kind(exc)))
+                log.error("consul_kv_delete_failed", key=key, error=str(exc))
+                return
+        log.info("tools_record_deleted", key=key)
+
+    await asyncio.gather(*(forget(k) for k in keys))
+
+
+def _kind(exc: ConsulUnavailable | ConsulRejected) -> str:
+    return "consul_unavailable" if isinstance(exc, ConsulUnavailable) else "consul_rejected"

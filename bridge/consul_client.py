@@ -59,11 +59,13 @@ class ConsulClient:
         cacert: str | None = None,
         client_cert: str | None = None,
         client_key: str | None = None,
+        kv_prefix: str = "mcp-bridge",
         timeout: float = 10.0,
         attempts: int = 3,
     ) -> None:
         self.url = url
         self.node_id = node_id
+        self.kv_prefix = kv_prefix
         self._token = token
         self._cacert = cacert
         self._cert = (client_cert, client_key) if client_cert and client_key else client_cert
@@ -85,6 +87,7 @@ class ConsulClient:
             cacert=text(settings.consul_cacert),
             client_cert=text(settings.consul_client_cert),
             client_key=text(settings.consul_client_key),
+            kv_prefix=settings.kv_prefix,
             **options,
         )
 
@@ -198,6 +201,45 @@ class ConsulClient:
             return result
 
         await self._call(f"check {check_id}", send)
+
+    # ---- KV, under the bridge's own prefix only --------------------------------------
+
+    def _own_key(self, key: str) -> str:
+        if not key.startswith(f"{self.kv_prefix}/{self.node_id}/"):
+            raise ValueError(f"refusing to touch KV key {key}: not under our prefix")
+        return key
+
+    async def kv_put(self, key: str, value: bytes) -> None:
+        key = self._own_key(key)
+        done = await self._call(f"kv put {key}", lambda c: c.kv.put(key, value))
+        if done is not True:
+            raise ConsulRejected(f"kv put {key}: Consul answered {done!r}")
+
+    async def kv_delete(self, key: str, *, recurse: bool = False) -> None:
+        key = self._own_key(key)
+        await self._call(f"kv delete {key}", lambda c: c.kv.delete(key, recurse=recurse or None))
+
+    async def kv_keys(self, prefix: str) -> list[str]:
+        """The keys under `prefix` (anyone's: reads are not restricted)."""
+        _, keys = await self._call(f"kv keys {prefix}", lambda c: c.kv.get(prefix, keys=True))
+        return [str(k) for k in keys or ()]
+
+    async def kv_get(self, key: str) -> bytes | None:
+        _, item = await self._call(f"kv get {key}", lambda c: c.kv.get(key))
+        value = item.get("Value") if isinstance(item, dict) else None
+        return value if isinstance(value, bytes) else None
+
+    # ---- the catalog, for `mcp-bridge services` (all nodes) ----------------------------
+
+    async def catalog_services(self) -> dict[str, list[str]]:
+        """Service name -> tags, in the whole datacenter."""
+        _, services = await self._call("catalog/services", lambda c: c.catalog.services())
+        return {str(name): list(tags or ()) for name, tags in (services or {}).items()}
+
+    async def health_service(self, name: str) -> list[Mapping[str, Any]]:
+        """Every instance of `name` with its node and checks (/v1/health/service)."""
+        _, entries = await self._call(f"health/service/{name}", lambda c: c.health.service(name))
+        return list(entries or ())
 
     async def close(self) -> None:
         if self._client is not None:

@@ -52,6 +52,8 @@ BRIDGE_META_KEYS = frozenset(
         "mcp_server_name",
         "mcp_server_version",
         "mcp_protocol_version",
+        "mcp_tools",
+        "mcp_tools_hash",
         "bridge_fingerprint",
     }
 )
@@ -95,6 +97,13 @@ def choice(suffix: str, raw: str, kind: type[E], hint: str = "") -> E:
     except ValueError:
         choices = ", ".join(str(member.value) for member in kind)
         raise Bad(suffix, raw, f"must be one of {choices}{hint}") from None
+
+
+def tools(own: Mapping[str, str]) -> bool:
+    raw = own.get("tools")
+    if raw is not None and raw not in ("true", "false"):
+        raise Bad("tools", raw, "must be 'true' or 'false'")
+    return raw != "false"
 
 
 def transport(own: Mapping[str, str]) -> Transport:

@@ -44,6 +44,7 @@ KNOWN_LABELS = (
     "check.interval",
     "check.timeout",
     "check.deregister_after",
+    "tools",
 )
 _BEFORE_META = KNOWN_LABELS[: KNOWN_LABELS.index("tags") + 1]
 _AFTER_META = KNOWN_LABELS[len(_BEFORE_META) :]
@@ -122,6 +123,7 @@ def _parse(container: Container, settings: Settings) -> ServiceSpec:
     tags = values.tags(own)
     meta = values.meta(own, ordered, prefix)
     check = values.check(own, settings)
+    tools = values.tools(own)
     return ServiceSpec(
         container=container,
         name=name,
@@ -135,6 +137,7 @@ def _parse(container: Container, settings: Settings) -> ServiceSpec:
         tags=tags,
         meta=meta,
         check=check,
+        tools=tools,
     )
 
 

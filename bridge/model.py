@@ -152,6 +152,7 @@ class ServiceSpec:
     tags: tuple[str, ...]
     meta: tuple[tuple[str, str], ...]  # from mcp.meta.<key>
     check: CheckSpec
+    tools: bool = True  # keep the tool inventory (mcp.tools)
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,3 +236,4 @@ class CheckTarget:
     transport: str
     interval: float
     timeout: float
+    tools: bool = True  # keep the server's tool inventory (label mcp.tools)

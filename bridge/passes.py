@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 from bridge.checks import CheckRunner
 from bridge.config import Settings
-from bridge.consul_apply import ApplyResult, apply_plan
-from bridge.model import Container, LabelError, Registration
+from bridge.consul_apply import ApplyResult, apply_plan, forget_records, list_keys
+from bridge.model import CheckKind, Container, LabelError, Registration
 from bridge.pool.durable import GroupCommit
 from bridge.pool.store import StoreError
 from bridge.pool.work import apply_pool_work, pool_work
@@ -34,6 +34,7 @@ from bridge.reconcile import (
     gone_names,
     plan,
     read_labels,
+    records_to_forget,
 )
 from bridge.status import View
 from bridge.triggers import Pending
@@ -115,7 +116,18 @@ async def run_pass(
         scope=scope.services,
         first_full_pass_done=view.first_full_pass_done or scope.full,
     )
-    result.applied = await apply_plan(parts.consul, actions, actual)
+    consul = parts.consul
+    result.applied = applied = await apply_plan(consul, actions, actual)
+    # The tool records of what went, and in a full pass any own record nothing keeps.
+    base = f"{consul.kv_prefix}/{node_id}/"
+    keys = await list_keys(consul, base, applied) if scope.full else None
+    keep = {
+        m.registration.service_id
+        for m in desired.services.values()
+        if m.spec.tools and m.spec.check.kind is CheckKind.MCP
+    }
+    forget = records_to_forget(base, withdrawn=applied.deregistered, listed=keys, keep=keep)
+    await forget_records(consul, forget, applied)
 
     # 6. The checks the bridge reports, for what Consul now holds.
     registered = {reg.service_id for reg, _ in result.applied.registered}

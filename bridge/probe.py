@@ -1,17 +1,25 @@
-"""A health probe that speaks MCP: JSON-RPC `initialize` over the server's transport.
+"""A health probe that speaks MCP the way a current client does.
 
-streamable-http: POST `initialize` to the endpoint with `Accept: application/json,
-text/event-stream`; the answer is JSON or an SSE stream carrying the JSON-RPC response.
-When the server hands out a session (`Mcp-Session-Id`), the probe sends
-`notifications/initialized` and then ends the session with DELETE, so probing every few
-seconds leaves no sessions behind.
+streamable-http, as the official SDK's client negotiates (mcp/client/_probe.py):
+1. `server/discover` at the newest modern revision (2026-07-28): self-contained, no
+   session. An answer listing a modern revision the bridge knows: the modern era.
+2. An unsupported-version error (-32022) naming a modern revision the bridge knows:
+   discover once more at that revision. Naming only revisions the bridge does not know,
+   and no handshake-era one: incompatible, critical.
+3. Anything else that says "I do not know server/discover" (method not found or another
+   JSON-RPC error, an HTTP 4xx such as a stateful server's "missing session", an answer
+   without `supportedVersions`): the `initialize` handshake at the newest handshake
+   revision (2025-11-25), accepting the revision the server answers with; then
+   `notifications/initialized` and DELETE of the session, so probing leaves nothing open.
+   A -32022 to `initialize` is modern evidence: discover again at the revision it names.
 
-sse (the legacy HTTP+SSE transport): GET the SSE stream, read the `endpoint` event, POST
-`initialize` to that URL, read the response off the stream, close the stream.
+sse (the legacy HTTP+SSE transport): GET the stream, read the `endpoint` event, POST
+`initialize` there, read the answer off the stream, close it.
 
-The result is passing (a proper answer in good time), warning (an answer that is slow or
-odd: no serverInfo, no protocolVersion), or critical (no answer, an HTTP or JSON-RPC
-error), with the reason in the output, as the Consul TTL check shows it.
+The verdict is passing (a proper answer in good time), warning (slow, or an answer that
+lacks the server's name or revision; or a server protected by MCP authorization, which
+answers 401 with a WWW-Authenticate challenge: up and speaking HTTP, but the bridge holds
+no credentials to look inside) or critical (no answer, an HTTP or JSON-RPC failure).
 """
 
 from __future__ import annotations
@@ -19,17 +27,36 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin
 
 import aiohttp
 
-PROTOCOL_VERSION = "2025-06-18"
-CLIENT_INFO = {"name": "mcp-bridge", "version": "0.1.0"}
+from bridge.mcp_wire import (
+    CLIENT_INFO,
+    HANDSHAKE_VERSIONS,
+    LATEST_HANDSHAKE,
+    LATEST_MODERN,
+    MODERN_VERSIONS,
+    SERVER_INFO_KEY,
+    UNSUPPORTED_PROTOCOL_VERSION,
+    HttpRefused,
+    ProbeFailed,
+    RpcError,
+    answer_of,
+    modern_request,
+    notify,
+    post,
+    request,
+    session_headers,
+    sse_events,
+)
+from bridge.tools import list_tools
+
 SLOW_FRACTION = 0.5  # an answer after half the timeout is a warning
-MAX_BODY = 1024 * 1024
+_INITIALIZE = {"protocolVersion": LATEST_HANDSHAKE, "capabilities": {}, "clientInfo": CLIENT_INFO}
+TOOLS_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,171 +65,83 @@ class ProbeResult:
     output: str
     meta: dict[str, str] = field(default_factory=dict)  # mcp_server_name, ...
     seconds: float = 0.0
+    tools: list[dict[str, Any]] | None = None  # listed by this probe, when asked and able
+    tools_error: str | None = None
+    listens: bool = False  # a modern server that announces tool list changes
 
 
-def _initialize(request_id: int = 1) -> dict[str, Any]:
-    return {
-        "jsonrpc": "2.0",
-        "id": request_id,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": PROTOCOL_VERSION,
-            "capabilities": {},
-            "clientInfo": CLIENT_INFO,
-        },
-    }
+@dataclass(slots=True)
+class Conversation:
+    """One probe's exchange with a server, in the era it turned out to speak."""
 
+    http: aiohttp.ClientSession
+    url: str  # where requests go (the SSE transport's endpoint)
+    era: str  # modern | handshake | sse
+    version: str  # the revision spoken (what the server answered, in the handshake)
+    result: dict[str, Any]  # the discover or initialize result
+    step: str  # what answered, and why the probe got there
+    session_id: str | None = None
+    stream: aiohttp.ClientResponse | None = None  # the legacy SSE stream
+    events: Any = None
+    next_id: int = 2
 
-class ProbeFailed(Exception):
-    pass
+    @property
+    def capabilities(self) -> dict[str, Any]:
+        caps = self.result.get("capabilities")
+        return caps if isinstance(caps, dict) else {}
 
+    async def call(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One more request in this conversation's era."""
+        request_id, self.next_id = self.next_id, self.next_id + 1
+        if self.era == "modern":
+            body, headers = modern_request(method, self.version, request_id, params)
+            return (await post(self.http, self.url, body, headers)).result
+        if self.era == "handshake":
+            headers = session_headers(self.version, self.session_id)
+            return (
+                await post(self.http, self.url, request(method, request_id, params), headers)
+            ).result
+        return await _sse_call(self, request(method, request_id, params))
 
-async def _read_body(response: aiohttp.ClientResponse, limit: int, *, cut: bool = False) -> bytes:
-    """The body up to EOF (content.read(n) returns only what has arrived so far). Over
-    `limit`: cut there when `cut`, else the probe fails."""
-    body = bytearray()
-    while chunk := await response.content.read(65536):
-        body += chunk
-        if len(body) > limit:
-            if cut:
-                return bytes(body[:limit])
-            raise ProbeFailed(f"answer over {limit} bytes")
-    return bytes(body)
-
-
-async def _sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, str]]:
-    """(event, data) pairs of a text/event-stream body, as they arrive."""
-    event, data = "message", list[str]()
-    total = 0
-    async for raw in response.content:
-        total += len(raw)
-        if total > MAX_BODY:
-            raise ProbeFailed("SSE stream over 1 MiB without an answer")
-        line = raw.decode("utf-8", "replace").rstrip("\r\n")
-        if not line:
-            if data:
-                yield event, "\n".join(data)
-            event, data = "message", []
-        elif line.startswith(":"):
-            continue
-        else:
-            name, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            if name == "event":
-                event = value
-            elif name == "data":
-                data.append(value)
-
-
-def _judge(message: Any, elapsed: float, budget: float, request_id: int = 1) -> ProbeResult:
-    if not isinstance(message, dict) or message.get("id") != request_id:
-        raise ProbeFailed(f"not a JSON-RPC response to initialize: {str(message)[:200]}")
-    if "error" in message:
-        error = message["error"] if isinstance(message["error"], dict) else {}
-        raise ProbeFailed(
-            f"initialize failed: JSON-RPC error {error.get('code')}: {error.get('message')}"
-        )
-    result = message.get("result")
-    if not isinstance(result, dict):
-        raise ProbeFailed("initialize answered without a result")
-    raw_info = result.get("serverInfo")
-    info: dict[str, Any] = raw_info if isinstance(raw_info, dict) else {}
-    meta = {
-        "mcp_server_name": str(info.get("name", ""))[:256],
-        "mcp_server_version": str(info.get("version", ""))[:256],
-        "mcp_protocol_version": str(result.get("protocolVersion", ""))[:64],
-    }
-    meta = {k: v for k, v in meta.items() if v}
-    odd = [k for k in ("mcp_server_name", "mcp_protocol_version") if k not in meta]
-    name = meta.get("mcp_server_name", "?")
-    summary = (
-        f"MCP initialize OK in {elapsed * 1000:.0f} ms: {name}"
-        f" {meta.get('mcp_server_version', '')} (protocol {meta.get('mcp_protocol_version', '?')})"
-    )
-    if odd:
-        return ProbeResult("warning", f"{summary}; answer lacks {', '.join(odd)}", meta, elapsed)
-    if elapsed > budget * SLOW_FRACTION:
-        return ProbeResult("warning", f"{summary}; slow (timeout {budget:g}s)", meta, elapsed)
-    return ProbeResult("passing", summary, meta, elapsed)
-
-
-async def _streamable_http(
-    session: aiohttp.ClientSession, url: str, budget: float, started: float
-) -> ProbeResult:
-    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
-    async with session.post(url, data=json.dumps(_initialize()), headers=headers) as response:
-        if response.status != 200:
-            body = (await _read_body(response, 300, cut=True)).decode("utf-8", "replace")
-            raise ProbeFailed(f"POST {url}: HTTP {response.status} {body.strip()[:200]}")
-        session_id = response.headers.get("Mcp-Session-Id")
-        kind = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        if kind == "text/event-stream":
-            message = None
-            async for _, data in _sse_events(response):
-                candidate = json.loads(data)
-                if isinstance(candidate, dict) and candidate.get("id") == 1:
-                    message = candidate
-                    break
-            if message is None:
-                raise ProbeFailed("SSE stream ended without an answer to initialize")
-        elif kind == "application/json":
-            message = json.loads(await _read_body(response, MAX_BODY))
-        else:
-            raise ProbeFailed(f"POST {url}: unexpected Content-Type {kind!r}")
-    result = _judge(message, time.monotonic() - started, budget)
-    if session_id:
-        session_headers = {**headers, "Mcp-Session-Id": session_id}
-        if "mcp_protocol_version" in result.meta:
-            session_headers["MCP-Protocol-Version"] = result.meta["mcp_protocol_version"]
-        initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
-        async with session.post(url, data=json.dumps(initialized), headers=session_headers):
-            pass
-        async with session.delete(url, headers=session_headers):
-            pass  # 405 means the server does not let clients end sessions: fine
-    return result
-
-
-async def _legacy_sse(
-    session: aiohttp.ClientSession, url: str, budget: float, started: float
-) -> ProbeResult:
-    async with session.get(url, headers={"Accept": "text/event-stream"}) as stream:
-        if stream.status != 200:
-            raise ProbeFailed(f"GET {url}: HTTP {stream.status}")
-        events = _sse_events(stream)
-        endpoint = None
-        async for event, data in events:
-            if event == "endpoint":
-                endpoint = urljoin(url, data.strip())
-                break
-        if endpoint is None:
-            raise ProbeFailed("SSE stream ended without an endpoint event")
-        post = await session.post(
-            endpoint,
-            data=json.dumps(_initialize()),
-            headers={"Content-Type": "application/json"},
-        )
-        post.release()
-        if post.status not in (200, 202):
-            raise ProbeFailed(f"POST {endpoint}: HTTP {post.status}")
-        async for event, data in events:
-            if event == "message":
-                candidate = json.loads(data)
-                if isinstance(candidate, dict) and candidate.get("id") == 1:
-                    return _judge(candidate, time.monotonic() - started, budget)
-        raise ProbeFailed("SSE stream ended without an answer to initialize")
+    async def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+        elif self.era == "handshake" and self.session_id:
+            headers = session_headers(self.version, self.session_id)
+            async with self.http.delete(self.url, headers=headers):
+                pass  # 405 means the server does not let clients end sessions: fine
 
 
 async def probe(
-    session: aiohttp.ClientSession, url: str, transport: str, budget: float
+    http: aiohttp.ClientSession,
+    url: str,
+    transport: str,
+    budget: float,
+    *,
+    want_tools: bool = False,
 ) -> ProbeResult:
     """Probe the MCP server at `url`; never raises, always says why."""
     started = time.monotonic()
-    run = _legacy_sse if transport == "sse" else _streamable_http
+    conversation: Conversation | None = None
     try:
-        async with asyncio.timeout(budget):
-            return await run(session, url, budget, started)
+        try:
+            async with asyncio.timeout(budget):
+                open_ = _open_sse if transport == "sse" else _open_streamable
+                conversation = await open_(http, url)
+            result = _judge(conversation, time.monotonic() - started, budget)
+            if want_tools and "tools" in conversation.capabilities:
+                result = await _with_tools(conversation, result)
+            return result
+        finally:
+            if conversation is not None:
+                await _close_quietly(conversation, budget)
     except TimeoutError:
-        return ProbeResult("critical", f"no answer to MCP initialize within {budget:g}s at {url}")
+        return ProbeResult("critical", f"no answer to MCP within {budget:g}s at {url}")
+    except HttpRefused as exc:
+        seconds = time.monotonic() - started
+        if exc.status == 401 and exc.challenge:
+            return ProbeResult("warning", _protected(url, exc.challenge), seconds=seconds)
+        return ProbeResult("critical", str(exc), seconds=seconds)
     except ProbeFailed as exc:
         return ProbeResult("critical", str(exc), seconds=time.monotonic() - started)
     except (aiohttp.ClientError, OSError) as exc:
@@ -215,3 +154,177 @@ async def probe(
         return ProbeResult(
             "critical", f"answer is not JSON: {exc}", seconds=time.monotonic() - started
         )
+
+
+def _protected(url: str, challenge: str) -> str:
+    return (
+        f"MCP authorization required at {url}: HTTP 401, WWW-Authenticate: {challenge[:200]}"
+        " (up and speaking HTTP; the bridge holds no credentials to look inside)"
+    )
+
+
+async def _close_quietly(conversation: Conversation, budget: float) -> None:
+    try:
+        async with asyncio.timeout(budget):
+            await conversation.close()
+    except (TimeoutError, aiohttp.ClientError, OSError):
+        pass  # the verdict is made; a session the server keeps expires on its own
+
+
+async def _with_tools(conversation: Conversation, result: ProbeResult) -> ProbeResult:
+    try:
+        async with asyncio.timeout(TOOLS_TIMEOUT):
+            tools = await list_tools(conversation.call)
+    except (TimeoutError, ProbeFailed, aiohttp.ClientError, OSError, ValueError) as exc:
+        why = str(exc) or type(exc).__name__
+        return _replace(result, tools_error=f"tools/list failed: {why}")
+    return _replace(result, tools=tools, output=f"{result.output}; {len(tools)} tools")
+
+
+def _replace(result: ProbeResult, **changes: Any) -> ProbeResult:
+    values = {f: getattr(result, f) for f in ProbeResult.__dataclass_fields__}
+    return ProbeResult(**{**values, **changes})
+
+
+def _supported(data: Any) -> list[str] | None:
+    supported = data.get("supported") if isinstance(data, dict) else None
+    return [str(v) for v in supported] if isinstance(supported, list) else None
+
+
+async def _discover(http: aiohttp.ClientSession, url: str, version: str) -> dict[str, Any]:
+    body, headers = modern_request("server/discover", version, 1)
+    return (await post(http, url, body, headers)).result
+
+
+async def _open_streamable(http: aiohttp.ClientSession, url: str) -> Conversation:
+    version = LATEST_MODERN
+    for attempt in range(2):
+        try:
+            result = await _discover(http, url, version)
+        except HttpRefused as exc:
+            if exc.status == 401 or not 400 <= exc.status < 500:
+                raise  # authorization, or a server error: no era verdict
+            why = f"HTTP {exc.status}"
+        except RpcError as exc:
+            supported = _supported(exc.data)
+            if exc.code == UNSUPPORTED_PROTOCOL_VERSION and supported is not None:
+                mutual = [v for v in MODERN_VERSIONS if v in supported]
+                if mutual and mutual[-1] != version and attempt == 0:
+                    version = mutual[-1]
+                    continue
+                if not mutual and not any(v in HANDSHAKE_VERSIONS for v in supported):
+                    raise ProbeFailed(
+                        "server speaks only protocol revisions this bridge does not know: "
+                        + ", ".join(supported[:5])
+                    ) from None
+            why = f"JSON-RPC error {exc.code}"
+        else:
+            offered = result.get("supportedVersions")
+            known = [v for v in MODERN_VERSIONS if isinstance(offered, list) and v in offered]
+            if known:
+                spoken = version if version in known else known[-1]
+                return Conversation(http, url, "modern", spoken, result, "server/discover")
+            why = "answer without a modern revision"
+        return await _handshake(http, url, f"server/discover: {why}")
+    raise AssertionError("unreachable")
+
+
+async def _handshake(http: aiohttp.ClientSession, url: str, why: str) -> Conversation:
+    try:
+        reply = await post(http, url, request("initialize", 1, _INITIALIZE))
+    except RpcError as exc:
+        mutual = [v for v in MODERN_VERSIONS if v in (_supported(exc.data) or ())]
+        if exc.code != UNSUPPORTED_PROTOCOL_VERSION or not mutual:
+            raise
+        # Modern evidence after all (a slow start, say): discover at the revision named.
+        result = await _discover(http, url, mutual[-1])
+        return Conversation(http, url, "modern", mutual[-1], result, "server/discover")
+    result = reply.result
+    spoken = str(result.get("protocolVersion") or LATEST_HANDSHAKE)
+    conversation = Conversation(
+        http, url, "handshake", spoken, result, f"initialize ({why})", reply.session_id
+    )
+    if reply.session_id:
+        await notify(
+            http, url, "notifications/initialized", session_headers(spoken, reply.session_id)
+        )
+    return conversation
+
+
+async def _open_sse(http: aiohttp.ClientSession, url: str) -> Conversation:
+    stream = await http.get(url, headers={"Accept": "text/event-stream"})
+    try:
+        if stream.status != 200:
+            raise ProbeFailed(f"GET {url}: HTTP {stream.status}")
+        events = sse_events(stream)
+        endpoint = None
+        async for event, data in events:
+            if event == "endpoint":
+                endpoint = urljoin(url, data.strip())
+                break
+        if endpoint is None:
+            raise ProbeFailed("SSE stream ended without an endpoint event")
+        conversation = Conversation(
+            http, endpoint, "sse", LATEST_HANDSHAKE, {}, "initialize", stream=stream, events=events
+        )
+        params = {
+            "protocolVersion": LATEST_HANDSHAKE,
+            "capabilities": {},
+            "clientInfo": CLIENT_INFO,
+        }
+        conversation.result = await _sse_call(conversation, request("initialize", 1, params))
+        conversation.version = str(conversation.result.get("protocolVersion") or "")
+        return conversation
+    except BaseException:
+        stream.close()
+        raise
+
+
+async def _sse_call(conversation: Conversation, body: dict[str, Any]) -> dict[str, Any]:
+    """POST to the SSE transport's endpoint; the answer comes on the stream."""
+    async with conversation.http.post(conversation.url, json=body) as posted:
+        if posted.status not in (200, 202):
+            raise ProbeFailed(f"POST {conversation.url}: HTTP {posted.status}")
+    async for event, data in conversation.events:
+        if event == "message":
+            candidate = json.loads(data)
+            if isinstance(candidate, dict) and candidate.get("id") == body["id"]:
+                return answer_of(candidate, str(body["method"]), int(body["id"]), 200)
+    raise ProbeFailed(f"SSE stream ended without an answer to {body['method']}")
+
+
+def _judge(conversation: Conversation, elapsed: float, budget: float) -> ProbeResult:
+    result = conversation.result
+    if conversation.era == "modern":
+        stamp = (result.get("_meta") or {}).get(SERVER_INFO_KEY)
+    else:
+        stamp = result.get("serverInfo")
+    info: dict[str, Any] = stamp if isinstance(stamp, dict) else {}
+    meta = {
+        "mcp_server_name": str(info.get("name", ""))[:256],
+        "mcp_server_version": str(info.get("version", ""))[:256],
+        "mcp_protocol_version": conversation.version[:64],
+    }
+    meta = {k: v for k, v in meta.items() if v}
+    tools = conversation.capabilities.get("tools")
+    listens = (
+        conversation.era == "modern" and isinstance(tools, dict) and bool(tools.get("listChanged"))
+    )
+    name = f"{meta.get('mcp_server_name', '?')} {meta.get('mcp_server_version', '')}".rstrip()
+    summary = (
+        f"MCP {meta.get('mcp_protocol_version', '?')} OK: {conversation.step}"
+        f" answered in {elapsed * 1000:.0f} ms by {name}"
+    )
+    # The handshake's serverInfo and protocolVersion are required; the modern serverInfo
+    # stamp is display-only (it may be left out).
+    required = ("mcp_server_name", "mcp_protocol_version")
+    odd = [k for k in required if k not in meta] if conversation.era != "modern" else []
+    if odd:
+        return ProbeResult(
+            "warning", f"{summary}; answer lacks {', '.join(odd)}", meta, elapsed, listens=listens
+        )
+    if elapsed > budget * SLOW_FRACTION:
+        return ProbeResult(
+            "warning", f"{summary}; slow (timeout {budget:g}s)", meta, elapsed, listens=listens
+        )
+    return ProbeResult("passing", summary, meta, elapsed, listens=listens)

@@ -183,6 +183,7 @@ def check_targets(
             transport=spec.transport.value,
             interval=spec.check.interval,
             timeout=spec.check.timeout,
+            tools=spec.tools,
         )
     return targets
 
@@ -231,3 +232,21 @@ def gone_names(
     destroyed containers, and the old names of renamed ones."""
     holding = {c.name for c in listed}
     return frozenset(n for names in known.values() for n in names) - holding
+
+
+def records_to_forget(
+    base: str,
+    *,
+    withdrawn: Iterable[str],
+    listed: Iterable[str] | None,
+    keep: AbstractSet[str],
+) -> tuple[str, ...]:
+    """Own tool records to delete: those of withdrawn services, and, when a full pass
+    listed the keys under `base` (`<prefix>/<node id>/`), any whose service does not keep
+    a tool inventory (a crash between deregistering and deleting leaves such a key)."""
+    forget = {f"{base}{sid}/tools" for sid in withdrawn}
+    for key in listed or ():
+        sid = key.removeprefix(base).partition("/")[0]
+        if key.startswith(base) and sid not in keep:
+            forget.add(key)
+    return tuple(sorted(forget))

@@ -25,7 +25,15 @@ from bridge.model import (
 from bridge.net import url_host
 
 FINGERPRINT = "bridge_fingerprint"
-PROBE_META = ("mcp_server_name", "mcp_server_version", "mcp_protocol_version")
+# What the bridge's own MCP check learns and puts in meta; not part of the fingerprint
+# (a probe must not look like a change of the container), compared on their own.
+PROBE_META = (
+    "mcp_server_name",
+    "mcp_server_version",
+    "mcp_protocol_version",
+    "mcp_tools",
+    "mcp_tools_hash",
+)
 # The meta keys the bridge writes itself are listed in labels.BRIDGE_META_KEYS, which
 # refuses them in labels.
 _UNSPECIFIED_IPS = ("", "0.0.0.0", "::")
@@ -84,7 +92,7 @@ def build_checks(spec: ServiceSpec, sid: str, endpoint: Endpoint) -> tuple[dict[
         )
     # mcp and docker: the bridge reports. The TTL outlives a few missed reports, so one
     # slow probe or a short bridge restart does not flap the service.
-    name = "MCP initialize" if check.kind is CheckKind.MCP else "Docker HEALTHCHECK"
+    name = "MCP" if check.kind is CheckKind.MCP else "Docker HEALTHCHECK"
     return (
         {
             **common,

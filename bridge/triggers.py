@@ -14,7 +14,11 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import structlog
+
 from bridge.model import Container, ContainerEvent
+
+log = structlog.get_logger("bridge.agent")
 
 # Container events that can change what we register; exec_* (HEALTHCHECKs run one every
 # interval), attach, resize and the like cannot, and would only cause idle passes.
@@ -84,10 +88,15 @@ class Triggers:
 
     def on_event(self, event: ContainerEvent) -> bool:
         """Take the event if it can change what we register; False when ignored."""
-        if event.action in NETWORK_ACTIONS:
-            if event.container_id not in self._running:
-                return False
-        elif event.action not in RELEVANT_ACTIONS and not event.action.startswith("health_status"):
+        taken = self._relevant(event)
+        log.debug(
+            "docker_event",
+            container=event.name,
+            container_id=event.container_id[:12],
+            action=event.action,
+            taken=taken,
+        )
+        if not taken:
             return False
         if event.action in NETWORK_ACTIONS:
             asyncio.get_running_loop().call_later(
@@ -99,6 +108,11 @@ class Triggers:
             self._pending.event_times.setdefault(name, event.time or time.time())
         self.wake.set()
         return True
+
+    def _relevant(self, event: ContainerEvent) -> bool:
+        if event.action in NETWORK_ACTIONS:
+            return event.container_id in self._running
+        return event.action in RELEVANT_ACTIONS or event.action.startswith("health_status")
 
     def take(self) -> Pending:
         """The pending work, with the last listed name of each container; starts afresh."""

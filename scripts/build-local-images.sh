@@ -11,6 +11,9 @@
 #                             official MCP Python SDK (`mcp` from PyPI, installed offline
 #                             from wheels fetched on the host) and
 #                             tests/fixtures/mcp_server.py as `python3 /app/mcp_server.py`
+#                 mcp-server-v1  mcp-bridge/mcp-server-v1:local: the same fixture on the
+#                             SDK's 1.x line (MCP_V1_SDK_SPEC), which speaks only the
+#                             `initialize` handshake
 #                 consul      mcp-bridge/consul:local: FROM scratch, Debian bullseye's
 #                             consul 1.8.7 (the binary scripts/local-services.sh fetches
 #                             to $MCP_BRIDGE_HOME/consul/consul, reused), Debian's
@@ -43,7 +46,7 @@
 #   DOCKER_HOST              engine to use (default: the docker CLI's default)
 #   MCP_BRIDGE_HOME          cache/state dir, default /opt/mcp-bridge
 #   MCP_SDK_SPEC             pip requirement for the SDK, default mcp==2.3.0
-#                            (the fixture also runs on mcp 1.x: MCP_SDK_SPEC='mcp<2')
+#   MCP_V1_SDK_SPEC          the same for mcp-server-v1, default mcp==1.30.0
 #   MCP_BRIDGE_DEBIAN_MIRROR default http://deb.debian.org/debian
 set -euo pipefail
 
@@ -60,11 +63,12 @@ LOCK_FILE="/run/lock/mcp-bridge-build-local-images.lock"
 
 PYTHON_IMAGE="mcp-bridge/python:local"
 MCP_IMAGE="mcp-bridge/mcp-server:local"
+MCP_V1_IMAGE="mcp-bridge/mcp-server-v1:local"
 CONSUL_IMAGE="mcp-bridge/consul:local"
 DIND_IMAGE="mcp-bridge/dind:local"
 DIND_ROOTFS_IMAGE="mcp-bridge/dind-rootfs:local"
 BRIDGE_IMAGE="mcp-bridge/bridge:local"
-ALL_NAMES=(python mcp-server consul dind bridge)
+ALL_NAMES=(python mcp-server mcp-server-v1 consul dind bridge)
 
 SUITE=bookworm                      # python3 is 3.11 there: the wheels are cp311
 PY_TAG=cp311
@@ -75,6 +79,7 @@ DIND_INCLUDE="docker.io,iptables,procps,ca-certificates"
 MIRROR="${MCP_BRIDGE_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 MIRROR="${MIRROR%/}"
 MCP_SDK_SPEC="${MCP_SDK_SPEC:-mcp==2.3.0}"
+MCP_V1_SDK_SPEC="${MCP_V1_SDK_SPEC:-mcp==1.30.0}"
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 APT_OPTS=(-o DPkg::Lock::Timeout=300 -o Acquire::Retries=3 -o APT::Sandbox::User=root)
 INPUTS_LABEL=org.mcp-bridge.inputs
@@ -141,6 +146,7 @@ parse_args() {
             -*) usage; die "unknown option $a" ;;
             python|mcp-bridge/python|"$PYTHON_IMAGE") WANT+=(python) ;;
             mcp-server|mcp-bridge/mcp-server|"$MCP_IMAGE") WANT+=(mcp-server) ;;
+            mcp-server-v1|mcp-bridge/mcp-server-v1|"$MCP_V1_IMAGE") WANT+=(mcp-server-v1) ;;
             consul|mcp-bridge/consul|"$CONSUL_IMAGE") WANT+=(consul) ;;
             dind|mcp-bridge/dind|"$DIND_IMAGE") WANT+=(dind) ;;
             bridge|mcp-bridge/bridge|"$BRIDGE_IMAGE") WANT+=(bridge) ;;
@@ -421,11 +427,11 @@ pip_download() {  # dir requirement...
 }
 
 # `mcp` and its dependencies as wheels for the image's CPython, cached per requirement
-ensure_wheels() {
-    local slug dir tmp
+ensure_wheels() {  # requirement
+    local spec=$1 slug dir tmp
     # readable, and unique per requirement ("mcp<2" and "mcp>2" differ)
-    slug=$(printf '%s' "$MCP_SDK_SPEC" | sed 's/==/-/; s/[^A-Za-z0-9._-]/_/g')
-    slug="$slug-$(printf '%s' "$MCP_SDK_SPEC" | sha | cut -c1-8)"
+    slug=$(printf '%s' "$spec" | sed 's/==/-/; s/[^A-Za-z0-9._-]/_/g')
+    slug="$slug-$(printf '%s' "$spec" | sha | cut -c1-8)"
     dir="$CACHE_DIR/wheels/$slug-$PY_TAG-$WHEEL_ARCH"
     WHEEL_DIR=$dir
     if [ "$REFRESH" -eq 1 ]; then remove_tree "$dir"; fi
@@ -434,8 +440,8 @@ ensure_wheels() {
         return 0
     fi
     make_tmp tmp wheels
-    pip_download "$tmp/wheels" "$MCP_SDK_SPEC"
-    printf '%s\n' "$MCP_SDK_SPEC" >"$tmp/wheels/requirements.txt"
+    pip_download "$tmp/wheels" "$spec"
+    printf '%s\n' "$spec" >"$tmp/wheels/requirements.txt"
     touch "$tmp/wheels/.complete"
     mkdir -p "$(dirname "$dir")"
     remove_tree "$dir"
@@ -451,45 +457,45 @@ sdk_version() {  # from the mcp-X.Y.Z-*.whl file name
     echo "${w%%-*}"
 }
 
-mcp_inputs() {  # base-image-id
+mcp_inputs() {  # base-image-id requirement
     {
-        echo "$1 $MCP_SDK_SPEC $PY_TAG $WHEEL_ARCH"
+        echo "$1 $2 $PY_TAG $WHEEL_ARCH"
         cat "$REPO_ROOT/images/mcp-server/Dockerfile" "$REPO_ROOT/tests/fixtures/mcp_server.py"
     } | sha
 }
 
-build_mcp_server() {
-    local base_id hash old ctx t0 id sdk
+build_mcp_server() {  # image requirement
+    local image=$1 spec=$2 base_id hash old ctx t0 id sdk
     [ -r "$REPO_ROOT/images/mcp-server/Dockerfile" ] || die "missing images/mcp-server/Dockerfile"
     [ -r "$REPO_ROOT/tests/fixtures/mcp_server.py" ] || die "missing tests/fixtures/mcp_server.py"
     base_id=$(image_id "$PYTHON_IMAGE") || die "$PYTHON_IMAGE is missing"
-    hash=$(mcp_inputs "$base_id")
-    needs_build "$MCP_IMAGE" "$hash" || return 0
+    hash=$(mcp_inputs "$base_id" "$spec")
+    needs_build "$image" "$hash" || return 0
     t0=$SECONDS
-    ensure_wheels
+    ensure_wheels "$spec"
     sdk=$(sdk_version)
     make_tmp ctx mcp-server-context
     cp "$REPO_ROOT/images/mcp-server/Dockerfile" "$ctx/Dockerfile"
     cp "$REPO_ROOT/tests/fixtures/mcp_server.py" "$ctx/mcp_server.py"
     cp -a "$WHEEL_DIR" "$ctx/wheels"
     rm -f "$ctx/wheels/.complete"
-    old=$(image_id "$MCP_IMAGE" || true)
-    log "docker build $MCP_IMAGE (mcp $sdk, classic builder)"
+    old=$(image_id "$image" || true)
+    log "docker build $image (mcp $sdk, classic builder)"
     # legacy builder: the 28.x CLI has no buildx plugin here
     DOCKER_BUILDKIT=0 docker build --force-rm \
         --build-arg "BASE_IMAGE=$PYTHON_IMAGE" \
         --label "$INPUTS_LABEL=$hash" \
         --label "org.mcp-bridge.mcp-sdk-version=$sdk" \
-        -t "$MCP_IMAGE" "$ctx" >&2 \
-        || die "docker build of $MCP_IMAGE failed"
-    id=$(image_id "$MCP_IMAGE")
+        -t "$image" "$ctx" >&2 \
+        || die "docker build of $image failed"
+    id=$(image_id "$image")
     # the build stage's image is of no further use
     docker image prune -f --filter "label=org.mcp-bridge.stage=build" >/dev/null 2>&1 || true
-    docker run --rm --network none "$MCP_IMAGE" python3 -c \
+    docker run --rm --network none "$image" python3 -c \
         'from importlib.metadata import version; import mcp.server; print("mcp", version("mcp"))' >&2 \
-        || die "$MCP_IMAGE cannot import the MCP SDK"
+        || die "$image cannot import the MCP SDK"
     drop_old_image "$old" "$id"
-    log "built $MCP_IMAGE in $(elapsed "$t0")"
+    log "built $image in $(elapsed "$t0")"
 }
 
 # --------------------------------------------------------------------------
@@ -737,7 +743,7 @@ build_bridge() {
 
 list_images() {
     local refs=() i
-    for i in "$PYTHON_IMAGE" "$MCP_IMAGE" "$CONSUL_IMAGE" "$DIND_ROOTFS_IMAGE" "$DIND_IMAGE" "$BRIDGE_IMAGE"; do
+    for i in "$PYTHON_IMAGE" "$MCP_IMAGE" "$MCP_V1_IMAGE" "$CONSUL_IMAGE" "$DIND_ROOTFS_IMAGE" "$DIND_IMAGE" "$BRIDGE_IMAGE"; do
         refs+=(--filter "reference=$i")
     done
     docker image ls "${refs[@]}" \
@@ -761,7 +767,11 @@ main() {
     fi
     if wanted mcp-server; then
         ensure_python "$MCP_IMAGE"
-        build_mcp_server
+        build_mcp_server "$MCP_IMAGE" "$MCP_SDK_SPEC"
+    fi
+    if wanted mcp-server-v1; then
+        ensure_python "$MCP_V1_IMAGE"
+        build_mcp_server "$MCP_V1_IMAGE" "$MCP_V1_SDK_SPEC"
     fi
     if wanted consul; then
         build_consul

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from bridge.config import Settings, load_settings
-from bridge.model import Container, PortBinding
+from bridge.model import MANAGED_BY, Container, PortBinding, Registration, service_id
 
 NODE = "n1"
 ADVERTISE = "10.0.0.5"
@@ -54,4 +54,21 @@ def make_container(
         published=dict(published or {}),
         networks={"bridge": CONTAINER_IP} if networks is None else dict(networks),
         health=health,
+    )
+
+
+def own_service(name: str, port: int, node: str = NODE) -> Registration:
+    return Registration(
+        service_id=service_id(node, name),
+        name=name.removeprefix("mcp-"),
+        address="127.0.0.1",
+        port=port,
+        tags=("mcp",),
+        meta={
+            "managed_by": MANAGED_BY,
+            "bridge_node": node,
+            "container_name": name,
+            "expose": "proxy",
+            "host_port": str(port),
+        },
     )

@@ -115,6 +115,8 @@ class FakeConsul:
     def __init__(self, node_id: str, url: str = "http://consul.test:8500") -> None:
         self.node_id = node_id
         self.url = url
+        self.kv_prefix = "mcp-bridge"
+        self.kv: dict[str, bytes] = {}
         self.services: dict[str, Registration] = {}
         self.ttl: dict[str, tuple[str, str]] = {}
         self.down = False
@@ -166,6 +168,21 @@ class FakeConsul:
         if not any(check_id.startswith(sid + ":") for sid in self.services):
             raise ConsulRejected(f"check {check_id}: Unknown check")
         self.ttl[check_id] = (status, output)
+
+    async def kv_put(self, key: str, value: bytes) -> None:
+        self._check_up()
+        assert key.startswith(f"{self.kv_prefix}/{self.node_id}/"), key
+        self.kv[key] = value
+
+    async def kv_delete(self, key: str, *, recurse: bool = False) -> None:
+        self._check_up()
+        assert key.startswith(f"{self.kv_prefix}/{self.node_id}/"), key
+        for k in [k for k in self.kv if k == key or (recurse and k.startswith(key))]:
+            del self.kv[k]
+
+    async def kv_keys(self, prefix: str) -> list[str]:
+        self._check_up()
+        return sorted(k for k in self.kv if k.startswith(prefix))
 
     async def close(self) -> None:
         pass

@@ -119,7 +119,7 @@ def test_dind_stack_registers_an_inner_mcp_server_reachable_from_the_host(
     checks = {c["CheckID"]: c for c in entries[0]["Checks"]}
     mcp_check = checks[f"{node}:mcp-e2e-{token}:mcp"]
     assert mcp_check["Status"] == "passing"
-    assert "MCP initialize OK" in mcp_check["Output"]
+    assert "MCP 2026-07-28 OK: server/discover" in mcp_check["Output"]
 
     # What Consul says is reachable from the host, as it is.
     address, port = registered["Address"], registered["Port"]

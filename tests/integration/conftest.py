@@ -356,18 +356,35 @@ def bridge(
         consul_put(f"/v1/agent/service/deregister/{sid}")
     if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
         # Without the per-pass debug lines, which would crowd out what happened.
-        lines = [line for line in agent.logs().splitlines() if "reconcile_done" not in line]
+        lines = [
+            line
+            for line in agent.logs().splitlines()
+            if "reconcile_done" not in line and "docker_event" not in line
+        ]
         print("\n".join(lines)[-12000:])
 
 
-@pytest.fixture(scope="session")
-def mcp_server_image(services: dict[str, str]) -> str:
-    """mcp-bridge/mcp-server:local, a real MCP server on the official SDK, built here."""
+def build_image(name: str) -> str:
+    """One of scripts/build-local-images.sh's images, built when missing or stale."""
     result = subprocess.run(
-        [str(ROOT / "scripts" / "build-local-images.sh"), "mcp-server"],
+        [str(ROOT / "scripts" / "build-local-images.sh"), name],
         capture_output=True,
         text=True,
         timeout=1800,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    return "mcp-bridge/mcp-server:local"
+    return f"mcp-bridge/{name}:local"
+
+
+@pytest.fixture(scope="session")
+def mcp_server_image(services: dict[str, str]) -> str:
+    """mcp-bridge/mcp-server:local, a real MCP server on the official SDK (2.x: both
+    protocol eras), built here."""
+    return build_image("mcp-server")
+
+
+@pytest.fixture(scope="session")
+def mcp_server_v1_image(services: dict[str, str]) -> str:
+    """mcp-bridge/mcp-server-v1:local: the same server on the SDK's 1.x line, which speaks
+    only the `initialize` handshake."""
+    return build_image("mcp-server-v1")

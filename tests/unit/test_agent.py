@@ -17,16 +17,14 @@ from structlog.testing import capture_logs
 from bridge.agent import Agent
 from bridge.docker_engine import watch
 from bridge.model import (
-    MANAGED_BY,
     AllocKind,
     AllocState,
     ContainerEvent,
     PortBinding,
-    Registration,
     service_id,
 )
 from bridge.pool.allocator import always_free
-from tests.builders import NODE, make_settings
+from tests.builders import NODE, make_settings, own_service
 from tests.fakes import FakeConsul, FakeDocker, FakeForwarders, settle
 
 NO_CHECK = {"mcp.check": "none"}
@@ -61,7 +59,7 @@ class World:
         return await settle(self.agent.step, self.agent.triggers.wake)
 
     async def on(self, event: ContainerEvent) -> None:
-        self.agent.on_event(event)
+        self.agent.triggers.on_event(event)
         await self.settle()
 
     def ports(self) -> dict[str, int]:
@@ -121,23 +119,6 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     await w.agent.close()
 
 
-def own_service(name: str, port: int, node: str = NODE) -> Registration:
-    return Registration(
-        service_id=service_id(node, name),
-        name=name.removeprefix("mcp-"),
-        address="127.0.0.1",
-        port=port,
-        tags=("mcp",),
-        meta={
-            "managed_by": MANAGED_BY,
-            "bridge_node": node,
-            "container_name": name,
-            "expose": "proxy",
-            "host_port": str(port),
-        },
-    )
-
-
 async def test_a_full_pass_registers_each_container_once_and_repeats_change_nothing(
     world: World,
 ) -> None:
@@ -163,7 +144,7 @@ async def test_probation_keeps_unknown_own_services_until_a_complete_listing(
     assert await world.agent.step() is None  # Docker away: the pass fails
     assert old.service_id in world.consul.services
     world.docker.down = None
-    world.agent.on_event(world.run("mcp-a"))
+    world.agent.triggers.on_event(world.run("mcp-a"))
     result = await world.agent.step()
     # No pass over a few containers comes before the first complete listing succeeded.
     assert result is not None and result.scope.full
@@ -241,7 +222,7 @@ async def test_a_failed_apply_becomes_a_full_pass_and_nothing_is_lost(world: Wor
     await world.on(world.run("mcp-a"))
     sid = service_id(NODE, "mcp-b")
     world.consul.refuse[sid] = 1
-    world.agent.on_event(world.run("mcp-b"))
+    world.agent.triggers.on_event(world.run("mcp-b"))
     with capture_logs() as logs:
         assert await world.agent.step() is None
     assert [e["event"] for e in logs if e["log_level"] == "error"] == [
@@ -348,3 +329,29 @@ async def test_a_network_event_gets_a_second_look_when_the_listing_lags_it(
     await asyncio.sleep(0.05)
     await world.settle()
     assert world.consul.services[service_id(NODE, "mcp-a")].address == "172.20.0.9"
+
+
+async def test_tool_records_go_with_their_service_and_orphans_after_a_full_listing(
+    world: World,
+) -> None:
+    base = "mcp-bridge/n1/"
+    world.consul.kv = {
+        f"{base}n1:mcp-a/tools": b"{}",  # a running MCP server's: kept
+        f"{base}n1:mcp-crashed/tools": b"{}",  # left by a crash: goes once listed
+        "mcp-bridge/n2/n2:mcp-x/tools": b"{}",  # another bridge's: never touched
+        "elsewhere/key": b"{}",
+    }
+    world.run("mcp-a", labels={})  # the default check is mcp: it keeps tools
+    world.docker.down = "connection refused"
+    world.agent.triggers.request_full()
+    await world.agent.step()
+    assert len(world.consul.kv) == 4, "deleted before a complete listing"
+    world.docker.down = None
+    await world.full_pass()
+    assert set(world.consul.kv) == {
+        f"{base}n1:mcp-a/tools",
+        "mcp-bridge/n2/n2:mcp-x/tools",
+        "elsewhere/key",
+    }
+    await world.on(world.docker.remove("mcp-a"))
+    assert f"{base}n1:mcp-a/tools" not in world.consul.kv

@@ -674,6 +674,7 @@ def test_first_error_in_contract_order() -> None:
         "check.interval": "x",
         "check.timeout": "x",
         "check.deregister_after": "x",
+        "tools": "x",
     }
     order = [*KNOWN_LABELS[1:9], "meta.consul-x", *KNOWN_LABELS[9:]]
     assert list(every_label_bad) == order
@@ -839,3 +840,11 @@ def test_property_never_raises_and_specs_obey_the_rules(
     assert s.check.deregister_after >= 60
     for key in all_labels:
         assert key.removeprefix("mcp.") in KNOWN_LABELS or key.startswith("mcp.meta.")
+
+
+def test_tools_label_turns_the_inventory_off_and_nothing_else_goes() -> None:
+    assert spec(make_container()).tools is True
+    assert spec(labelled(tools="true")).tools is True
+    assert spec(labelled(tools="false")).tools is False
+    e = error(labelled(tools="no"))
+    assert (e.label, e.reason) == ("mcp.tools", "must be 'true' or 'false'")

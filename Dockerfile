@@ -10,7 +10,7 @@
 #
 # Build arguments:
 #   BASE_IMAGE   any Debian-like image with python3 >= 3.11 and its venv module
-#                (default python:3.11-slim; scripts/build-local-images.sh uses its
+#                (default python:3.13-slim; scripts/build-local-images.sh uses its
 #                registry-free mcp-bridge/python:local, Debian bookworm's python3)
 #   BRIDGE_UID   uid/gid of the `bridge` user the agent runs as (default 10001)
 #
@@ -32,7 +32,7 @@
 # Written for both the classic builder (DOCKER_BUILDKIT=0) and BuildKit; the project's CI
 # machine has only the classic one, so that is the one tried.
 
-ARG BASE_IMAGE=python:3.11-slim
+ARG BASE_IMAGE=python:3.13-slim
 
 FROM ${BASE_IMAGE} AS build
 LABEL org.mcp-bridge.stage=build

@@ -22,7 +22,7 @@ from bridge.docker_engine import DockerEngine, watch
 from bridge.doctor import Level, check_ephemeral
 from bridge.forwarder import ForwarderSet
 from bridge.metrics import AgentReading, Metrics, PoolPressure
-from bridge.model import LiveClaim, parse_service_id
+from bridge.model import EngineVersion, LiveClaim, parse_service_id
 from bridge.net import bind_test, detect_advertise_address
 from bridge.passes import EXPECTED_FAILURES, ApplyFailed, Parts, PassResult, failure_kind, run_pass
 from bridge.pool.allocator import BindTest
@@ -150,9 +150,9 @@ class Agent:
             self.triggers.request_full()
 
     async def _watch_docker(self) -> None:
-        def connected() -> None:
-            self.view.docker_connected = True
-            log.info("docker_connected")
+        def connected(engine: EngineVersion) -> None:
+            self.view.docker_connected, self.view.engine = True, engine
+            log.info("docker_connected", engine=str(engine))
             self.triggers.request_full()  # whatever happened while we were away: relist
 
         def lost(reason: str) -> None:

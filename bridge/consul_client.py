@@ -10,12 +10,13 @@ agent's next pass tries again.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-import aiohttp
 import consul
 import consul.aio
 import consul.exceptions
@@ -28,25 +29,20 @@ from tenacity import (
 )
 
 from bridge.config import Settings
+from bridge.consul_http import (
+    FAULTS,
+    REJECTIONS,
+    TLS_FAULTS,
+    PyConsul,
+    RateLimited,
+    explain,
+    is_passing_fault,
+)
 from bridge.model import MANAGED_BY, Registration, parse_service_id
 from bridge.protocols import ConsulRejected, ConsulUnavailable
 
 T = TypeVar("T")
 log = structlog.get_logger("bridge.consul")
-
-
-_REJECTIONS = (
-    consul.exceptions.BadRequest,
-    consul.exceptions.ACLDisabled,
-    consul.exceptions.ACLPermissionDenied,
-    consul.exceptions.NotFound,
-    consul.exceptions.ClientError,
-)
-_FAULTS = (aiohttp.ClientError, consul.ConsulException, TimeoutError, OSError)
-
-
-def _is_passing_fault(exc: BaseException) -> bool:
-    return isinstance(exc, _FAULTS) and not isinstance(exc, _REJECTIONS)
 
 
 class ConsulClient:
@@ -69,6 +65,8 @@ class ConsulClient:
         self._token = token
         self._cacert = cacert
         self._cert = (client_cert, client_key) if client_cert and client_key else client_cert
+        self._cert_file = client_cert
+        self._not_before = 0.0  # monotonic time before which nothing is sent (429)
         self._timeout = timeout
         self._attempts = attempts
         self._client: consul.aio.Consul | None = None
@@ -96,7 +94,7 @@ class ConsulClient:
         if self._client is None:
             parts = urlsplit(self.url)
             scheme = parts.scheme
-            self._client = consul.aio.Consul(
+            self._client = PyConsul(
                 host=parts.hostname,
                 port=parts.port or (443 if scheme == "https" else 80),
                 scheme=scheme,
@@ -112,16 +110,41 @@ class ConsulClient:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(self._attempts),
                 wait=wait_exponential(multiplier=0.1, max=1.0),
-                retry=retry_if_exception(_is_passing_fault),
+                retry=retry_if_exception(is_passing_fault),
                 reraise=True,
             ):
                 with attempt:
-                    return await make(self._consul())
-        except _REJECTIONS as exc:
-            raise ConsulRejected(f"{what}: Consul refused it: {exc}") from exc
-        except _FAULTS as exc:
-            raise ConsulUnavailable(f"{what} at {self.url}: {type(exc).__name__}: {exc}") from exc
+                    return await self._send(make)
+        except REJECTIONS as exc:
+            raise ConsulRejected(
+                f"{what}: Consul refused it: {explain(exc, self._cert_file)}"
+            ) from exc
+        except FAULTS as exc:
+            if isinstance(exc, (*TLS_FAULTS, OSError)):
+                # Drop the client: the next call reads the TLS files again, so a fixed
+                # certificate needs no restart.
+                await self.close()
+            raise ConsulUnavailable(
+                f"{what} at {self.url}: {explain(exc, self._cert_file)}"
+            ) from exc
+        except (KeyError, ValueError) as exc:  # no X-Consul-Index, a body that is not JSON
+            raise ConsulUnavailable(f"{what} at {self.url}: unexpected answer: {exc!r}") from exc
         raise AssertionError("unreachable")
+
+    async def _send(self, make: Callable[[consul.aio.Consul], Awaitable[T]]) -> T:
+        """One request, after any quiet time Consul asked for: a 429's Retry-After holds
+        every request of this client, not only the one that got it (the others would get
+        a 429 too, and prolong the overload)."""
+        quiet = self._not_before - time.monotonic()
+        if quiet > 0:
+            await asyncio.sleep(quiet)
+        try:
+            return await make(self._consul())
+        except RateLimited as exc:
+            if exc.retry_after is not None:
+                until = time.monotonic() + exc.retry_after
+                self._not_before = max(self._not_before, until)
+            raise
 
     async def leader(self) -> str:
         return str(await self._call("status/leader", lambda c: c.status.leader()))

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 import docker
@@ -20,7 +22,7 @@ import docker.errors
 import requests
 import structlog
 
-from bridge.model import Container, ContainerEvent, PortBinding
+from bridge.model import Container, ContainerEvent, EngineVersion, PortBinding
 from bridge.protocols import DockerAPI, DockerUnavailable, EventQueue, EventStream, StreamEnded
 from bridge.retry import retry_forever
 
@@ -84,20 +86,31 @@ class DockerEngine:
         """
         with self._lock:
             if self._client is None:
-                # from_env honours DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH.
-                env = None if self._docker_host is None else {"DOCKER_HOST": self._docker_host}
-                self._client = docker.from_env(timeout=int(self._timeout), environment=env)
+                # from_env honours DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH, and
+                # negotiates the API version (20.10 speaks 1.41; Engine 29 wants >= 1.44).
+                env = dict(os.environ)
+                if self._docker_host is not None:
+                    env["DOCKER_HOST"] = self._docker_host
+                self._client = _client_from_env(env, self._timeout)
             return self._client.api
 
     async def _call(self, call: Callable[[], T]) -> T:
         try:
             return await asyncio.to_thread(call)
         except (docker.errors.DockerException, requests.RequestException) as exc:
+            # The next call makes a new client: it reads the TLS files and negotiates the
+            # API version again, so a fixed certificate or an upgraded engine needs no restart.
+            self.close()
             where = self._docker_host or "the local socket"
             raise DockerUnavailable(f"Docker at {where}: {type(exc).__name__}: {exc}") from exc
 
     async def ping(self) -> bool:
         return bool(await self._call(lambda: self._api().ping()))
+
+    async def version(self) -> EngineVersion:
+        """The engine's version and API version (GET /version)."""
+        info = await self._call(lambda: self._api().version())
+        return EngineVersion(str(info.get("Version", "")), str(info.get("ApiVersion", "")))
 
     async def list(self, ids: Iterable[str] | None = None) -> list[Container]:
         """All containers (None), or just these ids; one API call either way."""
@@ -124,6 +137,32 @@ class DockerEngine:
             if self._client is not None:
                 self._client.close()
                 self._client = None
+
+
+def _client_from_env(env: dict[str, str], timeout: float) -> docker.DockerClient:
+    """docker.from_env, but with TLS the CA of DOCKER_CERT_PATH wins: requests lets
+    REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE replace the CA a session verifies with (so the
+    engine's own CA would be ignored), and the SDK asks the engine for its API version
+    while it is made, before trust_env could be turned off. So: ask with a client that
+    does not trust the environment, then make the client at the version it said."""
+    if not env.get("DOCKER_TLS_VERIFY"):
+        return docker.from_env(timeout=int(timeout), environment=env)
+    cert_path = Path(env.get("DOCKER_CERT_PATH") or Path.home() / ".docker")
+    missing = [f for f in ("ca.pem", "cert.pem", "key.pem") if not (cert_path / f).is_file()]
+    if missing:  # the SDK's own message names neither the folder nor the file
+        raise docker.errors.TLSParameterError(
+            f"DOCKER_TLS_VERIFY is set and DOCKER_CERT_PATH {cert_path} has no {', '.join(missing)}"
+        )
+    kwargs = docker.utils.kwargs_from_env(environment=env)
+    probe = docker.APIClient(version=docker.constants.MINIMUM_DOCKER_API_VERSION, **kwargs)
+    probe.trust_env = False
+    try:
+        api_version = str(probe.version(api_version=False)["ApiVersion"])
+    finally:
+        probe.close()
+    client = docker.DockerClient(version=api_version, timeout=int(timeout), **kwargs)
+    client.api.trust_env = False
+    return client
 
 
 class StreamHandle:
@@ -200,7 +239,7 @@ async def watch(
     docker_api: DockerAPI,
     *,
     on_event: Callable[[ContainerEvent], object],
-    on_connected: Callable[[], None],
+    on_connected: Callable[[EngineVersion], None],
     on_lost: Callable[[str], None],
 ) -> None:
     """Follow the event stream forever: connect (waiting out an absent Docker), pass each
@@ -210,9 +249,10 @@ async def watch(
         stream: EventStream | None = None
         async for attempt in retry_forever("docker_unreachable", log=log):
             with attempt:
+                version = await docker_api.version()
                 stream = await docker_api.events(queue)
         assert stream is not None
-        on_connected()
+        on_connected(version)
         try:
             while True:
                 item = await queue.get()

@@ -114,15 +114,23 @@ async def check_services(settings: Settings) -> list[Finding]:
     # Imported here: the pool checks above must work without Docker's SDK loaded.
     from bridge.consul_client import ConsulClient
     from bridge.docker_engine import DockerEngine
+    from bridge.status import DIRECT_ROUTING_HINT
 
     findings = []
     docker = DockerEngine(settings.docker_host, timeout=5)
     where = settings.docker_host or "the local socket (DOCKER_HOST unset)"
     try:
         containers = await asyncio.wait_for(docker.list(), 10)
+        engine = await asyncio.wait_for(docker.version(), 10)
         findings.append(
-            Finding(Level.OK, "docker", f"{where} answers; {len(containers)} containers")
+            Finding(
+                Level.OK,
+                "docker",
+                f"{where} answers: Engine {engine}, {len(containers)} containers",
+            )
         )
+        if engine.major >= 28:
+            findings.append(Finding(Level.WARN, "internal mode", DIRECT_ROUTING_HINT))
     except Exception as exc:
         findings.append(Finding(Level.FAIL, "docker", f"cannot reach Docker at {where}: {exc}"))
     finally:

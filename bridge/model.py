@@ -206,6 +206,20 @@ class ContainerEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class EngineVersion:
+    version: str  # e.g. 28.5.2
+    api: str  # e.g. 1.51
+
+    @property
+    def major(self) -> int:
+        head = self.version.split(".", 1)[0]
+        return int(head) if head.isdigit() else 0
+
+    def __str__(self) -> str:
+        return f"{self.version} (API {self.api})"
+
+
+@dataclass(frozen=True, slots=True)
 class ForwardTarget:
     """Where one proxy-mode service's listener forwards to."""
 

@@ -11,7 +11,14 @@ import asyncio
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any, Protocol
 
-from bridge.model import Container, ContainerEvent, ForwarderCounters, ForwardTarget, Registration
+from bridge.model import (
+    Container,
+    ContainerEvent,
+    EngineVersion,
+    ForwarderCounters,
+    ForwardTarget,
+    Registration,
+)
 
 
 class DockerUnavailable(Exception):
@@ -45,6 +52,8 @@ class DockerAPI(Protocol):
     async def events(self, queue: EventQueue) -> EventStream:
         """Open the event stream: events, then one StreamEnded, go to `queue`."""
         ...
+
+    async def version(self) -> EngineVersion: ...
 
     def close(self) -> None: ...
 

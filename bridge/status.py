@@ -10,7 +10,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
-from bridge.model import Allocation, AllocState, ForwarderCounters, LabelError, Registration
+from bridge.model import (
+    Allocation,
+    AllocState,
+    EngineVersion,
+    ForwarderCounters,
+    LabelError,
+    Registration,
+)
 from bridge.protocols import ConsulAPI, ConsulRejected, ConsulUnavailable
 from bridge.reconcile import ManagedService, Waiting
 
@@ -21,6 +28,16 @@ if TYPE_CHECKING:
 
 V = TypeVar("V")
 log = structlog.get_logger("bridge.agent")
+
+# Engine 28 filters packets from other hosts addressed to container IPs (and 28.2 added
+# the daemon option to allow them): an `internal` registration may work from this host
+# only. doctor says the same.
+DIRECT_ROUTING_HINT = (
+    "Engine 28+ drops traffic from other hosts to container addresses: set"
+    ' "allow-direct-routing": true in daemon.json (Engine 28.2+), or create the network'
+    " with -o com.docker.network.bridge.gateway_mode_ipv4=routed, or use expose=proxy or"
+    " published"
+)
 
 
 def changed(old: Mapping[str, V], fresh: Mapping[str, V]) -> dict[str, V]:
@@ -38,6 +55,7 @@ class View:
     probe_meta: dict[str, dict[str, str]] = field(default_factory=dict)  # sid -> mcp_* meta
     first_full_pass_done: bool = False
     docker_connected: bool = False
+    engine: EngineVersion | None = None  # the engine's version, as the watch last saw it
     consul_reachable: bool = False
     failures: int = 0  # passes failed in a row
     passes: int = 0
@@ -78,6 +96,15 @@ class View:
         applied = result.applied
         for reg, at in applied.registered:
             self.registered[reg.service_id] = reg
+            if reg.meta.get("expose") == "internal" and self.engine and self.engine.major >= 28:
+                log.warning(
+                    "internal_address_filtered",
+                    container=reg.meta.get("container_name"),
+                    service=reg.name,
+                    address=f"{reg.address}:{reg.port}",
+                    engine=str(self.engine),
+                    hint=DIRECT_ROUTING_HINT,
+                )
             metrics.registrations.inc()
             happened = pending.event_times.pop(reg.meta.get("container_name", ""), None)
             if happened is not None:
@@ -151,6 +178,7 @@ async def status_report(
         "node_id": consul.node_id,
         "ready": view.ready,
         "docker_connected": view.docker_connected,
+        "docker_engine": str(view.engine) if view.engine else None,
         "consul_reachable": view.consul_reachable,
         "consul_url": consul.url,
         "advertise_address": advertise,

@@ -65,8 +65,9 @@ PYTHON_IMAGE="mcp-bridge/python:local"
 MCP_IMAGE="mcp-bridge/mcp-server:local"
 MCP_V1_IMAGE="mcp-bridge/mcp-server-v1:local"
 CONSUL_IMAGE="mcp-bridge/consul:local"
+# mcp-bridge/dind:<suite>, an engine of each Debian suite's docker.io: bookworm (20.10),
+# trixie (26.1), sid (28.5). bookworm's is also tagged mcp-bridge/dind:local.
 DIND_IMAGE="mcp-bridge/dind:local"
-DIND_ROOTFS_IMAGE="mcp-bridge/dind-rootfs:local"
 BRIDGE_IMAGE="mcp-bridge/bridge:local"
 ALL_NAMES=(python mcp-server mcp-server-v1 consul dind bridge)
 
@@ -148,7 +149,10 @@ parse_args() {
             mcp-server|mcp-bridge/mcp-server|"$MCP_IMAGE") WANT+=(mcp-server) ;;
             mcp-server-v1|mcp-bridge/mcp-server-v1|"$MCP_V1_IMAGE") WANT+=(mcp-server-v1) ;;
             consul|mcp-bridge/consul|"$CONSUL_IMAGE") WANT+=(consul) ;;
-            dind|mcp-bridge/dind|"$DIND_IMAGE") WANT+=(dind) ;;
+            dind|mcp-bridge/dind|"$DIND_IMAGE"|dind-bookworm|mcp-bridge/dind:bookworm) WANT+=(dind) ;;
+            dind-trixie|mcp-bridge/dind:trixie) WANT+=(dind-trixie) ;;
+            dind-sid|mcp-bridge/dind:sid) WANT+=(dind-sid) ;;
+            dind-all) WANT+=(dind dind-trixie dind-sid) ;;
             bridge|mcp-bridge/bridge|"$BRIDGE_IMAGE") WANT+=(bridge) ;;
             all) WANT+=("${ALL_NAMES[@]}") ;;
             *) usage; die "unknown image $a (known: ${ALL_NAMES[*]})" ;;
@@ -319,9 +323,12 @@ EOF
     cat >"$r"/etc/apt/sources.list.d/debian.sources <<EOF
 Types: deb
 URIs: $MIRROR
-Suites: $SUITE $SUITE-updates
+Suites: $SUITE$([ "$SUITE" = sid ] || echo " $SUITE-updates")
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+    # sid has neither updates nor security suites
+    [ "$SUITE" = sid ] || cat >>"$r"/etc/apt/sources.list.d/debian.sources <<EOF
 
 Types: deb
 URIs: http://deb.debian.org/debian-security
@@ -595,6 +602,9 @@ dind_rootfs_inputs() {
     { echo "$SUITE $VARIANT $DIND_INCLUDE $ARCH $MIRROR"; declare -f make_rootfs slim_rootfs; } | sha
 }
 
+# The images of one suite: build_dind sets SUITE, DIND_ROOTFS_IMAGE and DIND_SUITE_IMAGE
+# (bash's dynamic scope), so the shared steps below build for that suite.
+
 # the debootstrap'ed root file system, imported as an image of its own
 # (mcp-bridge/dind-rootfs:local), so that a change of the entrypoint costs no re-import
 build_dind_rootfs() {
@@ -620,7 +630,7 @@ dind_inputs() {  # rootfs-image-id
     { echo "$1"; cat "$REPO_ROOT/images/dind/Dockerfile" "$REPO_ROOT/images/dind/dind-entrypoint.sh"; } | sha
 }
 
-build_dind() {
+build_dind_suite() {
     local base_id hash old ctx t0 id
     [ -r "$REPO_ROOT/images/dind/Dockerfile" ] || die "missing images/dind/Dockerfile"
     [ -r "$REPO_ROOT/images/dind/dind-entrypoint.sh" ] || die "missing images/dind/dind-entrypoint.sh"
@@ -628,22 +638,31 @@ build_dind() {
     build_dind_rootfs
     base_id=$(image_id "$DIND_ROOTFS_IMAGE") || die "$DIND_ROOTFS_IMAGE is missing"
     hash=$(dind_inputs "$base_id")
-    needs_build "$DIND_IMAGE" "$hash" || return 0
+    needs_build "$DIND_SUITE_IMAGE" "$hash" || return 0
     make_tmp ctx dind-context
     cp "$REPO_ROOT/images/dind/Dockerfile" "$ctx/Dockerfile"
     install -m 0755 "$REPO_ROOT/images/dind/dind-entrypoint.sh" "$ctx/dind-entrypoint.sh"
-    old=$(image_id "$DIND_IMAGE" || true)
-    log "docker build $DIND_IMAGE (classic builder)"
+    old=$(image_id "$DIND_SUITE_IMAGE" || true)
+    log "docker build $DIND_SUITE_IMAGE (classic builder)"
     DOCKER_BUILDKIT=0 docker build --force-rm -q \
         --build-arg "ROOTFS_IMAGE=$DIND_ROOTFS_IMAGE" \
         --label "$INPUTS_LABEL=$hash" \
-        -t "$DIND_IMAGE" "$ctx" >&2 \
-        || die "docker build of $DIND_IMAGE failed"
-    id=$(image_id "$DIND_IMAGE")
-    docker run --rm --network none --entrypoint dockerd "$DIND_IMAGE" --version >&2 \
-        || die "$DIND_IMAGE has no working dockerd"
+        -t "$DIND_SUITE_IMAGE" "$ctx" >&2 \
+        || die "docker build of $DIND_SUITE_IMAGE failed"
+    id=$(image_id "$DIND_SUITE_IMAGE")
+    docker run --rm --network none --entrypoint dockerd "$DIND_SUITE_IMAGE" --version >&2 \
+        || die "$DIND_SUITE_IMAGE has no working dockerd"
     drop_old_image "$old" "$id"
-    log "built $DIND_IMAGE in $(elapsed "$t0")"
+    log "built $DIND_SUITE_IMAGE in $(elapsed "$t0")"
+}
+
+build_dind() {  # suite
+    local SUITE=$1
+    local DIND_ROOTFS_IMAGE="mcp-bridge/dind-rootfs:$1" DIND_SUITE_IMAGE="mcp-bridge/dind:$1"
+    build_dind_suite
+    if [ "$SUITE" = bookworm ]; then
+        docker tag "$DIND_SUITE_IMAGE" "$DIND_IMAGE"
+    fi
 }
 
 # --------------------------------------------------------------------------
@@ -743,7 +762,7 @@ build_bridge() {
 
 list_images() {
     local refs=() i
-    for i in "$PYTHON_IMAGE" "$MCP_IMAGE" "$MCP_V1_IMAGE" "$CONSUL_IMAGE" "$DIND_ROOTFS_IMAGE" "$DIND_IMAGE" "$BRIDGE_IMAGE"; do
+    for i in "$PYTHON_IMAGE" "$MCP_IMAGE" "$MCP_V1_IMAGE" "$CONSUL_IMAGE" "mcp-bridge/dind-rootfs:*" "mcp-bridge/dind:*" "$BRIDGE_IMAGE"; do
         refs+=(--filter "reference=$i")
     done
     docker image ls "${refs[@]}" \
@@ -777,7 +796,13 @@ main() {
         build_consul
     fi
     if wanted dind; then
-        build_dind
+        build_dind bookworm
+    fi
+    if wanted dind-trixie; then
+        build_dind trixie
+    fi
+    if wanted dind-sid; then
+        build_dind sid
     fi
     if wanted bridge; then
         ensure_python "$BRIDGE_IMAGE"

@@ -18,6 +18,7 @@ from bridge.model import (
     MANAGED_BY,
     Container,
     ContainerEvent,
+    EngineVersion,
     ForwarderCounters,
     ForwardTarget,
     Registration,
@@ -48,6 +49,7 @@ class FakeDocker:
         self.queue: EventQueue | None = None
         self.down: str | None = None
         self.listings: list[frozenset[str] | None] = []  # what each list() asked for
+        self.engine = EngineVersion("20.10.24", "1.41")
         self._ids = itertools.count(1)
 
     # ---- the DockerAPI ----
@@ -64,6 +66,11 @@ class FakeDocker:
             raise DockerUnavailable(self.down)
         self.queue = queue
         return FakeStream(self)
+
+    async def version(self) -> EngineVersion:
+        if self.down:
+            raise DockerUnavailable(self.down)
+        return self.engine
 
     def close(self) -> None:
         pass

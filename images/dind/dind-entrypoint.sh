@@ -1,5 +1,5 @@
 #!/bin/sh
-# mcp-bridge/dind:local entrypoint: make an unprivileged-but-capable container able to
+# mcp-bridge/dind:<suite> entrypoint: make an unprivileged-but-capable container able to
 # run an inner dockerd, then exec it.
 #
 # Needed because this image may run WITHOUT `--privileged` (on the project's CI machine
@@ -27,6 +27,10 @@ is_ro() {  # mount point: 0 when it is mounted read-only
 }
 
 if is_ro /sys; then remount_rw /sys; fi
+# Without --privileged or systempaths=unconfined (the API has no such option: only the
+# docker CLI and compose turn it into empty MaskedPaths/ReadonlyPaths) /proc/sys is a
+# read-only bind; newer engines write sysctls of their containers' interfaces there.
+if is_ro /proc/sys; then remount_rw /proc/sys; fi
 
 # securityfs (AppArmor) and a tmpfs /tmp, as Docker's own dind script does
 if [ -d /sys/kernel/security ] && ! grep -qs ' /sys/kernel/security ' /proc/mounts; then
@@ -60,5 +64,11 @@ fi
 # a pid file left by a killed dockerd would stop the next start
 rm -f /var/run/docker.pid /run/docker/containerd/containerd.pid 2>/dev/null || true
 
+if [ -n "${DIND_TLS_DIR:-}" ]; then
+    # mutual TLS on 2376: only clients with a certificate of this CA get in
+    exec dockerd -H unix:///var/run/docker.sock -H tcp://0.0.0.0:2376 --tlsverify \
+        --tlscacert="$DIND_TLS_DIR/ca.pem" --tlscert="$DIND_TLS_DIR/server-cert.pem" \
+        --tlskey="$DIND_TLS_DIR/server-key.pem" "$@"
+fi
 # --tls=false says "no TLS" on purpose (dockerd otherwise delays its start to warn)
 exec dockerd -H unix:///var/run/docker.sock -H tcp://0.0.0.0:2375 --tls=false "$@"

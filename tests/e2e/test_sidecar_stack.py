@@ -51,9 +51,9 @@ def test_compose_files_interpolate_with_public_defaults(e2e_tools: dict[str, str
         assert not any(i.startswith("mcp-bridge/") for i in images.values()), images
         assert images["bridge"] == "mcp-bridge:latest"
         assert config["services"]["bridge"]["build"]["context"] == str(COMPOSE_DIR.parent)
-        assert images["consul"] == "hashicorp/consul:1.8.7"
+        assert images["consul"] == "hashicorp/consul:1.22"
         if "dind" in images:
-            assert images["dind"] == "docker:20.10-dind"
+            assert images["dind"] == "docker:29-dind"
             assert config["services"]["bridge"]["network_mode"] == "service:dind"
 
 

@@ -1,8 +1,10 @@
-"""Consul away for 30 s (comes back empty), and Consul answering 500 for a while."""
+"""Consul away for 30 s (comes back empty), Consul answering 500 for a while, and Consul
+rate-limiting the bridge (429, with and without Retry-After)."""
 
 from __future__ import annotations
 
 import http.server
+import itertools
 import subprocess
 import threading
 import time
@@ -41,12 +43,25 @@ def test_consul_down_for_thirty_seconds_then_back_empty(bridge: Bridge) -> None:
 class _Proxy(http.server.ThreadingHTTPServer):
     failing = False
     failures = 0
+    limited: str | None = None  # 429s: None off, "" without Retry-After, else its value
+    limited_at: dict[str, list[float]]  # request -> when each 429 was sent
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     server: _Proxy
 
     def _relay(self) -> None:
+        if self.server.limited is not None:
+            self.server.limited_at.setdefault(f"{self.command} {self.path}", []).append(
+                time.monotonic()
+            )
+            self.send_response(429)
+            if self.server.limited:
+                self.send_header("Retry-After", self.server.limited)
+            self.send_header("Content-Length", "17")
+            self.end_headers()
+            self.wfile.write(b"too many requests")
+            return
         if self.server.failing:
             self.server.failures += 1
             self.send_response(500)
@@ -67,6 +82,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             status, payload, ctype = exc.code, exc.read(), exc.headers
         self.send_response(status)
         self.send_header("Content-Type", ctype.get("Content-Type", "application/json"))
+        for key, value in ctype.items():  # X-Consul-Index and friends, as Consul sent them
+            if key.lower().startswith("x-consul-"):
+                self.send_header(key, value)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
@@ -80,6 +98,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def faulty_consul() -> Iterator[_Proxy]:
     proxy = _Proxy(("127.0.0.1", 0), _Handler)
+    proxy.limited_at = {}
     thread = threading.Thread(target=proxy.serve_forever, daemon=True)
     thread.start()
     yield proxy
@@ -106,3 +125,38 @@ def test_consul_answering_500_for_a_while(bridge: Bridge, faulty_consul: _Proxy)
     del before[bridge.tag + "e0"]
     assert {k: v for k, v in after.items() if k in before} == before
     wait_for("ready again", bridge.agent.ready)
+
+
+@pytest.mark.slow
+def test_consul_rate_limiting_is_waited_out_and_nothing_is_lost(
+    bridge: Bridge, faulty_consul: _Proxy
+) -> None:
+    bridge.agent.env["BRIDGE_CONSUL_URL"] = f"http://127.0.0.1:{faulty_consul.server_port}"
+    bridge.agent.start()
+    start_many(bridge, [f"r{i}" for i in range(3)])
+    before = settle(bridge, 3)
+
+    faulty_consul.limited = "2"  # 429 with Retry-After: 2
+    bridge.run("limited1")
+    wait_for("429s for 6 s", lambda: _limited_for(faulty_consul) >= 6, timeout=60)
+    limited = sorted(t for times in faulty_consul.limited_at.values() for t in times)
+    # After a 429 that said "2 s", nothing reaches Consul for 2 s (what was already on
+    # its way when the 429 left aside: 0.3 s of slack).
+    early = [b - a for a, b in itertools.pairwise(limited) if 0.3 < b - a < 1.9]
+    assert not early, f"requests sooner than Retry-After: {early}"
+    said = bridge.agent.events("reconcile_failed") + bridge.agent.events("consul_register_failed")
+    assert any("rate limited by Consul" in str(e.get("error")) for e in said), said[-3:]
+
+    faulty_consul.limited_at.clear()
+    faulty_consul.limited = ""  # 429 without Retry-After: a backoff of its own
+    bridge.run("limited2")
+    wait_for("429s again", lambda: sum(map(len, faulty_consul.limited_at.values())) >= 5)
+    faulty_consul.limited = None
+    after = settle(bridge, 5, "everything registered once the limit lifts")
+    assert {k: v for k, v in after.items() if k in before} == before
+    wait_for("ready again", bridge.agent.ready)
+
+
+def _limited_for(proxy: _Proxy) -> float:
+    times = [t for ts in proxy.limited_at.values() for t in ts]
+    return max(times) - min(times) if times else 0.0

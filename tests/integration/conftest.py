@@ -10,6 +10,7 @@ see each other's containers even if a clean-up failed.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -322,10 +323,15 @@ class Bridge:
         return self.services().get(f"{self.agent.node_id}:{self.tag}{container}")
 
 
-@pytest.fixture
-def bridge(
-    docker_client: docker.DockerClient, tmp_path: Path, request: pytest.FixtureRequest
+@contextlib.contextmanager
+def bridge_world(
+    docker_client: docker.DockerClient,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[Bridge]:
+    """One test's agent (not started) and everything it makes, removed afterwards; its
+    log printed when the test failed."""
     token = secrets.token_hex(3)
     base = 21000 + 50 * next(_range_counter)
     env = {
@@ -341,27 +347,39 @@ def bridge(
         "BRIDGE_LOG_FORMAT": "json",
         "BRIDGE_LOG_LEVEL": "debug",
         "BRIDGE_CONSUL_URL": consul_url(),
+        **(extra_env or {}),
     }
     marker = request.node.get_closest_marker("bridge_env")
     if marker:
         env.update(marker.args[0])
     agent = AgentProcess(env, tmp_path / "agent.log")
     world = Bridge(docker_client, agent, env["BRIDGE_LABEL_PREFIX"], f"it{token}-")
-    yield world
-    if agent.proc is not None and agent.proc.poll() is None:
-        agent.kill()
-    for c in docker_client.containers.list(all=True, filters={"name": world.tag}):
-        _remove(c)
-    for sid in list(world.services()):
-        consul_put(f"/v1/agent/service/deregister/{sid}")
-    if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
-        # Without the per-pass debug lines, which would crowd out what happened.
-        lines = [
-            line
-            for line in agent.logs().splitlines()
-            if "reconcile_done" not in line and "docker_event" not in line
-        ]
-        print("\n".join(lines)[-12000:])
+    try:
+        yield world
+    finally:
+        if agent.proc is not None and agent.proc.poll() is None:
+            agent.kill()
+        with contextlib.suppress(docker.errors.DockerException):
+            for c in docker_client.containers.list(all=True, filters={"name": world.tag}):
+                _remove(c)
+        for sid in list(world.services()):
+            consul_put(f"/v1/agent/service/deregister/{sid}")
+        if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
+            # Without the per-pass debug lines, which would crowd out what happened.
+            lines = [
+                line
+                for line in agent.logs().splitlines()
+                if "reconcile_done" not in line and "docker_event" not in line
+            ]
+            print("\n".join(lines)[-12000:])
+
+
+@pytest.fixture
+def bridge(
+    docker_client: docker.DockerClient, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Bridge]:
+    with bridge_world(docker_client, tmp_path, request) as world:
+        yield world
 
 
 def build_image(name: str) -> str:

@@ -20,6 +20,7 @@ from bridge.model import (
     AllocKind,
     AllocState,
     ContainerEvent,
+    EngineVersion,
     PortBinding,
     service_id,
 )
@@ -294,7 +295,7 @@ async def test_the_watch_reconnects_after_a_lost_stream_and_asks_for_a_relist() 
         watch(
             docker,
             on_event=lambda e: seen.append(e.action),
-            on_connected=lambda: seen.append("connected"),
+            on_connected=lambda engine: seen.append(f"connected to {engine.version}"),
             on_lost=lambda why: seen.append(f"lost: {why}"),
         )
     )
@@ -306,10 +307,11 @@ async def test_the_watch_reconnects_after_a_lost_stream_and_asks_for_a_relist() 
     docker.drop_stream("engine restarted")
     for _ in range(1000):
         await asyncio.sleep(0.001)
-        if seen.count("connected") == 2:
+        if len(seen) == 4:
             break
     task.cancel()
-    assert seen == ["connected", "start", "lost: engine restarted", "connected"]
+    connected = "connected to 20.10.24"
+    assert seen == [connected, "start", "lost: engine restarted", connected]
 
 
 async def test_a_network_event_gets_a_second_look_when_the_listing_lags_it(
@@ -355,3 +357,15 @@ async def test_tool_records_go_with_their_service_and_orphans_after_a_full_listi
     }
     await world.on(world.docker.remove("mcp-a"))
     assert f"{base}n1:mcp-a/tools" not in world.consul.kv
+
+
+async def test_internal_registrations_on_engine_28_warn_that_other_hosts_are_filtered(
+    world: World,
+) -> None:
+    world.agent.view.engine = EngineVersion("28.5.2", "1.51")
+    with capture_logs() as logs:
+        await world.on(world.run("mcp-in", labels={**NO_CHECK, "mcp.expose": "internal"}))
+        await world.on(world.run("mcp-px", labels=NO_CHECK))
+    warned = [e for e in logs if e["event"] == "internal_address_filtered"]
+    assert [e["container"] for e in warned] == ["mcp-in"]
+    assert "allow-direct-routing" in warned[0]["hint"]

@@ -1,0 +1,125 @@
+"""Docker over TLS: an engine served with --tlsverify and a CA this test makes; the agent
+with DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH; a wrong CA and a missing client
+certificate each give one clear error, doctor says it too, nothing in Consul is removed,
+and fixing the files is enough: no restart."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from tests.engines.dind import Engine
+from tests.integration.conftest import Bridge, bridge_world, build_image, wait_for
+from tests.pki import Authority
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("docker-tls")
+    good, wrong = Authority(root / "ca", "ca"), Authority(root / "other-ca", "other")
+    server_dir, client_dir = root / "server", root / "client"
+    for d in (server_dir, client_dir):
+        d.mkdir()
+    server = good.issue("server", server=True)
+    shutil.copy(good.pem, server_dir / "ca.pem")
+    shutil.copy(server.cert, server_dir / "server-cert.pem")
+    shutil.copy(server.key, server_dir / "server-key.pem")
+    client = good.issue("client", server=False)
+    shutil.copy(good.pem, client_dir / "ca.pem")
+    shutil.copy(client.cert, client_dir / "cert.pem")
+    shutil.copy(client.key, client_dir / "key.pem")
+    return {"server": server_dir, "client": client_dir, "wrong_ca": wrong.pem}
+
+
+@pytest.fixture(scope="module")
+def engine(certs: dict[str, Path], docker_client: docker.DockerClient) -> Iterator[Engine]:
+    build_image("dind-sid")
+    client = certs["client"]
+    tls = docker.tls.TLSConfig(
+        client_cert=(str(client / "cert.pem"), str(client / "key.pem")),
+        ca_cert=str(client / "ca.pem"),
+        verify=True,
+    )
+    started = Engine("sid", tls_dir=certs["server"])
+    try:
+        started.start(tls)
+        started.load(docker_client)
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture
+def world(
+    engine: Engine, certs: dict[str, Path], tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Bridge]:
+    cert_path = tmp_path / "docker-certs"  # this test's copy: it breaks and mends it
+    shutil.copytree(certs["client"], cert_path)
+    env = {"DOCKER_HOST": engine.url, "DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": str(cert_path)}
+    assert engine.client is not None
+    with bridge_world(engine.client, tmp_path, request, env) as bridge:
+        yield bridge
+
+
+def doctor(world: Bridge) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", "doctor"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **world.agent.env},
+        timeout=60,
+    )
+
+
+def unreachable(world: Bridge, words: str) -> dict[str, object]:
+    said = wait_for(
+        "a clear Docker error",
+        lambda: [e for e in world.agent.events("docker_unreachable") if words in str(e["error"])],
+    )
+    return dict(said[-1])
+
+
+def test_tls_works_and_a_wrong_ca_or_missing_certificate_says_why(
+    world: Bridge, certs: dict[str, Path]
+) -> None:
+    cert_path = Path(world.agent.env["DOCKER_CERT_PATH"])
+    world.agent.start()
+    world.run("a", labels=world.labels(enable="true", port="8080", check="none"))
+    sid = wait_for("registered over TLS", lambda: world.service("a"))["ID"]
+    assert "Engine 28.5" in doctor(world).stdout
+    world.agent.stop()
+
+    # A CA that did not sign the engine's certificate.
+    good_ca = (cert_path / "ca.pem").read_bytes()
+    shutil.copy(certs["wrong_ca"], cert_path / "ca.pem")
+    world.agent.start(wait_ready=False)
+    said = unreachable(world, "CERTIFICATE_VERIFY_FAILED")
+    assert "tcp://127.0.0.1" in str(said["error"]) and "\n" not in str(said["error"])
+    checked = doctor(world)
+    assert checked.returncode != 0 and "CERTIFICATE_VERIFY_FAILED" in checked.stdout
+    assert world.service("a") is not None, "a registration went while Docker was unreadable"
+    assert world.agent.proc is not None and world.agent.proc.poll() is None, "the agent exited"
+    (cert_path / "ca.pem").write_bytes(good_ca)  # mended: no restart needed
+    wait_for("ready again", world.agent.ready)
+    world.run("b", labels=world.labels(enable="true", port="8080", check="none"))
+    wait_for("a new container registered", lambda: world.service("b"))
+    assert world.service("a")["ID"] == sid  # type: ignore[index]
+    world.agent.stop()
+
+    # No client certificate at all.
+    kept = {name: (cert_path / name).read_bytes() for name in ("cert.pem", "key.pem")}
+    for name in kept:
+        (cert_path / name).unlink()
+    world.agent.start(wait_ready=False)
+    said = unreachable(world, "cert.pem")
+    assert world.service("a") is not None and world.service("b") is not None
+    for name, data in kept.items():
+        (cert_path / name).write_bytes(data)
+    wait_for("ready again", world.agent.ready)

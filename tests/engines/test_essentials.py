@@ -1,0 +1,156 @@
+"""The agent's essentials against each engine: Docker 20.10, 26.1 and 28.5, each inside its
+own DinD container, the agent on the host speaking to it over TCP (DOCKER_HOST)."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+import requests
+
+from tests.engines.dind import SUITES, Engine, running
+from tests.integration.conftest import Bridge, bridge_world, build_image, wait_for
+from tests.integration.world import invariant, store_allocations
+
+NO_CHECK = {"check": "none"}
+
+
+@pytest.fixture(scope="module", params=list(SUITES))
+def engine(request: pytest.FixtureRequest, docker_client: docker.DockerClient) -> Iterator[Engine]:
+    suite = request.param
+    build_image("dind" if suite == "bookworm" else f"dind-{suite}")
+    with running(suite, docker_client) as started:
+        yield started
+
+
+@pytest.fixture
+def world(engine: Engine, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Bridge]:
+    assert engine.client is not None
+    env = {"DOCKER_HOST": engine.url, "BRIDGE_STALE_AFTER": "1s"}
+    with bridge_world(engine.client, tmp_path, request, env) as bridge:
+        bridge.agent.start()
+        yield bridge
+
+
+def run(world: Bridge, name: str, **labels: Any) -> Any:
+    merged = {"enable": "true", "port": "8080", **NO_CHECK, **labels}
+    return world.run(name, labels=world.labels(**merged))
+
+
+def test_register_stop_start_rename_and_remove(world: Bridge) -> None:
+    container = run(world, "a")
+    port = wait_for("registered", lambda: world.service("a"))["Port"]
+    container.stop(timeout=1)
+    wait_for("deregistered on stop", lambda: world.service("a") is None)
+    assert store_allocations(world)[world.tag + "a"]["state"] == "held"
+    container.start()
+    assert wait_for("back", lambda: world.service("a"))["Port"] == port  # sticky
+    container.rename(world.tag + "b")
+    wait_for("the new name", lambda: world.service("b"))
+    wait_for("not the old", lambda: world.service("a") is None)
+    container.remove(force=True)
+    wait_for("deregistered on remove", lambda: world.service("b") is None)
+    wait_for(
+        "its port freed after BRIDGE_STALE_AFTER",
+        lambda: world.tag + "b" not in store_allocations(world),
+    )
+
+
+def test_network_connect_and_disconnect(world: Bridge) -> None:
+    net = world.docker.networks.create(world.tag + "net")
+    container = run(world, "netted", expose="internal", network=net.name)
+    wait_for("skipped: not on that network", lambda: world.agent.status()["skipped"])
+    net.connect(container)
+    service = wait_for("registered", lambda: world.service("netted"))
+    container.reload()
+    assert (
+        service["Address"] == container.attrs["NetworkSettings"]["Networks"][net.name]["IPAddress"]
+    )
+    net.disconnect(container)
+    wait_for("deregistered", lambda: world.service("netted") is None)
+
+
+def test_health_status_is_mirrored_by_the_docker_check(world: Bridge) -> None:
+    container = world.docker.containers.run(
+        "mcp-bridge/busybox:local",
+        ["sh", "-c", "touch /tmp/ok; exec httpd -f -p 8080"],
+        name=world.tag + "hc",
+        detach=True,
+        labels=world.labels(enable="true", port="8080", check="docker"),
+        healthcheck={
+            "test": ["CMD", "test", "-f", "/tmp/ok"],
+            "interval": 500_000_000,
+            "retries": 1,
+        },
+    )
+    wait_for("passing", lambda: (c := world.check("hc")) and c["Status"] == "passing")
+    container.exec_run(["rm", "/tmp/ok"])
+    critical = wait_for(
+        "critical", lambda: (c := world.check("hc")) and c["Status"] == "critical" and c
+    )
+    assert "unhealthy" in critical["Output"]
+
+
+def test_published_on_both_families_is_one_registration_and_ipv6_only_its_address(
+    world: Bridge,
+) -> None:
+    both = world.docker.containers.run(
+        "mcp-bridge/busybox:local",
+        ["httpd", "-f", "-p", "8080"],
+        name=world.tag + "both",
+        detach=True,
+        labels=world.labels(enable="true", port="8080", check="none"),
+        ports={"8080/tcp": None},
+    )
+    world.docker.containers.run(
+        "mcp-bridge/busybox:local",
+        ["httpd", "-f", "-p", "8080"],
+        name=world.tag + "v6",
+        detach=True,
+        labels=world.labels(enable="true", port="8080", check="none"),
+        ports={"8080/tcp": ("::1", None)},
+    )
+    svc = wait_for("registered", lambda: world.service("both"))
+    both.reload()
+    bindings = both.attrs["NetworkSettings"]["Ports"]["8080/tcp"]
+    v4 = next(b for b in bindings if b["HostIp"] == "0.0.0.0")
+    assert (svc["Meta"]["expose"], svc["Port"]) == ("published", int(v4["HostPort"]))
+    assert (
+        len([s for s in world.services().values() if s["Meta"]["container_name"] == both.name]) == 1
+    )
+    v6 = wait_for("IPv6-only registered", lambda: world.service("v6"))
+    assert v6["Address"] == "::1"
+
+
+def test_engine_restart_in_the_middle_of_a_burst(world: Bridge, engine: Engine) -> None:
+    names = [f"burst{i}" for i in range(12)]
+
+    def start_all() -> None:
+        for i, name in enumerate(names):
+            restart = {"Name": "always"} if i % 2 == 0 else None
+            # The engine may go away under one of these: that is the fault being made.
+            with contextlib.suppress(docker.errors.DockerException, requests.RequestException):
+                world.run(name, labels=world.labels(enable="true", port="8080", check="none"),
+                          restart_policy=restart)  # fmt: skip
+
+    starter = threading.Thread(target=start_all)
+    starter.start()
+    wait_for("burst under way", lambda: len(world.services()) >= 3)
+    engine.restart()
+    starter.join()
+    engine.wait_up()
+    wait_for("reconnected", lambda: len(world.agent.events("docker_connected")) >= 2)
+
+    def settled() -> dict[str, int] | None:
+        try:
+            return invariant(world)
+        except AssertionError:
+            return None
+
+    ports = wait_for("every running container registered once", settled, timeout=120)
+    assert ports, "nothing runs after the restart: the fault proved nothing"

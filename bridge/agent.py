@@ -22,13 +22,16 @@ from bridge.docker_engine import DockerEngine, watch
 from bridge.doctor import Level, check_ephemeral
 from bridge.forwarder import ForwarderSet
 from bridge.metrics import AgentReading, Metrics, PoolPressure
-from bridge.model import EngineVersion, LiveClaim, parse_service_id
+from bridge.model import EngineVersion
 from bridge.net import bind_test, detect_advertise_address
+from bridge.ownership import NodeClaim
 from bridge.passes import EXPECTED_FAILURES, ApplyFailed, Parts, PassResult, failure_kind, run_pass
 from bridge.pool.allocator import BindTest
 from bridge.pool.durable import GroupCommit, open_waiting
-from bridge.pool.repair import live_claims
+from bridge.pool.fleet import FleetPorts
+from bridge.pool.repair import live_claims_source
 from bridge.protocols import ConsulAPI, ConsulUnavailable, DockerAPI, ForwarderSetAPI
+from bridge.session import ConsulSession
 from bridge.status import View, status_report
 from bridge.triggers import Pending, Triggers
 
@@ -48,20 +51,25 @@ class Agent:
         is_free: BindTest | None = None,
     ) -> None:
         self.settings = settings
+        self.view = View()
         self.node_id = settings.node_id
         self.advertise = settings.advertise_address or detect_advertise_address()
         self.docker = docker or DockerEngine(settings.docker_host)
         self.consul = consul or ConsulClient.from_settings(settings)
         self.forwarders = forwarders or ForwarderSet(settings.listen_address)
         self.checks = checks(
-            self.consul, on_meta=self._on_probe_meta, health_of=self._health_of,
+            self.consul, on_meta=self._on_probe_meta, health_of=self.view.health_of,
             tools_interval=settings.tools_interval,
         )  # fmt: skip
         self._clock = clock
         self._is_free = is_free or bind_test(settings.listen_address)
         self.pool: GroupCommit | None = None
-        self.view = View()
         self.triggers = Triggers()
+        self.session = ConsulSession(
+            self.consul, f"mcp-bridge {self.node_id}", on_lost=self.triggers.request_full
+        )
+        self.claim: NodeClaim | None = None  # this bridge's hold on its node id
+        self.fleet: FleetPorts | None = None
         self.metrics = Metrics(
             lambda: AgentReading.of(
                 self.view, self.pool.state if self.pool else None, self.forwarders.counters()
@@ -73,21 +81,15 @@ class Agent:
     # ---- life cycle ---------------------------------------------------------------
 
     async def start(self) -> None:
-        ephemeral = check_ephemeral(self.settings.port_range)
+        settings, consul = self.settings, self.consul
+        ephemeral = check_ephemeral(settings.port_range)
         if ephemeral.level is not Level.OK:
             log.warning("port_range_overlaps_ephemeral", detail=ephemeral.detail)
-        loop = asyncio.get_running_loop()
-
-        def rebuild_source() -> list[LiveClaim]:
-            # Called (in a worker thread) only when the store is missing or corrupt.
-            claims = live_claims(self.docker, self.consul, self.settings)
-            return asyncio.run_coroutine_threadsafe(claims, loop).result()
-
         pool = await open_waiting(
-            self.settings.state_file,
-            self.settings.port_range,
-            self.settings.reserved_ports,
-            rebuild_source=rebuild_source,
+            settings.state_file,
+            settings.port_range,
+            settings.reserved_ports,
+            rebuild_source=live_claims_source(self.docker, consul, settings),
             is_free=self._is_free,
             clock=self._clock,
             stopping=self._stopping,
@@ -95,15 +97,16 @@ class Agent:
         )
         if pool is None:
             return  # stopped while waiting for the store
-        self.pool = GroupCommit(pool)
+        self.pool = group = GroupCommit(pool)
+        instance = await asyncio.to_thread(pool.store.instance_id)
+        self.claim = NodeClaim(consul, self.session, instance)
+        self.fleet = FleetPorts.for_settings(consul, settings, self._clock, self.session)
+        self.parts = Parts(settings, self.advertise, self.docker, consul, group, self.fleet)
         log.info(
-            "agent_started",
-            node_id=self.node_id,
-            advertise=self.advertise,
-            consul=self.settings.consul_url,
-            port_range=str(self.settings.port_range),
+            "agent_started", node_id=self.node_id, advertise=self.advertise,
+            consul=settings.consul_url, port_range=str(settings.port_range),
             allocations=len(pool.state),
-        )
+        )  # fmt: skip
 
     async def run(self) -> None:
         """Start, then serve until stop() is called."""
@@ -116,6 +119,9 @@ class Agent:
             asyncio.create_task(self._watch_docker(), name="docker-events"),
             asyncio.create_task(self._resync_timer(), name="resync-timer"),
         ]
+        if self.claim is not None:
+            keep = self.claim.keep(on_regained=self.triggers.request_full)
+            tasks.append(asyncio.create_task(keep, name="node-id-claim"))
         loop_task = asyncio.create_task(self._loop(), name="reconcile")
         await self._stopping.wait()
         for task in tasks:
@@ -132,12 +138,12 @@ class Agent:
 
     async def close(self) -> None:
         await self.checks.close()
-        # Forwarders go with the agent; registrations stay (the containers still run),
-        # and the next agent reopens the same ports on its first pass.
+        # Registrations stay (the containers run on); the next agent reopens the ports.
         await self.forwarders.close()
         if self.pool is not None:
             await self.pool.close()
             self.pool = None
+        await self.session.destroy()  # the node id is free at once, not after the TTL
         await self.consul.close()
         self.docker.close()
         log.info(
@@ -178,9 +184,10 @@ class Agent:
         assert self.pool is not None
         pending = self.triggers.take()
         started = time.monotonic()
-        parts = Parts(self.settings, self.advertise, self.docker, self.consul, self.pool)
         try:
-            result = await run_pass(parts, self.forwarders, self.checks, self.view, pending)
+            if self.claim is not None:
+                await self.claim.ensure()  # another bridge on this node id: touch nothing
+            result = await run_pass(self.parts, self.forwarders, self.checks, self.view, pending)
             self.triggers.seen(result.listed, pending)
             self.view.absorb(result, pending, self.metrics)
             self.pool_pressure.note(self.pool.state)
@@ -197,14 +204,12 @@ class Agent:
                 time.monotonic() - started
             )
         self.view.failures = 0
+        applied = result.applied
         log.debug(
-            "reconcile_done",
-            full=pending.full,
-            containers=len(result.listed),
-            registered=len(result.applied.registered),
-            deregistered=len(result.applied.deregistered),
+            "reconcile_done", full=pending.full, containers=len(result.listed),
+            registered=len(applied.registered), deregistered=len(applied.deregistered),
             seconds=round(time.monotonic() - started, 4),
-        )
+        )  # fmt: skip
         return result
 
     def _failed(self, exc: Exception, pending: Pending) -> None:
@@ -230,16 +235,9 @@ class Agent:
     # ---- what the checks and metrics read ----------------------------------------------
 
     def _on_probe_meta(self, sid: str, meta: dict[str, str]) -> None:
-        if self.view.probe_meta.get(sid) == meta:
-            return
-        self.view.probe_meta[sid] = meta
-        item = self.view.managed.get(parse_service_id(sid)[1])
-        if item is not None:  # re-register with the server's name and versions in meta
-            self.triggers.look_at(item.spec.container.id)
-
-    def _health_of(self, container: str) -> str | None:
-        item = self.view.managed.get(container)
-        return item.spec.container.health if item else None
+        changed = self.view.note_probe_meta(sid, meta)
+        if changed is not None:  # re-register with the server's name, versions and tools
+            self.triggers.look_at(changed)
 
     async def status(self) -> dict[str, Any]:
         return await status_report(
@@ -247,4 +245,5 @@ class Agent:
             self.consul,
             advertise=self.advertise,
             forwarders=self.forwarders.counters(),
+            node_id_conflict=self.claim.conflict if self.claim else None,
         )

@@ -21,6 +21,7 @@ def build_app(agent: Agent) -> web.Application:
             "docker_connected": agent.view.docker_connected,
             "consul_reachable": agent.view.consul_reachable,
             "first_full_pass_done": agent.view.first_full_pass_done,
+            "node_id_conflict": agent.claim.conflict if agent.claim else None,
         }
         return web.json_response(body, status=200 if agent.view.ready else 503)
 

@@ -77,6 +77,50 @@ def cmd_ports(settings: Settings, as_json: bool) -> int:
     return 0
 
 
+def cmd_fleet_ports(settings: Settings, as_json: bool) -> int:
+    """The fleet's registry (cluster scope): every service's port, who uses it."""
+    from bridge.consul_client import ConsulClient
+    from bridge.pool.fleet import FleetPorts
+    from bridge.protocols import ConsulRejected, ConsulUnavailable
+
+    async def read() -> Any:
+        consul = ConsulClient.from_settings(settings, timeout=10, attempts=2)
+        try:
+            fleet = FleetPorts(
+                consul, node_id=settings.node_id, port_range=settings.port_range, clock=time.time
+            )
+            return await fleet.read()
+        finally:
+            await consul.close()
+
+    try:
+        registry = asyncio.run(read())
+    except (ConsulUnavailable, ConsulRejected) as exc:
+        print(f"mcp-bridge: {exc}", file=sys.stderr)
+        return 1
+    rows = [
+        {
+            "service": name,
+            "port": port,
+            "hosts": sorted(registry.users.get(name, {})),
+            "idle_since": idle_since,
+        }
+        for name, (port, idle_since, _) in sorted(registry.services.items(), key=lambda i: i[1][0])
+    ]
+    if as_json:
+        print(json.dumps({"prefix": f"{settings.kv_prefix}/ports/", "services": rows}, indent=2))
+        return 0
+    print(f"fleet port registry under {settings.kv_prefix}/ports/: {len(rows)} services")
+    if rows:
+        print(f"{'PORT':>5}  {'SERVICE':<24}  HOSTS")
+        for row in rows:
+            idle = (
+                f"  (idle for {_age(time.time() - row['idle_since'])})" if row["idle_since"] else ""
+            )
+            print(f"{row['port']:>5}  {row['service']:<24}  {', '.join(row['hosts']) or '-'}{idle}")
+    return 0
+
+
 def cmd_run(settings: Settings) -> int:
     # Imported here: `ports` and `doctor` must work without the agent's dependencies loaded.
     from bridge.agent import Agent
@@ -131,6 +175,11 @@ def cmd_status(settings: Settings, as_json: bool) -> int:
         f"node {report['node_id']}: {ready} (docker {docker_state},"
         f" consul {consul_state} at {report['consul_url']})"
     )
+    if report.get("node_id_conflict"):
+        print(
+            f"CONFLICT  node id {report['node_id']} is held by another bridge:"
+            f" {report['node_id_conflict']}; this one touches nothing in Consul"
+        )
     if report["managed"]:
         print(f"{'CONTAINER':<28} {'SERVICE':<20} {'ADDRESS':<22} {'EXPOSE':<9} CHECK")
         for m in report["managed"]:
@@ -224,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     ports = sub.add_parser("ports", help="the port pool: each allocation, owner, state, age")
     ports.add_argument("--json", action="store_true", help="machine-readable output")
+    ports.add_argument(
+        "--cluster", action="store_true", help="the fleet's registry (cluster port scope)"
+    )
     sub.add_parser("run", help="run the agent (SIGTERM/SIGINT stop it cleanly)")
     status = sub.add_parser("status", help="managed containers, their services, skipped ones")
     status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -253,6 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mcp-bridge: {exc}".replace("\n", "\nmcp-bridge: "), file=sys.stderr)
         return 2
     if args.command == "ports":
+        if args.cluster:
+            return cmd_fleet_ports(settings, args.json)
         return cmd_ports(settings, args.json)
     if args.command == "doctor":
         return cmd_doctor(settings)

@@ -38,6 +38,11 @@ class PortRange:
         return f"{self.low}-{self.high}"
 
 
+class PortScope(enum.StrEnum):
+    NODE = "node"  # the pool is this host's
+    CLUSTER = "cluster"  # one port per service name across the fleet (Consul KV)
+
+
 class LogFormat(enum.StrEnum):
     CONSOLE = "console"
     JSON = "json"
@@ -143,6 +148,7 @@ class Settings(BaseSettings):
     network: str | None = None
     listen_address: str = "0.0.0.0"
     http_addr: str = "127.0.0.1:9105"
+    port_scope: PortScope = PortScope.NODE
     tools_interval: Duration = 300.0
     kv_prefix: str = "mcp-bridge"
     log_format: LogFormat = LogFormat.CONSOLE

@@ -11,8 +11,9 @@ agent's next pass tries again.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -21,6 +22,7 @@ import consul
 import consul.aio
 import consul.exceptions
 import structlog
+from consul.callback import CB
 from tenacity import (
     AsyncRetrying,
     retry_if_exception,
@@ -38,7 +40,7 @@ from bridge.consul_http import (
     explain,
     is_passing_fault,
 )
-from bridge.model import MANAGED_BY, Registration, parse_service_id
+from bridge.model import MANAGED_BY, KVEntry, Registration, parse_service_id
 from bridge.protocols import ConsulRejected, ConsulUnavailable
 
 T = TypeVar("T")
@@ -228,9 +230,71 @@ class ConsulClient:
     # ---- KV, under the bridge's own prefix only --------------------------------------
 
     def _own_key(self, key: str) -> str:
-        if not key.startswith(f"{self.kv_prefix}/{self.node_id}/"):
+        """Ours to write: `<prefix>/<node id>/…`, and the fleet's port registry
+        `<prefix>/ports/…`, which every bridge of the fleet shares (cluster scope)."""
+        own = (f"{self.kv_prefix}/{self.node_id}/", f"{self.kv_prefix}/ports/")
+        if not key.startswith(own):
             raise ValueError(f"refusing to touch KV key {key}: not under our prefix")
         return key
+
+    async def kv_read(self, prefix: str) -> list[KVEntry]:
+        """Every key under `prefix`, with its value, ModifyIndex and lock session."""
+        _, items = await self._call(f"kv read {prefix}", lambda c: c.kv.get(prefix, recurse=True))
+        return [
+            KVEntry(
+                str(i["Key"]),
+                i.get("Value") or b"",
+                int(i.get("ModifyIndex") or 0),
+                i.get("Session"),
+            )
+            for i in items or ()
+        ]
+
+    async def kv_txn(self, ops: Sequence[Mapping[str, Any]]) -> bool:
+        """Apply KV operations atomically (/v1/txn): True when committed, False when a
+        check-and-set or lock in it failed (someone else got there first)."""
+        for op in ops:
+            kv = op["KV"]
+            if kv["Verb"] not in ("get", "check-index", "check-not-exists", "check-session"):
+                self._own_key(str(kv["Key"]))
+
+        async def send(c: consul.aio.Consul) -> bool:
+            try:
+                # Not c.txn.put: py-consul (1.8.0) sends no ACL token with it, and with
+                # ACLs on every operation then fails as "Permission denied".
+                await c.http.put(
+                    CB.json(), "/v1/txn", data=json.dumps(list(ops)), headers=c.prepare_headers()
+                )
+            except consul.exceptions.ClientError as exc:
+                if str(exc).startswith("409") and "Permission denied" not in str(exc):
+                    return False  # a check-and-set or a lock lost, not a refusal
+                raise
+            return True
+
+        return await self._call("txn", send)
+
+    async def session_create(self, name: str, ttl: int) -> str:
+        """A session on our agent's node, invalidated when the node fails or when it is not
+        renewed within `ttl` seconds; its locks are then deleted (ephemeral keys)."""
+        sid = await self._call(
+            "session create",
+            lambda c: c.session.create(name=name, ttl=ttl, behavior="delete", lock_delay=0),
+        )
+        return str(sid)
+
+    async def session_renew(self, session: str) -> bool:
+        """False when the session is gone (expired or invalidated)."""
+
+        async def renew(c: consul.aio.Consul) -> bool:
+            try:
+                return bool(await c.session.renew(session))
+            except consul.exceptions.NotFound:
+                return False
+
+        return await self._call("session renew", renew)
+
+    async def session_destroy(self, session: str) -> None:
+        await self._call("session destroy", lambda c: c.session.destroy(session))
 
     async def kv_put(self, key: str, value: bytes) -> None:
         key = self._own_key(key)

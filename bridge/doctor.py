@@ -15,7 +15,9 @@ from pathlib import Path
 
 from bridge.config import PortRange, Settings
 from bridge.net import bind_test
+from bridge.ownership import describe, holder_of
 from bridge.pool.store import StoreError, read_snapshot
+from bridge.protocols import ConsulAPI, ConsulRejected, ConsulUnavailable
 
 EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 
@@ -154,9 +156,36 @@ async def check_services(settings: Settings) -> list[Finding]:
         findings.append(
             Finding(Level.FAIL, "consul", f"cannot use Consul at {settings.consul_url}: {exc}")
         )
+    else:
+        findings.append(await check_node_id(consul, settings.state_file))
     finally:
         await consul.close()
     return findings
+
+
+async def check_node_id(consul: ConsulAPI, state_file: Path) -> Finding:
+    """Does another bridge hold this node id? Told apart from this host's own bridge by the
+    state store's instance id."""
+    try:
+        holder = await holder_of(consul)
+    except (ConsulUnavailable, ConsulRejected) as exc:
+        return Finding(Level.WARN, "node id", f"cannot read who holds {consul.node_id}: {exc}")
+    if holder is None:
+        return Finding(Level.OK, "node id", f"{consul.node_id} is free; the agent claims it")
+    try:
+        mine = read_snapshot(state_file).instance_id
+    except StoreError:
+        mine = None
+    who = describe(holder[0])
+    if holder[0].get("instance") == mine:
+        return Finding(Level.OK, "node id", f"{consul.node_id} is held by this bridge: {who}")
+    level = Level.FAIL if mine else Level.WARN  # no state here: it may be this host's bridge
+    return Finding(
+        level,
+        "node id",
+        f"{consul.node_id} is held by another bridge ({who}); two bridges with one"
+        " BRIDGE_NODE_ID would undo each other's work: give each its own",
+    )
 
 
 def run_checks(settings: Settings, *, services: bool = True) -> list[Finding]:

@@ -206,6 +206,14 @@ class ContainerEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class KVEntry:
+    key: str
+    value: bytes
+    modify_index: int
+    session: str | None = None  # the session holding its lock, if any
+
+
+@dataclass(frozen=True, slots=True)
 class EngineVersion:
     version: str  # e.g. 28.5.2
     api: str  # e.g. 1.51

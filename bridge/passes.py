@@ -7,13 +7,26 @@ PassResult. It changes nothing the agent holds: the agent merges the result into
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+import structlog
 
 from bridge.checks import CheckRunner
 from bridge.config import Settings
 from bridge.consul_apply import ApplyResult, apply_plan, forget_records, list_keys
-from bridge.model import CheckKind, Container, LabelError, Registration
+from bridge.model import (
+    AllocKind,
+    CheckKind,
+    Container,
+    ExposeMode,
+    LabelError,
+    Registration,
+    ServiceSpec,
+)
+from bridge.ownership import NodeIdConflict
 from bridge.pool.durable import GroupCommit
+from bridge.pool.fleet import FleetPorts
 from bridge.pool.store import StoreError
 from bridge.pool.work import apply_pool_work, pool_work
 from bridge.protocols import (
@@ -39,6 +52,8 @@ from bridge.reconcile import (
 from bridge.status import View
 from bridge.triggers import Pending
 
+log = structlog.get_logger("bridge.agent")
+
 
 @dataclass(frozen=True, slots=True)
 class Parts:
@@ -49,6 +64,7 @@ class Parts:
     docker: DockerAPI
     consul: ConsulAPI
     pool: GroupCommit
+    fleet: FleetPorts | None = None  # cluster port scope
 
 
 @dataclass(slots=True)
@@ -87,12 +103,18 @@ async def run_pass(
     specs, result.skipped = read_labels(listed, parts.settings)
 
     # 3. The pool: observe, sweep, claim, allocate; durable before anything acts on it.
+    # In cluster scope each service's port comes from the fleet's registry first.
+    fleet_ports: dict[str, int] | None = None
+    fleet_waiting: dict[str, str] = {}
+    if parts.fleet is not None:
+        fleet_ports, fleet_waiting = await _fleet_ports(parts.fleet, specs, parts.pool)
     work = pool_work(
         listed,
         specs,
         complete=scope.full,
         gone=() if scope.names is None else scope.names - {c.name for c in listed},
         sweep=scope.full,
+        fleet_ports=fleet_ports,
     )
     settings, pool = parts.settings, parts.pool.pool
     outcome = await parts.pool.run(
@@ -107,6 +129,7 @@ async def run_pass(
     )
     failed = await forwarders.sync(forward_targets(desired.services.values()), scope.services)
     desired.hold_back(failed, "forwarder")
+    desired.waiting.update({n: Waiting(why, "pool_exhausted") for n, why in fleet_waiting.items()})
     result.services, result.waiting = desired.services, desired.waiting
 
     # 5. Plan and apply.
@@ -128,6 +151,13 @@ async def run_pass(
     }
     forget = records_to_forget(base, withdrawn=applied.deregistered, listed=keys, keep=keep)
     await forget_records(consul, forget, applied)
+    if parts.fleet is not None and scope.full:
+        using = {spec.name: name for name, spec in specs.items() if name in outcome.ports}
+        allocated = {a.owner for a in parts.pool.state.allocations()}
+        try:
+            await parts.fleet.sync(using, allocated, stale_after=settings.stale_after)
+        except (ConsulUnavailable, ConsulRejected) as exc:
+            log.warning("fleet_sync_failed", error=str(exc))
 
     # 6. The checks the bridge reports, for what Consul now holds.
     registered = {reg.service_id for reg, _ in result.applied.registered}
@@ -142,6 +172,22 @@ async def run_pass(
     return result
 
 
+async def _fleet_ports(
+    fleet: FleetPorts, specs: Mapping[str, ServiceSpec], pool: GroupCommit
+) -> tuple[dict[str, int], dict[str, str]]:
+    wanted = {
+        name: (spec.name, spec.host_port)
+        for name, spec in specs.items()
+        if spec.expose is ExposeMode.PROXY
+    }
+    held = {
+        name: alloc.port
+        for name in wanted
+        if (alloc := pool.state.get(name)) is not None and alloc.kind is AllocKind.POOL
+    }
+    return await fleet.ports_for(wanted, held, pool.pool.is_free)
+
+
 def failure_kind(exc: BaseException) -> str | None:
     """The metrics kind of a failed pass; None when its parts were counted already."""
     if isinstance(exc, ApplyFailed):
@@ -154,6 +200,8 @@ def failure_kind(exc: BaseException) -> str | None:
         return "store"
     if isinstance(exc, DockerUnavailable):
         return "docker"
+    if isinstance(exc, NodeIdConflict):
+        return "node_id_conflict"
     return "reconcile"
 
 
@@ -168,5 +216,6 @@ EXPECTED_FAILURES = (
     ApplyFailed,
     StoreError,
     DockerUnavailable,
+    NodeIdConflict,
     OSError,
 )

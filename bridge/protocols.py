@@ -8,7 +8,7 @@ milliseconds, and the real-server suites prove the real adapters.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from bridge.model import (
@@ -17,6 +17,7 @@ from bridge.model import (
     EngineVersion,
     ForwarderCounters,
     ForwardTarget,
+    KVEntry,
     Registration,
 )
 
@@ -84,6 +85,18 @@ class ConsulAPI(Protocol):
     async def kv_delete(self, key: str, *, recurse: bool = False) -> None: ...
 
     async def kv_keys(self, prefix: str) -> list[str]: ...
+
+    async def kv_read(self, prefix: str) -> list[KVEntry]: ...
+
+    async def kv_txn(self, ops: Sequence[Mapping[str, Any]]) -> bool:
+        """Atomically; False when a check-and-set or lock failed."""
+        ...
+
+    async def session_create(self, name: str, ttl: int) -> str: ...
+
+    async def session_renew(self, session: str) -> bool: ...
+
+    async def session_destroy(self, session: str) -> None: ...
 
     async def close(self) -> None: ...
 

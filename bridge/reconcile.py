@@ -246,7 +246,8 @@ def records_to_forget(
     a tool inventory (a crash between deregistering and deleting leaves such a key)."""
     forget = {f"{base}{sid}/tools" for sid in withdrawn}
     for key in listed or ():
-        sid = key.removeprefix(base).partition("/")[0]
-        if key.startswith(base) and sid not in keep:
+        sid, _, leaf = key.removeprefix(base).partition("/")
+        # Only tool records: `<base>owner` is the node id's lock (ownership.py).
+        if key.startswith(base) and leaf == "tools" and sid not in keep:
             forget.add(key)
     return tuple(sorted(forget))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from bridge.model import (
     ForwarderCounters,
     LabelError,
     Registration,
+    parse_service_id,
 )
 from bridge.protocols import ConsulAPI, ConsulRejected, ConsulUnavailable
 from bridge.reconcile import ManagedService, Waiting
@@ -70,6 +72,18 @@ class View:
             and self.first_full_pass_done
             and self.failures == 0
         )
+
+    def note_probe_meta(self, sid: str, meta: dict[str, str]) -> str | None:
+        """Keep what a probe learnt; the container id to look at again when it changed."""
+        if self.probe_meta.get(sid) == meta:
+            return None
+        self.probe_meta[sid] = meta
+        item = self.managed.get(parse_service_id(sid)[1])
+        return item.spec.container.id if item else None
+
+    def health_of(self, container: str) -> str | None:
+        item = self.managed.get(container)
+        return item.spec.container.health if item else None
 
     def absorb(self, result: PassResult, pending: Pending, metrics: Metrics) -> None:
         """Merge a pass's result, for the containers in its scope; report new reasons once."""
@@ -134,17 +148,23 @@ def connections(counters: ForwarderCounters | None) -> dict[str, int] | None:
     }
 
 
+STATUS_CHECKS_WAIT = 2.0  # seconds
+
+
 async def status_report(
     view: View,
     consul: ConsulAPI,
     *,
     advertise: str,
     forwarders: Mapping[str, ForwarderCounters],
+    node_id_conflict: str | None = None,
 ) -> dict[str, Any]:
     """What `mcp-bridge status` shows: the view, with each check's state from Consul."""
     checks: Mapping[str, Mapping[str, Any]] = {}
-    with contextlib.suppress(ConsulUnavailable, ConsulRejected):  # show what we can
-        checks = await consul.checks()
+    # Show what we can, at once: an agent cut from its servers can hold its local state
+    # for many seconds while a sync times out, and `status` is what one asks then.
+    with contextlib.suppress(ConsulUnavailable, ConsulRejected, TimeoutError):
+        checks = await asyncio.wait_for(consul.checks(), STATUS_CHECKS_WAIT)
     managed = []
     for name, item in sorted(view.managed.items()):
         reg = item.registration
@@ -176,7 +196,8 @@ async def status_report(
         )
     return {
         "node_id": consul.node_id,
-        "ready": view.ready,
+        "node_id_conflict": node_id_conflict,  # another bridge holds node_id: who
+        "ready": view.ready and node_id_conflict is None,
         "docker_connected": view.docker_connected,
         "docker_engine": str(view.engine) if view.engine else None,
         "consul_reachable": view.consul_reachable,

@@ -9,9 +9,10 @@ that cannot be bound).
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import itertools
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from bridge.model import (
@@ -21,6 +22,7 @@ from bridge.model import (
     EngineVersion,
     ForwarderCounters,
     ForwardTarget,
+    KVEntry,
     Registration,
 )
 from bridge.protocols import (
@@ -124,6 +126,12 @@ class FakeConsul:
         self.url = url
         self.kv_prefix = "mcp-bridge"
         self.kv: dict[str, bytes] = {}
+        self.index: dict[str, int] = {}
+        self.locks: dict[str, str] = {}
+        self.sessions: set[str] = set()
+        self.refuse_sessions = False  # a token without session rights
+        self.session_attempts = 0
+        self.clock = [0]
         self.services: dict[str, Registration] = {}
         self.ttl: dict[str, tuple[str, str]] = {}
         self.down = False
@@ -176,6 +184,11 @@ class FakeConsul:
             raise ConsulRejected(f"check {check_id}: Unknown check")
         self.ttl[check_id] = (status, output)
 
+    def share_kv(self, other: FakeConsul) -> None:
+        """One cluster: this agent sees the other's KV and sessions."""
+        self.kv, self.index, self.locks = other.kv, other.index, other.locks
+        self.sessions, self.clock = other.sessions, other.clock
+
     async def kv_put(self, key: str, value: bytes) -> None:
         self._check_up()
         assert key.startswith(f"{self.kv_prefix}/{self.node_id}/"), key
@@ -190,6 +203,72 @@ class FakeConsul:
     async def kv_keys(self, prefix: str) -> list[str]:
         self._check_up()
         return sorted(k for k in self.kv if k.startswith(prefix))
+
+    # KV with indexes and sessions, as /v1/kv and /v1/txn keep them (cluster port scope).
+    # Several FakeConsul (hosts) share one `store` and `sessions` to be one cluster.
+
+    async def kv_read(self, prefix: str) -> list[KVEntry]:
+        self._check_up()
+        return [
+            KVEntry(k, v, self.index.get(k, 0), self.locks.get(k))
+            for k, v in sorted(self.kv.items())
+            if k.startswith(prefix)
+        ]
+
+    async def kv_txn(self, ops: Sequence[Mapping[str, Any]]) -> bool:
+        self._check_up()
+        for op in ops:  # all checks first: a transaction applies whole or not at all
+            kv = op["KV"]
+            key, verb = kv["Key"], kv["Verb"]
+            if verb in ("cas", "delete-cas") and self.index.get(key, 0) != kv["Index"]:
+                return False
+            if verb == "lock" and self.locks.get(key) not in (None, kv["Session"]):
+                return False
+            if verb == "lock" and kv["Session"] not in self.sessions:
+                return False
+        for op in ops:
+            kv = op["KV"]
+            key, verb = kv["Key"], kv["Verb"]
+            if verb in ("cas", "lock", "set"):
+                self.kv[key] = base64.b64decode(kv.get("Value") or "")
+                self.index[key] = self._tick()
+                if verb == "lock":
+                    self.locks[key] = kv["Session"]
+            elif verb in ("delete", "delete-cas"):
+                self.kv.pop(key, None)
+                self.index.pop(key, None)
+                self.locks.pop(key, None)
+            elif verb == "delete-tree":
+                for k in [k for k in self.kv if k.startswith(key)]:
+                    self.kv.pop(k)
+                    self.index.pop(k, None)
+                    self.locks.pop(k, None)
+        return True
+
+    def _tick(self) -> int:
+        self.clock[0] += 1
+        return self.clock[0]
+
+    async def session_create(self, name: str, ttl: int) -> str:
+        self._check_up()
+        self.session_attempts += 1
+        if self.refuse_sessions:
+            raise ConsulRejected("session create: Consul refused it (Permission denied)")
+        sid = f"session-{self._tick()}"
+        self.sessions.add(sid)
+        return sid
+
+    async def session_renew(self, session: str) -> bool:
+        self._check_up()
+        return session in self.sessions
+
+    async def session_destroy(self, session: str) -> None:
+        """As when Consul invalidates a dead node's session: its locked keys go."""
+        self.sessions.discard(session)
+        for key in [k for k, s in self.locks.items() if s == session]:
+            self.kv.pop(key, None)
+            self.index.pop(key, None)
+            self.locks.pop(key)
 
     async def close(self) -> None:
         pass

@@ -41,6 +41,10 @@ class PortOutsidePool(PoolError):
     pass
 
 
+class PortTaken(PoolError):
+    """An exact port (cluster scope) that cannot be had on this host."""
+
+
 class PoolExhausted(PoolError):
     def __init__(self, port_range: PortRange, holders: Mapping[str, int]) -> None:
         self.port_range = port_range
@@ -216,12 +220,17 @@ class PoolState:
         now: float,
         preferred: int | None = None,
         is_free: BindTest = always_free,
+        exact: bool = False,
     ) -> Allocation:
         """The owner's port: sticky, else preferred, else next after the cursor.
 
+        `exact`: the preferred port or none (cluster scope: the service's port across the
+        fleet); raises PortTaken when another owner holds it here or it is busy.
         Raises PortOutsidePool for a preferred port the pool may not hand out, and
-        PoolExhausted when no port is free; in both cases nothing changes.
+        PoolExhausted when no port is free; in all cases nothing changes.
         """
+        if exact and preferred is not None:
+            return self._allocate_exact(owner, preferred, now=now, is_free=is_free)
         if preferred is not None and not self.usable(preferred):
             raise PortOutsidePool(
                 f"preferred port {preferred} is not in the pool {self.port_range}"
@@ -244,6 +253,29 @@ class PoolState:
             self._drop(existing.port)
         if preferred is None or port != preferred:
             self.cursor = port
+        return self._put(Allocation(port, owner, AllocState.ACTIVE, AllocKind.POOL, now, now))
+
+    def _allocate_exact(
+        self, owner: str, port: int, *, now: float, is_free: BindTest
+    ) -> Allocation:
+        if not self.usable(port):
+            raise PortOutsidePool(
+                f"the fleet's port {port} is outside this host's pool {self.port_range}:"
+                " every bridge of a fleet needs the same BRIDGE_PORT_RANGE"
+            )
+        existing = self._by_owner.get(owner)
+        if existing is not None and existing.port == port and existing.kind is AllocKind.POOL:
+            return self._activate(existing, now)
+        holder = self._by_port.get(port)
+        if holder is not None:
+            raise PortTaken(
+                f"port {port} is held on this host by {holder.owner}"
+                " (cluster scope: one instance of a service per host)"
+            )
+        if not is_free(port):
+            raise PortTaken(f"port {port} is busy on this host (another process holds it)")
+        if existing is not None:
+            self._drop(existing.port)
         return self._put(Allocation(port, owner, AllocState.ACTIVE, AllocKind.POOL, now, now))
 
     def _takeable(self, port: int, is_free: BindTest) -> bool:

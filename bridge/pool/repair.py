@@ -10,7 +10,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+from collections.abc import Callable, Iterable
 
 import structlog
 
@@ -60,6 +61,20 @@ async def live_claims(docker: DockerAPI, consul: ConsulAPI, settings: Settings) 
         "state_rebuild_sources", containers=len(containers), services=len(own), claims=len(claims)
     )
     return claims
+
+
+def live_claims_source(
+    docker: DockerAPI, consul: ConsulAPI, settings: Settings
+) -> Callable[[], list[LiveClaim]]:
+    """live_claims for the store's rebuild, which runs in a worker thread: the coroutine
+    runs on the calling event loop."""
+    loop = asyncio.get_running_loop()
+
+    def source() -> list[LiveClaim]:
+        claims = live_claims(docker, consul, settings)
+        return asyncio.run_coroutine_threadsafe(claims, loop).result()
+
+    return source
 
 
 def rebuild(

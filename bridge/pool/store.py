@@ -14,6 +14,7 @@ import fcntl
 import os
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,10 @@ class StoreSnapshot:
     schema_version: int | None
     cursor: int | None
     allocations: list[Allocation]
+    # This store's identity, made once: the agent that owns it claims its node id in
+    # Consul under it, so that another bridge started with the same node id is told apart
+    # from this one restarted. None in stores written before it existed.
+    instance_id: str | None = None
 
 
 def _row_to_allocation(row: tuple[object, ...]) -> Allocation:
@@ -106,7 +111,8 @@ def _read(conn: sqlite3.Connection, path: Path) -> StoreSnapshot:
             f"state file {path} has schema version {version}; this mcp-bridge knows"
             f" up to {SCHEMA_VERSION}: upgrade mcp-bridge or point BRIDGE_STATE_FILE elsewhere"
         )
-    return StoreSnapshot(path, True, version, cursor, [_row_to_allocation(r) for r in rows])
+    allocations = [_row_to_allocation(r) for r in rows]
+    return StoreSnapshot(path, True, version, cursor, allocations, meta.get("instance_id"))
 
 
 def read_snapshot(path: Path) -> StoreSnapshot:
@@ -196,7 +202,11 @@ class PortStore:
             with store._transaction() as conn:
                 conn.executemany(
                     "INSERT INTO meta (key, value) VALUES (?, ?)",
-                    [("schema_version", str(SCHEMA_VERSION)), ("cursor", str(cursor))],
+                    [
+                        ("schema_version", str(SCHEMA_VERSION)),
+                        ("cursor", str(cursor)),
+                        ("instance_id", uuid.uuid4().hex),
+                    ],
                 )
                 conn.executemany(_INSERT, [_values(a) for a in allocations])
             store._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -211,6 +221,16 @@ class PortStore:
 
     def load(self) -> StoreSnapshot:
         return _read(self._conn, self.path)
+
+    def instance_id(self) -> str:
+        """This store's identity, made now when an older store has none."""
+        found = self.load().instance_id
+        if found:
+            return found
+        made = uuid.uuid4().hex
+        with self._transaction() as conn:
+            conn.execute("INSERT INTO meta (key, value) VALUES ('instance_id', ?)", (made,))
+        return made
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

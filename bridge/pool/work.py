@@ -21,6 +21,7 @@ class PoolWork:
     claims: list[tuple[str, int]] = field(default_factory=list)  # published host ports
     allocations: list[tuple[str, int | None]] = field(default_factory=list)  # name, preferred
     sweep: bool = False
+    exact: bool = False  # cluster scope: the preferred port is the fleet's, or none
 
 
 @dataclass(slots=True)
@@ -37,8 +38,11 @@ def pool_work(
     complete: bool,
     gone: Iterable[str] = (),
     sweep: bool = False,
+    fleet_ports: Mapping[str, int] | None = None,
 ) -> PoolWork:
-    work = PoolWork(sweep=sweep)
+    """`fleet_ports` (cluster scope): container name -> its service's port across the
+    fleet; a proxy container without one gets nothing this pass."""
+    work = PoolWork(sweep=sweep, exact=fleet_ports is not None)
     if complete:
         work.present = {c.name: c.running for c in containers}
     else:
@@ -51,8 +55,10 @@ def pool_work(
             binding = published_binding(spec)
             if binding is not None:
                 work.claims.append((name, binding[1]))
-        elif spec.expose is ExposeMode.PROXY:
+        elif spec.expose is ExposeMode.PROXY and fleet_ports is None:
             work.allocations.append((name, spec.host_port))
+        elif spec.expose is ExposeMode.PROXY and fleet_ports is not None and name in fleet_ports:
+            work.allocations.append((name, fleet_ports[name]))
     return work
 
 
@@ -76,7 +82,7 @@ def apply_pool_work(
     for name, preferred in work.allocations:
         try:
             out.ports[name] = state.allocate(
-                name, now=now, preferred=preferred, is_free=is_free
+                name, now=now, preferred=preferred, is_free=is_free, exact=work.exact
             ).port
         except PoolError as exc:
             out.errors[name] = exc

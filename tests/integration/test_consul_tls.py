@@ -25,6 +25,8 @@ MASTER = "7c1f6c0e-5a3b-4f44-9b0c-2a7d0f6e8b21"
 POLICY = """
 service_prefix "" { policy = "write" }
 key_prefix "mcp-bridge/%s/" { policy = "write" }
+key_prefix "mcp-bridge/ports/" { policy = "write" }
+session_prefix "" { policy = "write" }
 """
 
 
@@ -130,6 +132,7 @@ def test_mutual_tls_and_a_least_privilege_token(bridge: Bridge, tls_consul: TLSC
     bridge.run("a", labels=labels)
     wait_for("registered", lambda: f"{node}:{bridge.tag}a" in tls_consul.services(node))
     wait_for("TTL reported", lambda: bridge.agent.status()["managed"][0]["check_status"])
+    assert bridge.agent.events("node_id_claimed"), "the policy lacks what the claim needs"
     bridge.agent.stop()
 
     # 1. A CA that did not sign Consul's certificate.

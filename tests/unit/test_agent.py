@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
-from bridge.agent import Agent
 from bridge.docker_engine import watch
 from bridge.model import (
     AllocKind,
@@ -24,93 +21,9 @@ from bridge.model import (
     PortBinding,
     service_id,
 )
-from bridge.pool.allocator import always_free
-from tests.builders import NODE, make_settings, own_service
-from tests.fakes import FakeConsul, FakeDocker, FakeForwarders, settle
-
-NO_CHECK = {"mcp.check": "none"}
-STALE_AFTER = 60.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@dataclass
-class World:
-    agent: Agent
-    docker: FakeDocker
-    consul: FakeConsul
-    forwarders: FakeForwarders
-    clock: Clock
-
-    def run(self, name: str, **kw: Any) -> ContainerEvent:
-        kw.setdefault("labels", NO_CHECK)
-        return self.docker.run(name, **kw)
-
-    async def full_pass(self) -> None:
-        self.agent.triggers.request_full()
-        await self.settle()
-
-    async def settle(self) -> int:
-        return await settle(self.agent.step, self.agent.triggers.wake)
-
-    async def on(self, event: ContainerEvent) -> None:
-        self.agent.triggers.on_event(event)
-        await self.settle()
-
-    def ports(self) -> dict[str, int]:
-        """Container name -> registered port, as Consul holds it."""
-        return {
-            r.meta["container_name"]: r.port
-            for r in self.consul.services.values()
-            if self.consul.is_ours(r)
-        }
-
-    def allocation_state(self, name: str) -> AllocState | None:
-        assert self.agent.pool is not None
-        alloc = self.agent.pool.state.get(name)
-        return None if alloc is None else alloc.state
-
-    def metric(self, name: str, **labels: str) -> float:
-        for family in text_string_to_metric_families(self.agent.metrics.render().decode()):
-            for sample in family.samples:
-                if sample.name == name and sample.labels == labels:
-                    return float(sample.value)
-        raise KeyError(name)
-
-
-async def make_world(
-    tmp_path: Path,
-    docker: FakeDocker | None = None,
-    consul: FakeConsul | None = None,
-    **settings: Any,
-) -> World:
-    docker, consul = docker or FakeDocker(), consul or FakeConsul(NODE)
-    forwarders, clock = FakeForwarders(), Clock()
-    values = {
-        "state_file": str(tmp_path / "state" / "state.db"),
-        "port_range": "11100-11103",
-        "stale_after": f"{STALE_AFTER:g}s",
-        "resync_interval": "1h",
-        "advertise_address": "127.0.0.1",
-        **settings,
-    }
-    agent = Agent(
-        make_settings(**values),
-        docker=docker,
-        consul=consul,
-        forwarders=forwarders,
-        clock=clock,
-        is_free=always_free,
-    )
-    await agent.start()
-    agent.view.docker_connected = True  # the watch says so in a running agent
-    return World(agent, docker, consul, forwarders, clock)
+from tests.agent_world import NO_CHECK, STALE_AFTER, World, make_world
+from tests.builders import NODE, own_service
+from tests.fakes import FakeConsul, FakeDocker
 
 
 @pytest.fixture
@@ -347,10 +260,11 @@ async def test_tool_records_go_with_their_service_and_orphans_after_a_full_listi
     world.docker.down = "connection refused"
     world.agent.triggers.request_full()
     await world.agent.step()
-    assert len(world.consul.kv) == 4, "deleted before a complete listing"
+    assert len(world.consul.kv) == 5, "deleted before a complete listing"  # and the owner lock
     world.docker.down = None
     await world.full_pass()
     assert set(world.consul.kv) == {
+        f"{base}owner",  # the node id's lock, not a record
         f"{base}n1:mcp-a/tools",
         "mcp-bridge/n2/n2:mcp-x/tools",
         "elsewhere/key",
@@ -369,3 +283,20 @@ async def test_internal_registrations_on_engine_28_warn_that_other_hosts_are_fil
     warned = [e for e in logs if e["event"] == "internal_address_filtered"]
     assert [e["container"] for e in warned] == ["mcp-in"]
     assert "allow-direct-routing" in warned[0]["hint"]
+
+
+async def test_status_answers_at_once_when_consul_holds_its_checks(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An agent cut from its servers may hold /v1/agent/checks while a sync times out.
+    await world.on(world.run("mcp-a"))
+    never = asyncio.Event()
+
+    async def held() -> None:
+        await never.wait()
+
+    monkeypatch.setattr(world.consul, "checks", held)
+    monkeypatch.setattr("bridge.status.STATUS_CHECKS_WAIT", 0.05)
+    report = await asyncio.wait_for(world.agent.status(), 5)
+    assert [m["container"] for m in report["managed"]] == ["mcp-a"]
+    assert report["managed"][0]["check_status"] is None

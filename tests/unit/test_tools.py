@@ -66,6 +66,7 @@ def test_a_record_over_the_limit_is_cut_with_a_marker(monkeypatch: pytest.Monkey
 def test_records_to_forget() -> None:
     base = "mcp-bridge/n1/"
     listed = [f"{base}n1:keep/tools", f"{base}n1:orphan/tools", f"{base}n1:notools/tools"]
+    listed.append(f"{base}owner")  # the node id's lock: never a record to forget
     assert records_to_forget(base, withdrawn=["n1:gone"], listed=None, keep=set()) == (
         f"{base}n1:gone/tools",
     )

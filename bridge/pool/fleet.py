@@ -1,0 +1,296 @@
+"""Cluster port scope: one port per service name across the fleet, claimed in Consul KV.
+
+Layout, under `<kv prefix>/ports/`, shared by every bridge of the fleet:
+
+    service/<name>          {"port": 11105, "idle_since": null}   the service's port
+    port/<port>             {"service": "<name>"}                 who holds a port
+    users/<name>/<node id>  {"owner": "<container>"}              a host using it (locked)
+    cursor                  {"port": 11105}                       the fleet's wrap-around
+
+- A claim writes `service/` and `port/` with check-and-set on "does not exist yet", and the
+  cursor with check-and-set on its index, in one transaction: two hosts can never claim
+  one port for two services, nor two ports for one service. The loser reads again.
+- Using a service's port locks `users/<name>/<node id>` with the bridge's Consul session and
+  touches `service/<name>` (check-and-set) in the same transaction. The session is renewed
+  while the bridge lives and is tied to its node's health: when a host dies, Consul deletes
+  its locks, so a dead host never pins a port.
+- A service nobody uses is marked idle, and released after BRIDGE_STALE_AFTER by whichever
+  bridge sees it first: a delete with check-and-set on the index it saw idle, which any use
+  in between changes, so a port in use is never released.
+
+The local store stays this host's durable record: a host keeps serving the ports its
+running containers hold while Consul is away; only new names wait.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import secrets
+from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from bridge.config import PortRange, PortScope, Settings
+from bridge.model import KVEntry
+from bridge.pool.allocator import BindTest, PoolError
+from bridge.protocols import ConsulAPI, ConsulRejected, ConsulUnavailable
+from bridge.session import ConsulSession
+
+log = structlog.get_logger("bridge.pool")
+
+ATTEMPTS = 8  # claims lost to another host before giving up for this pass
+
+
+class FleetExhausted(PoolError):
+    def __init__(self, port_range: PortRange, taken: int) -> None:
+        super().__init__(
+            f"cluster port registry {port_range} exhausted: {taken} ports claimed by"
+            " services of the fleet, the rest reserved or busy on this host"
+        )
+
+
+class FleetContended(PoolError):
+    """Other hosts kept winning the race for ports; the next pass tries again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Registry:
+    """One read of the whole registry."""
+
+    services: Mapping[str, tuple[int, float | None, int]]  # name -> port, idle_since, index
+    ports: Mapping[int, str]  # port -> service
+    users: Mapping[str, Mapping[str, tuple[str, str | None]]]  # name -> node -> owner, session
+    cursor: tuple[int | None, int]  # port, index (0: not there yet)
+
+    def service_of(self, port: int) -> str | None:
+        return self.ports.get(port)
+
+
+def _json(entry: KVEntry) -> dict[str, Any]:
+    try:
+        value = json.loads(entry.value or b"{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _b64(value: Mapping[str, Any]) -> str:
+    return base64.b64encode(json.dumps(value, separators=(",", ":")).encode()).decode()
+
+
+def _op(verb: str, key: str, **more: Any) -> dict[str, Any]:
+    return {"KV": {"Verb": verb, "Key": key, **more}}
+
+
+class FleetPorts:
+    def __init__(
+        self,
+        consul: ConsulAPI,
+        *,
+        node_id: str,
+        port_range: PortRange,
+        reserved: Iterable[int] = (),
+        clock: Callable[[], float],
+        session: ConsulSession | None = None,
+    ) -> None:
+        self.consul = consul
+        self.node_id = node_id
+        self.port_range = port_range
+        self.reserved = frozenset(reserved)
+        self.clock = clock
+        self.root = f"{consul.kv_prefix}/ports/"
+        self.session = session or ConsulSession(consul, f"mcp-bridge {node_id}")
+
+    @classmethod
+    def for_settings(
+        cls,
+        consul: ConsulAPI,
+        settings: Settings,
+        clock: Callable[[], float],
+        session: ConsulSession,
+    ) -> FleetPorts | None:
+        """The fleet's registry in cluster port scope; None in node scope."""
+        if settings.port_scope is not PortScope.CLUSTER:
+            return None
+        return cls(
+            consul,
+            node_id=settings.node_id,
+            port_range=settings.port_range,
+            reserved=settings.reserved_ports,
+            clock=clock,
+            session=session,
+        )
+
+    # ---- reading ------------------------------------------------------------------------
+
+    async def read(self) -> Registry:
+        services: dict[str, tuple[int, float | None, int]] = {}
+        ports: dict[int, str] = {}
+        users: dict[str, dict[str, tuple[str, str | None]]] = {}
+        cursor: tuple[int | None, int] = (None, 0)
+        for entry in await self.consul.kv_read(self.root):
+            path = entry.key.removeprefix(self.root).split("/")
+            value = _json(entry)
+            if path[0] == "service" and len(path) == 2 and isinstance(value.get("port"), int):
+                services[path[1]] = (value["port"], value.get("idle_since"), entry.modify_index)
+            elif path[0] == "port" and len(path) == 2 and path[1].isdigit():
+                ports[int(path[1])] = str(value.get("service", ""))
+            elif path[0] == "users" and len(path) == 3 and entry.session:
+                users.setdefault(path[1], {})[path[2]] = (str(value.get("owner")), entry.session)
+            elif path == ["cursor"]:
+                cursor = (value.get("port"), entry.modify_index)
+        return Registry(services, ports, users, cursor)
+
+    # ---- claiming ---------------------------------------------------------------------
+
+    async def claim(
+        self, service: str, owner: str, *, preferred: int | None, is_free: BindTest
+    ) -> int:
+        """The service's port across the fleet (claimed now if it has none), locked as used
+        by this host for `owner`. Raises FleetExhausted, FleetContended."""
+        session = await self.session.ensure()
+        for _ in range(ATTEMPTS):
+            registry = await self.read()
+            stale = registry.users.get(service, {}).get(self.node_id)
+            if stale is not None and stale[1] not in (None, session):
+                # Only this node id writes users/<name>/<node id>: a lock held by another
+                # session is this host's from before a restart, still within its TTL.
+                await self.consul.session_destroy(stale[1])
+                continue
+            held = registry.services.get(service)
+            if held is not None:
+                port, _, index = held
+                if await self._use(service, owner, port, index, session):
+                    return port
+                continue
+            port = self._choose(registry, preferred, is_free)
+            value = {"port": port, "idle_since": None}
+            ops = [
+                _op("cas", f"{self.root}service/{service}", Value=_b64(value), Index=0),
+                _op("cas", f"{self.root}port/{port}", Value=_b64({"service": service}), Index=0),
+                _op(
+                    "cas",
+                    f"{self.root}cursor",
+                    Value=_b64({"port": port}),
+                    Index=registry.cursor[1],
+                ),
+                self._lock(service, owner, session),
+            ]
+            if await self.consul.kv_txn(ops):
+                log.info("fleet_port_claimed", service=service, port=port, node_id=self.node_id)
+                return port
+        raise FleetContended(f"lost the race for a port for {service} {ATTEMPTS} times")
+
+    def _choose(self, registry: Registry, preferred: int | None, is_free: BindTest) -> int:
+        def takeable(port: int) -> bool:
+            return (
+                port in self.port_range
+                and port not in self.reserved
+                and port not in registry.ports
+                and is_free(port)
+            )
+
+        if preferred is not None and takeable(preferred):
+            return preferred
+        span, cursor = self.port_range, registry.cursor[0]
+        start: int = cursor + 1 if isinstance(cursor, int) and cursor in span else span.low
+        for port in itertools.chain(range(start, span.high + 1), range(span.low, start)):
+            if takeable(port):
+                return port
+        raise FleetExhausted(span, len(registry.ports))
+
+    def _lock(self, service: str, owner: str, session: str) -> dict[str, Any]:
+        key = f"{self.root}users/{service}/{self.node_id}"
+        return _op("lock", key, Value=_b64({"owner": owner}), Session=session)
+
+    async def _use(self, service: str, owner: str, port: int, index: int, session: str) -> bool:
+        # Touching service/<name> with check-and-set makes a release that saw it idle fail;
+        # a new value each time, as Consul keeps the index of a write that changes nothing.
+        value = {"port": port, "idle_since": None, "touched": secrets.token_hex(4)}
+        key = f"{self.root}service/{service}"
+        ops = [_op("cas", key, Value=_b64(value), Index=index), self._lock(service, owner, session)]
+        return await self.consul.kv_txn(ops)
+
+    async def ports_for(
+        self,
+        wanted: Mapping[str, tuple[str, int | None]],
+        held: Mapping[str, int],
+        is_free: BindTest,
+    ) -> tuple[dict[str, int], dict[str, str]]:
+        """The fleet's port for each container that wants one (container -> service and
+        preferred port), and why the others wait. `held`: the ports containers hold here
+        already; they keep them while the registry cannot be read (Consul away), and
+        without a call when the registry agrees and this host's lock stands."""
+        ports: dict[str, int] = {}
+        waiting: dict[str, str] = {}
+        try:
+            registry = await self.read()
+        except ConsulUnavailable as exc:
+            for container in wanted:
+                if container in held:
+                    ports[container] = held[container]
+                else:
+                    waiting[container] = f"cluster port registry unavailable: {exc}"
+            return ports, waiting
+        for container, (service, preferred) in sorted(wanted.items()):
+            known = registry.services.get(service)
+            lock = registry.users.get(service, {}).get(self.node_id)
+            if known and held.get(container) == known[0] and lock and lock[1] == self.session.id:
+                ports[container] = known[0]
+                continue
+            try:
+                ports[container] = await self.claim(
+                    service, container, preferred=preferred, is_free=is_free
+                )
+            except (PoolError, ConsulUnavailable, ConsulRejected) as exc:
+                waiting[container] = str(exc)
+        return ports, waiting
+
+    # ---- this host's uses, and the fleet's idle ports --------------------------------
+
+    async def sync(
+        self, using: Mapping[str, str], allocated: AbstractSet[str], *, stale_after: float
+    ) -> list[str]:
+        """Keep this host's `users/` locks: one for each service a container here uses
+        (`using`: service -> container), dropped once no allocation of this host holds it
+        any more (`allocated`: the owners of the local pool). Then mark and release the
+        fleet's idle services. Returns the services released."""
+        session = await self.session.ensure()
+        registry = await self.read()
+        for service, owner in using.items():
+            mine = registry.users.get(service, {}).get(self.node_id)
+            held = registry.services.get(service)
+            if held is not None and (mine is None or mine[1] != session):
+                await self._use(service, owner, held[0], held[2], session)
+        for service, nodes in registry.users.items():
+            mine = nodes.get(self.node_id)
+            if mine is not None and service not in using and mine[0] not in allocated:
+                key = f"{self.root}users/{service}/{self.node_id}"
+                await self.consul.kv_txn([_op("delete", key)])
+        return await self._release_idle(await self.read(), stale_after)
+
+    async def _release_idle(self, registry: Registry, stale_after: float) -> list[str]:
+        now, released = self.clock(), []
+        for service, (port, idle_since, index) in registry.services.items():
+            if registry.users.get(service):
+                continue
+            key = f"{self.root}service/{service}"
+            if idle_since is None:
+                idle = {"port": port, "idle_since": now}
+                await self.consul.kv_txn([_op("cas", key, Value=_b64(idle), Index=index)])
+            elif now - idle_since >= stale_after:
+                ops = [
+                    _op("delete-cas", key, Index=index),
+                    _op("delete", f"{self.root}port/{port}"),
+                ]
+                if await self.consul.kv_txn(ops):
+                    log.info(
+                        "fleet_port_released", service=service, port=port, node_id=self.node_id
+                    )
+                    released.append(service)
+        return released

@@ -94,6 +94,7 @@ class Agent:
             clock=self._clock,
             stopping=self._stopping,
             on_retry=lambda: self.metrics.error("store"),
+            tiers=settings.tier_layout,
         )
         if pool is None:
             return  # stopped while waiting for the store

@@ -8,7 +8,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from bridge.agent import Agent
-from bridge.status import allocation_row
+from bridge.status import allocation_row, tier_rows
 
 
 def build_app(agent: Agent) -> web.Application:
@@ -36,15 +36,19 @@ def build_app(agent: Agent) -> web.Application:
     async def ports(_: web.Request) -> web.Response:
         if agent.pool is None:
             return web.json_response({"error": "pool not open yet"}, status=503)
-        state = agent.pool.state
+        state, layout = agent.pool.state, agent.settings.tier_layout
         now = time.time()
+        allocations = state.allocations()
         return web.json_response(
             {
                 "range": str(state.port_range),
                 "free": state.free_count(),
                 "holders": state.holders(),
+                "tiers": tier_rows(layout, state.reserved, (a.port for a in allocations))
+                if layout.names()
+                else [],
                 "allocations": [
-                    allocation_row(a, now, agent.settings.stale_after) for a in state.allocations()
+                    allocation_row(a, now, agent.settings.stale_after, layout) for a in allocations
                 ],
             }
         )

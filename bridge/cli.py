@@ -15,8 +15,10 @@ from typing import Any
 
 from bridge.config import Settings, SettingsError, load_settings
 from bridge.doctor import Level, run_checks
+from bridge.metrics import POOL_WARN_RATIO
 from bridge.pool.store import StoreError, StoreSnapshot, read_snapshot
-from bridge.status import allocation_row
+from bridge.pool.tiers import tier_label
+from bridge.status import allocation_row, tier_rows
 
 
 def _age(seconds: float) -> str:
@@ -31,7 +33,7 @@ def _age(seconds: float) -> str:
 
 
 def _ports_report(settings: Settings, snap: StoreSnapshot, now: float) -> dict[str, Any]:
-    span, reserved = settings.port_range, settings.reserved_ports
+    span, reserved, layout = settings.port_range, settings.reserved_ports, settings.tier_layout
     used = sum(1 for a in snap.allocations if a.port in span and a.port not in reserved)
     return {
         "state_file": str(snap.path),
@@ -43,7 +45,13 @@ def _ports_report(settings: Settings, snap: StoreSnapshot, now: float) -> dict[s
         "used": used,
         "free": len(span) - len(reserved) - used,
         "cursor": snap.cursor,
-        "allocations": [allocation_row(a, now, settings.stale_after) for a in snap.allocations],
+        "cursors": {tier_label(t): port for t, port in snap.cursors.items()},
+        "tiers": tier_rows(layout, reserved, (a.port for a in snap.allocations))
+        if layout.names()
+        else [],
+        "allocations": [
+            allocation_row(a, now, settings.stale_after, layout) for a in snap.allocations
+        ],
     }
 
 
@@ -66,12 +74,22 @@ def cmd_ports(settings: Settings, as_json: bool) -> int:
         f" of {report['size']}  ({report['state_file']}"
         f"{'' if snap.exists else ', not created yet'})"
     )
+    for tier in report["tiers"]:
+        warn = "  (over 90 % used)" if tier["used"] > POOL_WARN_RATIO * tier["size"] else ""
+        warn = "  (no usable port)" if not tier["size"] else warn
+        print(
+            f"  tier {tier['tier']} {tier['ports']}: {tier['used']} used,"
+            f" {tier['free']} free of {tier['size']}{warn}"
+        )
+    tiered = bool(report["tiers"])
     if report["allocations"]:
-        print(f"{'PORT':>5}  {'STATE':<8}  {'KIND':<8}  {'AGE':>7}  OWNER")
+        tier_head = f"  {'TIER':<10}" if tiered else ""
+        print(f"{'PORT':>5}{tier_head}  {'STATE':<8}  {'KIND':<8}  {'AGE':>7}  OWNER")
         for row in report["allocations"]:
             note = f"  (released in {_age(row['released_in_s'])})" if "released_in_s" in row else ""
+            tier_col = f"  {row['tier'] or '-':<10}" if tiered else ""
             print(
-                f"{row['port']:>5}  {row['state']:<8}  {row['kind']:<8}"
+                f"{row['port']:>5}{tier_col}  {row['state']:<8}  {row['kind']:<8}"
                 f"  {_age(row['age_s']):>7}  {row['owner']}{note}"
             )
     return 0
@@ -186,6 +204,9 @@ def cmd_status(settings: Settings, as_json: bool) -> int:
             where = f"{m['address']}:{m['port']}"
             check = f"{m['check']}: {m['check_status'] or '-'}"
             print(f"{m['container']:<28} {m['service']:<20} {where:<22} {m['expose']:<9} {check}")
+    for m in report["managed"]:
+        if m.get("note"):
+            print(f"note     {m['container']}: {m['note']}")
     for w in report["waiting"]:
         print(f"waiting  {w['container']}: {w['reason']}")
     for s in report["skipped"]:

@@ -11,7 +11,7 @@ import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, field_validator
@@ -19,6 +19,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bridge.durations import DurationError, parse_duration
 from bridge.model import ExposeMode
+
+if TYPE_CHECKING:
+    from bridge.pool.tiers import TierLayout
 
 ENV_PREFIX = "BRIDGE_"
 
@@ -104,6 +107,21 @@ def parse_seconds(value: Any) -> float:
 
 Duration = Annotated[float, NoDecode, BeforeValidator(parse_seconds)]
 
+
+def _parse_tiers(value: Any) -> tuple[tuple[str, PortRange], ...]:
+    from bridge.pool.tiers import parse_tiers
+
+    return parse_tiers(value)
+
+
+def _parse_allow(value: Any) -> tuple[str, ...]:
+    from bridge.access import parse_networks
+
+    if isinstance(value, tuple):
+        return value
+    return tuple(str(n) for n in parse_networks(str(value)))
+
+
 _NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
 
@@ -149,6 +167,14 @@ class Settings(BaseSettings):
     listen_address: str = "0.0.0.0"
     http_addr: str = "127.0.0.1:9105"
     port_scope: PortScope = PortScope.NODE
+    # name -> block of the range; validated against port_range below
+    port_tiers: Annotated[
+        tuple[tuple[str, PortRange], ...], NoDecode, BeforeValidator(_parse_tiers)
+    ] = ()
+    # Access control for proxy-mode ports (forwarders), defaults for mcp.allow and
+    # mcp.max_connections: no allow list lets every source in; 0 is no limit.
+    allow: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_parse_allow)] = ()
+    max_connections: int = Field(0, ge=0)
     tools_interval: Duration = 300.0
     kv_prefix: str = "mcp-bridge"
     log_format: LogFormat = LogFormat.CONSOLE
@@ -208,6 +234,25 @@ class Settings(BaseSettings):
             if outside:
                 raise ValueError(f"reserved port {outside[0]} is outside BRIDGE_PORT_RANGE {span}")
         return value
+
+    @field_validator("port_tiers")
+    @classmethod
+    def _tiers_inside_range(
+        cls, value: tuple[tuple[str, PortRange], ...], info: Any
+    ) -> tuple[tuple[str, PortRange], ...]:
+        from bridge.pool.tiers import check_tiers
+
+        span: PortRange | None = info.data.get("port_range")
+        if span is not None:
+            check_tiers(value, span)
+        return value
+
+    @property
+    def tier_layout(self) -> TierLayout:
+        """The range cut into BRIDGE_PORT_TIERS and the untiered rest."""
+        from bridge.pool.tiers import layout_for
+
+        return layout_for(self.port_range, self.port_tiers)
 
     @property
     def http_host_port(self) -> tuple[str, int]:

@@ -13,18 +13,51 @@ import contextlib
 import errno
 import resource
 import socket
-from collections.abc import Collection, Mapping
+import struct
+import time
+from collections.abc import Callable, Collection, Mapping
 
 import structlog
 
 from bridge.model import ForwarderCounters, ForwardTarget, container_of
 from bridge.net import family
-from bridge.relay import Link
+from bridge.relay import Link, close_spare_pipes
 
 log = structlog.get_logger("bridge.forwarder")
 
 ACCEPT_BATCH = 64
 ACCEPT_RETRY_DELAY = 1.0  # after EMFILE, as asyncio's own servers do
+REFUSAL_LOG_INTERVAL = 10.0  # seconds: at most one connection_refused per service and reason
+_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
+
+
+class RefusalLog:
+    """`connection_refused` events, at most one per REFUSAL_LOG_INTERVAL per service and
+    reason, so a port scan or a client retrying in a loop cannot flood the log: the first
+    refusal is logged at once, the next ones within the interval are only counted, and the
+    next event says how many were not logged (`suppressed`). The metrics count every one."""
+
+    def __init__(self, service_id: str, port: int, clock: Callable[[], float] = time.monotonic):
+        self.service_id, self.port, self.clock = service_id, port, clock
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def note(self, reason: str, source: str, limit: int) -> None:
+        now = self.clock()
+        last = self._last.get(reason)
+        if last is not None and now - last < REFUSAL_LOG_INTERVAL:
+            self._suppressed[reason] = self._suppressed.get(reason, 0) + 1
+            return
+        self._last[reason] = now
+        log.warning(
+            "connection_refused",
+            container=container_of(self.service_id),
+            service_id=self.service_id,
+            port=self.port,
+            source=source,
+            reason="not in the allow list" if reason == "address" else f"limit of {limit} reached",
+            suppressed=self._suppressed.pop(reason, 0),
+        )
 
 
 def raise_fd_limit() -> int:
@@ -43,9 +76,9 @@ class Forwarder:
         self.listen_address = listen_address
         self.target = target
         self.counters = ForwarderCounters()
+        self._refusals = RefusalLog(service_id, target.listen_port)
         self.links: set[Link] = set()
         self._listener: socket.socket | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self._retry: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
@@ -65,7 +98,7 @@ class Forwarder:
         loop = asyncio.get_running_loop()
         for _ in range(ACCEPT_BATCH):
             try:
-                client, _addr = listener.accept()
+                client, addr = listener.accept()
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                 return
             except OSError as exc:
@@ -81,6 +114,15 @@ class Forwarder:
                 loop.remove_reader(listener.fileno())
                 self._retry = loop.call_later(ACCEPT_RETRY_DELAY, self._resume_accepting)
                 return
+            refused = self.target.access.refuse(addr[0], self.counters.active)
+            if refused is not None:
+                # At once, before anything reaches the container; a reset, so the client
+                # is not left waiting.
+                with contextlib.suppress(OSError):
+                    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+                client.close()
+                self._refused(refused, addr[0])
+                continue
             client.setblocking(False)
             with contextlib.suppress(OSError):
                 client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -88,9 +130,14 @@ class Forwarder:
             self.links.add(link)
             self.counters.active += 1
             self.counters.total += 1
-            task = loop.create_task(link.run())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            link.start()
+
+    def _refused(self, reason: str, source: str) -> None:
+        if reason == "address":
+            self.counters.refused_address += 1
+        else:
+            self.counters.refused_limit += 1
+        self._refusals.note(reason, source, self.target.access.max_connections)
 
     def _resume_accepting(self) -> None:
         self._retry = None
@@ -104,8 +151,6 @@ class Forwarder:
             asyncio.get_running_loop().remove_reader(self._listener.fileno())
             self._listener.close()
             self._listener = None
-        for task in list(self._tasks):
-            task.cancel()
         for link in list(self.links):
             link.abort()
 
@@ -185,3 +230,4 @@ class ForwarderSet:
     async def close(self) -> None:
         for sid in list(self.forwarders):
             await self._close(sid, "agent stopping")
+        close_spare_pipes()

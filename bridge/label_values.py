@@ -55,6 +55,9 @@ BRIDGE_META_KEYS = frozenset(
         "mcp_tools",
         "mcp_tools_hash",
         "bridge_fingerprint",
+        "port_tier",
+        "access_allow",
+        "access_max_connections",
     }
 )
 

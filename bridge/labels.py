@@ -14,6 +14,7 @@ import difflib
 import re
 from collections.abc import Mapping
 
+from bridge import label_proxy as proxy
 from bridge import label_values as values
 from bridge.config import Settings
 from bridge.label_values import BRIDGE_META_KEYS, META, Bad, choice, show
@@ -45,6 +46,9 @@ KNOWN_LABELS = (
     "check.timeout",
     "check.deregister_after",
     "tools",
+    "tier",
+    "allow",
+    "max_connections",
 )
 _BEFORE_META = KNOWN_LABELS[: KNOWN_LABELS.index("tags") + 1]
 _AFTER_META = KNOWN_LABELS[len(_BEFORE_META) :]
@@ -124,6 +128,8 @@ def _parse(container: Container, settings: Settings) -> ServiceSpec:
     meta = values.meta(own, ordered, prefix)
     check = values.check(own, settings)
     tools = values.tools(own)
+    tier = proxy.tier(own, settings, expose, host_port, prefix)
+    access = proxy.access(own, settings, expose, prefix)
     return ServiceSpec(
         container=container,
         name=name,
@@ -138,6 +144,8 @@ def _parse(container: Container, settings: Settings) -> ServiceSpec:
         meta=meta,
         check=check,
         tools=tools,
+        tier=tier,
+        access=access,
     )
 
 

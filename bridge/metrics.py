@@ -10,7 +10,7 @@ Each agent has its own registry: several agents in one process (tests) don't col
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import structlog
@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 
 from bridge.model import ForwarderCounters
 from bridge.pool.allocator import PoolState
+from bridge.pool.tiers import tier_label
 
 if TYPE_CHECKING:
     from bridge.status import View
@@ -38,6 +39,7 @@ ERROR_KINDS = (
     "pool_exhausted",  # no free port for a container
     "store",  # the state file could not be written
     "forwarder",  # a proxy port could not be opened
+    "node_id_conflict",  # another bridge holds this BRIDGE_NODE_ID
     "reconcile",  # a pass failed for any other reason
 )
 
@@ -59,6 +61,7 @@ class AgentReading:
     docker_connected: bool
     consul_reachable: bool
     ready: bool
+    tiers: Mapping[str, PoolUse] = field(default_factory=dict)  # each tier, and "untiered"
 
     @classmethod
     def of(
@@ -71,6 +74,7 @@ class AgentReading:
             pool=None
             if pool is None
             else PoolUse(pool.capacity, pool.used_count(), pool.free_count()),
+            tiers={} if pool is None else tier_use(pool),
             services=len(view.registered),
             forwarders=forwarders,
             docker_connected=view.docker_connected,
@@ -101,6 +105,8 @@ class _Live(Collector):
                 f"1 when more than {POOL_WARN_RATIO:.0%} of the pool is used: alert on this.",
                 ratio > POOL_WARN_RATIO,
             )
+        if snap.tiers:
+            yield from _tier_families(snap.tiers)
         active = GaugeMetricFamily(
             f"{PREFIX}_forwarder_connections_active",
             "Open connections through a proxy-mode forwarder.",
@@ -116,6 +122,12 @@ class _Live(Collector):
             "Connections whose upstream could not be reached.",
             labels=["service_id"],
         )
+        refused = CounterMetricFamily(
+            f"{PREFIX}_forwarder_refused",
+            "Connections refused at once by a proxy-mode forwarder; reason address = source"
+            " not in the allow list, limit = max_connections reached.",
+            labels=["service_id", "reason"],
+        )
         moved = CounterMetricFamily(
             f"{PREFIX}_forwarder_bytes",
             "Bytes relayed; direction in = client to container, out = container to client.",
@@ -125,9 +137,39 @@ class _Live(Collector):
             active.add_metric([sid], c.active)
             total.add_metric([sid], c.total)
             failed.add_metric([sid], c.failed)
+            refused.add_metric([sid, "address"], c.refused_address)
+            refused.add_metric([sid, "limit"], c.refused_limit)
             moved.add_metric([sid, "in"], c.bytes_in)
             moved.add_metric([sid, "out"], c.bytes_out)
-        yield from (active, total, failed, moved)
+        yield from (active, total, failed, refused, moved)
+
+
+def tier_use(pool: PoolState) -> dict[str, PoolUse]:
+    if len(pool.layout.tiers) == 1:  # no BRIDGE_PORT_TIERS: the pool metrics say it all
+        return {}
+    return {
+        tier_label(t): PoolUse(pool.capacity_of(t), pool.used_count(t), pool.free_count(t))
+        for t in pool.layout.tiers
+    }
+
+
+def _tier_families(tiers: Mapping[str, PoolUse]) -> Iterator[Metric]:
+    size = GaugeMetricFamily(
+        f"{PREFIX}_tier_size", "Ports of a tier, less reserved.", labels=["tier"]
+    )
+    used = GaugeMetricFamily(f"{PREFIX}_tier_used", "Ports of a tier held.", labels=["tier"])
+    free = GaugeMetricFamily(f"{PREFIX}_tier_free", "Ports of a tier free.", labels=["tier"])
+    near = GaugeMetricFamily(
+        f"{PREFIX}_tier_near_exhaustion",
+        f"1 when more than {POOL_WARN_RATIO:.0%} of a tier is used: alert on this.",
+        labels=["tier"],
+    )
+    for name, use in sorted(tiers.items()):
+        size.add_metric([name], use.size)
+        used.add_metric([name], use.used)
+        free.add_metric([name], use.free)
+        near.add_metric([name], float(use.used > POOL_WARN_RATIO * use.size))
+    yield from (size, used, free, near)
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
@@ -172,23 +214,28 @@ class Metrics:
 
 
 class PoolPressure:
-    """One event when pool use crosses POOL_WARN_RATIO, one when it falls back: a gauge
-    to alert on is in the metrics; the log says it once, not on every pass."""
+    """One event when pool use (the whole pool's, and each tier's) crosses
+    POOL_WARN_RATIO, one when it falls back: a gauge to alert on is in the metrics; the
+    log says it once, not on every pass."""
 
     def __init__(self) -> None:
-        self.high = False
+        self.high: dict[str | None, bool] = {}  # None: the whole pool
 
     def note(self, state: PoolState) -> None:
-        used, size = state.used_count(), state.capacity
-        high = used > POOL_WARN_RATIO * size
-        if high == self.high:
-            return
-        self.high = high
-        (log.warning if high else log.info)(
-            "pool_nearly_exhausted" if high else "pool_pressure_relieved",
-            used=used,
-            size=size,
-            free=state.free_count(),
-            range=str(state.port_range),
-            threshold=POOL_WARN_RATIO,
-        )
+        tiers = [None, *state.layout.tiers] if len(state.layout.tiers) > 1 else [None]
+        for tier in tiers:
+            used, size = state.used_count(tier), state.capacity_of(tier)
+            high = used > POOL_WARN_RATIO * size
+            if high == self.high.get(tier, False):
+                continue
+            self.high[tier] = high
+            where = {} if tier is None else {"tier": tier_label(tier)}
+            (log.warning if high else log.info)(
+                "pool_nearly_exhausted" if high else "pool_pressure_relieved",
+                used=used,
+                size=size,
+                free=state.free_count(tier),
+                range=str(state.port_range if tier is None else state.layout[tier]),
+                threshold=POOL_WARN_RATIO,
+                **where,
+            )

@@ -6,6 +6,8 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from bridge.access import Access
+
 # Meta `managed_by` of every service the bridge registers: with `bridge_node`, the mark
 # of what is ours to change in Consul.
 MANAGED_BY = "mcp-bridge"
@@ -153,6 +155,8 @@ class ServiceSpec:
     meta: tuple[tuple[str, str], ...]  # from mcp.meta.<key>
     check: CheckSpec
     tools: bool = True  # keep the tool inventory (mcp.tools)
+    tier: str = ""  # the pool block a proxy port comes from ("": the untiered part)
+    access: Access = field(default_factory=Access)  # who may connect (proxy mode)
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,12 +238,15 @@ class ForwardTarget:
     listen_port: int
     address: str
     port: int
+    access: Access = field(default_factory=Access)
 
 
 @dataclass(slots=True)
 class ForwarderCounters:
     active: int = 0
-    total: int = 0
+    total: int = 0  # accepted
+    refused_address: int = 0  # source not in the allow list
+    refused_limit: int = 0  # max_connections reached
     failed: int = 0  # upstream could not be reached, or no descriptors for a pipe
     bytes_in: int = 0  # client -> container
     bytes_out: int = 0  # container -> client

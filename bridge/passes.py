@@ -125,7 +125,12 @@ async def run_pass(
 
     # 4. What should be registered; proxy ports made real before Consul hears of them.
     desired = desired_services(
-        specs, outcome, advertise=parts.advertise, node_id=node_id, probe_meta=view.probe_meta
+        specs,
+        outcome,
+        advertise=parts.advertise,
+        node_id=node_id,
+        probe_meta=view.probe_meta,
+        tiers=settings.tier_layout,
     )
     failed = await forwarders.sync(forward_targets(desired.services.values()), scope.services)
     desired.hold_back(failed, "forwarder")
@@ -176,7 +181,7 @@ async def _fleet_ports(
     fleet: FleetPorts, specs: Mapping[str, ServiceSpec], pool: GroupCommit
 ) -> tuple[dict[str, int], dict[str, str]]:
     wanted = {
-        name: (spec.name, spec.host_port)
+        name: (spec.name, spec.host_port, spec.tier)
         for name, spec in specs.items()
         if spec.expose is ExposeMode.PROXY
     }

@@ -29,8 +29,15 @@ from bridge.model import (
 )
 from bridge.net import url_host
 from bridge.pool.allocator import PoolExhausted
+from bridge.pool.tiers import TierLayout
 from bridge.pool.work import PoolOutcome
-from bridge.registration import EndpointError, build_registration, differs, resolve_endpoint
+from bridge.registration import (
+    Endpoint,
+    EndpointError,
+    build_registration,
+    differs,
+    resolve_endpoint,
+)
 
 V = TypeVar("V")
 
@@ -77,6 +84,9 @@ class Scope:
 class ManagedService:
     spec: ServiceSpec
     registration: Registration
+    # Something to tell the operator about a service that is registered all the same: a
+    # port kept outside its tier since BRIDGE_PORT_TIERS changed.
+    note: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +143,7 @@ def desired_services(
     advertise: str,
     node_id: str,
     probe_meta: Mapping[str, Mapping[str, str]],
+    tiers: TierLayout | None = None,
 ) -> Desired:
     desired = Desired()
     for name, spec in specs.items():
@@ -148,18 +159,46 @@ def desired_services(
             continue
         sid = service_id(node_id, name)
         reg = build_registration(spec, endpoint, node_id, probe_meta.get(sid))
-        desired.services[name] = ManagedService(spec, reg)
+        desired.services[name] = ManagedService(spec, reg, _tier_note(spec, endpoint, tiers))
     return desired
+
+
+def _tier_note(spec: ServiceSpec, endpoint: Endpoint, tiers: TierLayout | None) -> str | None:
+    """A pool port kept though it is no longer in the container's tier: sticky ports are
+    never moved behind a running service's back, but the operator should know."""
+    port = endpoint.host_port
+    if tiers is None or spec.expose is not ExposeMode.PROXY or port is None:
+        return None
+    if port in tiers[spec.tier]:
+        return None
+    now_in = tiers.of(port)
+    return (
+        f"port {port} is outside {tiers[spec.tier].describe()}"
+        + (f" (it is in tier {now_in})" if now_in else "")
+        + ": a container keeps its port when the tiers (or its mcp.tier) change; to move it,"
+        " set mcp.host_port to a free port of the tier"
+    )
 
 
 def forward_targets(services: Iterable[ManagedService]) -> dict[str, ForwardTarget]:
     return {
         m.registration.service_id: ForwardTarget(
-            m.registration.port, m.spec.address or "", m.spec.port
+            m.registration.port, m.spec.address or "", m.spec.port, m.spec.access
         )
         for m in services
         if m.spec.expose is ExposeMode.PROXY
     }
+
+
+def _probe_url(m: ManagedService) -> str:
+    reg, spec = m.registration, m.spec
+    if spec.expose is ExposeMode.PROXY and spec.access.restricts and spec.address:
+        # Straight to the container, as the forwarder itself connects: an allow list that
+        # leaves out the bridge's own address, or a full connection limit, must not make
+        # the service critical, and a probe must not take a client's connection slot.
+        return f"http://{url_host(spec.address)}:{spec.port}{spec.path}"
+    # Through the registered address and port: the whole path is tested.
+    return f"http://{url_host(reg.address)}:{reg.port}{spec.path}"
 
 
 def check_targets(
@@ -178,8 +217,7 @@ def check_targets(
             container=name,
             check_id=check_id(reg.service_id, kind),
             kind=kind,
-            # Through the registered address and port: the whole path is tested.
-            url=f"http://{url_host(reg.address)}:{reg.port}{spec.path}",
+            url=_probe_url(m),
             transport=spec.transport.value,
             interval=spec.check.interval,
             timeout=spec.check.timeout,

@@ -140,13 +140,19 @@ def build_registration(
     )
     if endpoint.host_port is not None:
         meta["host_port"] = str(endpoint.host_port)
+    tags: tuple[str, ...] = ("mcp", *spec.tags)
+    if spec.tier:
+        meta["port_tier"] = spec.tier
+        tags = (*tags, f"tier-{spec.tier}")
+    if spec.expose is ExposeMode.PROXY:  # enforced by the forwarder; for the Consul UI
+        meta.update(spec.access.meta())
     meta.update({k: v for k, v in (probe_meta or {}).items() if k in PROBE_META})
     reg = Registration(
         service_id=sid,
         name=spec.name,
         address=endpoint.address,
         port=endpoint.port,
-        tags=("mcp", *spec.tags),
+        tags=tags,
         meta=meta,
         checks=build_checks(spec, sid, endpoint),
     )

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -15,11 +16,13 @@ from bridge.model import (
     Allocation,
     AllocState,
     EngineVersion,
+    ExposeMode,
     ForwarderCounters,
     LabelError,
     Registration,
     parse_service_id,
 )
+from bridge.pool.tiers import UNTIERED, TierLayout, tier_label
 from bridge.protocols import ConsulAPI, ConsulRejected, ConsulUnavailable
 from bridge.reconcile import ManagedService, Waiting
 
@@ -104,6 +107,9 @@ class View:
             log.warning("container_waiting", container=name, reason=waiting.reason)
             if waiting.kind is not None:
                 metrics.error(waiting.kind)
+        notes = {n: m.note for n, m in result.services.items() if m.note}
+        for name, note in changed({n: m.note for n, m in self.managed.items()}, notes).items():
+            log.warning("port_outside_tier", container=name, reason=note)
         scope.merge_into(self.skipped, result.skipped)
         scope.merge_into(self.waiting, result.waiting)
         scope.merge_into(self.managed, result.services)
@@ -143,6 +149,8 @@ def connections(counters: ForwarderCounters | None) -> dict[str, int] | None:
         "active": counters.active,
         "total": counters.total,
         "failed": counters.failed,
+        "refused_address": counters.refused_address,
+        "refused_limit": counters.refused_limit,
         "bytes_in": counters.bytes_in,
         "bytes_out": counters.bytes_out,
     }
@@ -192,6 +200,14 @@ async def status_report(
                 "checks": states,
                 "registered": reg.service_id in view.registered,
                 "connections": connections(forwarders.get(reg.service_id)),
+                "tier": item.spec.tier or None,
+                "access": {
+                    "allow": list(item.spec.access.allow),
+                    "max_connections": item.spec.access.max_connections or None,
+                }
+                if item.spec.expose is ExposeMode.PROXY
+                else None,
+                "note": item.note,
             }
         )
     return {
@@ -213,10 +229,42 @@ async def status_report(
     }
 
 
-def allocation_row(a: Allocation, now: float, stale_after: float) -> dict[str, Any]:
+def tier_rows(
+    layout: TierLayout, reserved: frozenset[int], held: Iterable[int]
+) -> list[dict[str, Any]]:
+    """Use per tier, for `mcp-bridge ports` and /v1/ports: each named tier in the order
+    configured, then the untiered rest (when the tiers leave any)."""
+    taken = Counter(layout.of(port) for port in held if port not in reserved)
+    rows = []
+    for name in [*layout.names(), UNTIERED]:
+        tier = layout[name]
+        if not tier.spans:
+            continue
+        size = len(tier) - sum(1 for port in reserved if port in tier)
+        rows.append(
+            {
+                "tier": tier_label(name),
+                "ports": str(tier),
+                "size": size,
+                "used": taken[name],
+                "free": size - taken[name],
+            }
+        )
+    return rows
+
+
+def _tier_of(port: int, layout: TierLayout | None) -> str | None:
+    tier = layout.of(port) if layout is not None else None
+    return None if tier is None else tier_label(tier)  # None: outside the range
+
+
+def allocation_row(
+    a: Allocation, now: float, stale_after: float, layout: TierLayout | None = None
+) -> dict[str, Any]:
     """One allocation as `mcp-bridge ports --json` and the agent's /v1/ports show it."""
     row: dict[str, Any] = {
         "port": a.port,
+        "tier": _tier_of(a.port, layout),
         "owner": a.owner,
         "state": a.state.value,
         "kind": a.kind.value,

@@ -19,6 +19,18 @@ Measures, in interleaved rounds (direct, docker-proxy, mcp-bridge, direct, ...):
 2. latency   - persistent connections doing 64-byte ping-pong at concurrency 1, 8, 64 for a
                fixed count of round trips each (5000, 1000, 200 per connection); p50/p99
                in microseconds over all rounds' samples pooled, and p99 per round.
+3. connect   - new connections per second: `--connect-threads` clients each open a
+               connection, send one byte, read the echo and close, `--connects` times in
+               all per round, against a target that answers from one epoll loop. A fourth
+               path, `mcp-bridge+allow`, is a forwarder whose allow list holds
+               `--allow-cidrs` (1000) networks of every prefix length, the client's last,
+               so every connection pays for the whole decision.
+4. decision  - the access decision alone (bridge.access.Access.refuse) against the same
+               list, for addresses inside and outside it: p50/p99 in microseconds.
+
+Connection-rate goals: >= 10,000 per second and >= docker-proxy's rate, with and without
+the allow list (`connect_ratio_vs_docker_proxy`, the worse of the two); the decision is set
+against the 20 ms budget of a security check.
 
 Ratios: `throughput_ratio_vs_docker_proxy` is ours / docker-proxy MiB/s, the worse of the
 two directions; `p99_ratio_vs_docker_proxy` is ours / docker-proxy p99, the worst over the
@@ -44,6 +56,7 @@ import contextlib
 import gc
 import importlib
 import importlib.util
+import itertools
 import json
 import logging
 import math
@@ -76,6 +89,10 @@ MODE_ECHO = b"E"  # target echoes whatever it reads
 COUNT = struct.Struct("!Q")
 DIRECT, DOCKER, OURS = "direct", "docker-proxy", "mcp-bridge"
 PATHS = (DIRECT, DOCKER, OURS)
+OURS_ALLOW = "mcp-bridge+allow"
+CONNECT_PATHS = (*PATHS, OURS_ALLOW)
+GOAL_CONNECT_RATE = 10_000.0
+DECISION_BUDGET_US = 20_000.0
 UPLOAD, DOWNLOAD = "upload", "download"
 GOAL_THROUGHPUT_RATIO = 0.8
 GOAL_P99_RATIO = 1.2
@@ -199,16 +216,46 @@ def handle_target_connection(conn: socket.socket, echo: EchoLoop, zeros: memoryv
         conn.close()
 
 
+def serve_connects(listener: socket.socket) -> None:
+    """The connection-rate target: accept, echo one byte, close; one epoll loop, so the
+    target costs every path the same and little."""
+    listener.setblocking(False)
+    epoll = select.epoll()
+    epoll.register(listener.fileno(), select.EPOLLIN)
+    conns: dict[int, socket.socket] = {}
+    while True:
+        for fd, _ in epoll.poll():
+            if fd == listener.fileno():
+                while True:
+                    try:
+                        conn, _ = listener.accept()
+                    except BlockingIOError:
+                        break
+                    conn.setblocking(False)
+                    conns[conn.fileno()] = conn
+                    epoll.register(conn.fileno(), select.EPOLLIN)
+                continue
+            conn = conns.pop(fd)
+            epoll.unregister(fd)
+            with contextlib.suppress(OSError):
+                data = conn.recv(64)
+                if data:
+                    conn.send(data)
+            conn.close()
+
+
 def serve_target(port: int) -> int:
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind((LOOPBACK, port))
     listener.listen(1024)
+    connects = socket.create_server((LOOPBACK, 0), backlog=4096)
     echo = EchoLoop()
     zeros = memoryview(bytes(CHUNK))
     threading.Thread(target=echo.run, daemon=True).start()
+    threading.Thread(target=serve_connects, args=(connects,), daemon=True).start()
     threading.Thread(target=exit_on_stdin_eof, daemon=True).start()
-    print(listener.getsockname()[1], flush=True)
+    print(listener.getsockname()[1], connects.getsockname()[1], flush=True)
     while True:
         conn, _ = listener.accept()
         threading.Thread(
@@ -232,12 +279,33 @@ def load_forwarder(path: str | None) -> ModuleType:
     return module
 
 
-async def run_forwarder(module: ModuleType, listen_port: int, target_port: int) -> None:
+def allow_list(count: int) -> tuple[str, ...]:
+    """`count` networks of every prefix length from /8 to /32, none holding 127/8, then the
+    client's own address: a list that makes the decision look at every length."""
+    import ipaddress
+    import random
+
+    rng = random.Random(1000)
+    nets: dict[str, None] = {}  # ordered, no duplicates
+    for attempt in itertools.count():
+        if len(nets) >= count - 1:
+            break
+        plen = 8 + attempt % 25
+        first = rng.choice([10, 100, 172, 192, 198, 203]) << 24
+        net = ipaddress.ip_network((first | rng.getrandbits(24), plen), strict=False)
+        nets[str(net)] = None
+    return (*nets, f"{LOOPBACK}/32")
+
+
+async def run_forwarder(
+    module: ModuleType, listen_port: int, target_port: int, allow: int = 0
+) -> None:
+    from bridge.access import Access
     from bridge.model import ForwardTarget
 
-    forwarder = module.Forwarder(
-        "bench", LOOPBACK, ForwardTarget(listen_port, LOOPBACK, target_port)
-    )
+    access = Access(allow=allow_list(allow)) if allow else Access()
+    target = ForwardTarget(listen_port, LOOPBACK, target_port, access)
+    forwarder = module.Forwarder("bench", LOOPBACK, target)
     await forwarder.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -261,11 +329,15 @@ async def run_forwarder(module: ModuleType, listen_port: int, target_port: int) 
 
 
 def serve_forwarder(
-    listen_port: int, target_port: int, profile: str | None, forwarder_module: str | None
+    listen_port: int,
+    target_port: int,
+    profile: str | None,
+    forwarder_module: str | None,
+    allow: int = 0,
 ) -> int:
     module = load_forwarder(forwarder_module)
     if profile is None:
-        asyncio.run(run_forwarder(module, listen_port, target_port))
+        asyncio.run(run_forwarder(module, listen_port, target_port, allow))
         return 0
     import cProfile
 
@@ -380,6 +452,8 @@ class Servers:
     target_port: int
     ports: dict[str, int]
     pids: dict[str, int | None]
+    connect_ports: dict[str, int]
+    connect_pids: dict[str, int | None]
 
 
 @contextlib.contextmanager
@@ -402,23 +476,37 @@ def start_servers(args: argparse.Namespace) -> Iterator[Servers]:
             text=True,
         )
         procs.append(target)
-        target_port = int(read_line(target, "target server"))
+        target_port, connect_port = (int(p) for p in read_line(target, "target").split())
 
-        docker_port = free_port()
-        docker = start_docker_proxy(docker_proxy, docker_port, target_port, docker_errors)
-        procs.append(docker)
+        def forwarder(target: int, allow: int = 0) -> tuple[int, subprocess.Popen[str]]:
+            port = free_port()
+            command = [sys.executable, script, "--serve-forwarder"]
+            command += ["--listen-port", str(port), "--target-port", str(target)]
+            command += ["--allow-cidrs", str(allow)]
+            if args.profile_forwarder and not allow and target == target_port:
+                command += ["--profile-forwarder", args.profile_forwarder]
+            if args.forwarder_module:
+                command += ["--forwarder-module", args.forwarder_module]
+            proc = subprocess.Popen(
+                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            )
+            procs.append(proc)
+            if read_line(proc, "forwarder") != "ready":
+                raise RuntimeError("forwarder did not report ready")
+            return port, proc
 
-        ours_port = free_port()
-        command = [sys.executable, script, "--serve-forwarder"]
-        command += ["--listen-port", str(ours_port), "--target-port", str(target_port)]
-        if args.profile_forwarder:
-            command += ["--profile-forwarder", args.profile_forwarder]
-        if args.forwarder_module:
-            command += ["--forwarder-module", args.forwarder_module]
-        ours = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        procs.append(ours)
-        if read_line(ours, "forwarder") != "ready":
-            raise RuntimeError("forwarder did not report ready")
+        def docker_proxy_to(target: int) -> tuple[int, subprocess.Popen[str]]:
+            port = free_port()
+            proc = start_docker_proxy(docker_proxy, port, target, docker_errors)
+            procs.append(proc)
+            return port, proc
+
+        docker_port, docker = docker_proxy_to(target_port)
+        ours_port, ours = forwarder(target_port)
+        # The connection-rate round has proxies of its own, in front of its own target.
+        c_docker_port, c_docker = docker_proxy_to(connect_port)
+        c_ours_port, c_ours = forwarder(connect_port)
+        c_allow_port, c_allow = forwarder(connect_port, args.allow_cidrs)
         print(
             f"bench_proxy: pids target={target.pid} docker-proxy={docker.pid}"
             f" mcp-bridge={ours.pid}",
@@ -429,6 +517,18 @@ def start_servers(args: argparse.Namespace) -> Iterator[Servers]:
             target_port=target_port,
             ports={DIRECT: target_port, DOCKER: docker_port, OURS: ours_port},
             pids={DIRECT: None, DOCKER: docker.pid, OURS: ours.pid},
+            connect_ports={
+                DIRECT: connect_port,
+                DOCKER: c_docker_port,
+                OURS: c_ours_port,
+                OURS_ALLOW: c_allow_port,
+            },
+            connect_pids={
+                DIRECT: None,
+                DOCKER: c_docker.pid,
+                OURS: c_ours.pid,
+                OURS_ALLOW: c_allow.pid,
+            },
         )
 
 
@@ -589,6 +689,65 @@ def latency_once(port: int, conns: int, per_conn: int, size: int) -> tuple[list[
     return samples, elapsed
 
 
+def connects_once(port: int, total: int, threads: int) -> float:
+    """`total` new connections over `threads` clients at once, each: connect, one byte
+    there and back, close. Returns connections per second."""
+    barrier = threading.Barrier(threads + 1)
+
+    def client(count: int) -> Callable[[], None]:
+        def run() -> None:
+            barrier.wait(timeout=IO_TIMEOUT)
+            for _ in range(count):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                try:
+                    sock.settimeout(IO_TIMEOUT)
+                    sock.connect((LOOPBACK, port))
+                    sock.sendall(b"x")
+                    if sock.recv(1) != b"x":
+                        raise RuntimeError("no echo on a new connection")
+                finally:
+                    sock.close()
+
+        return run
+
+    elapsed = run_threads([client(n) for n in split(total, threads)], barrier)
+    return total / elapsed
+
+
+def decision_times(count: int, cidrs: int) -> dict[str, float]:
+    """Access.refuse against `cidrs` networks, one call at a time, for addresses inside
+    the list (its networks' first addresses) and outside it (in 127/8): microseconds."""
+    import ipaddress
+
+    from bridge.access import Access
+
+    listed = allow_list(cidrs)
+    access = Access(allow=listed)
+    inside = [str(ipaddress.ip_network(n).network_address) for n in listed]
+    outside = [f"127.1.{i // 250}.{i % 250 + 1}" for i in range(len(inside))]
+    samples: dict[str, list[int]] = {"inside": [], "outside": []}
+    clock = time.perf_counter_ns
+    gc.disable()
+    try:
+        for i in range(count):
+            for kind, pool in (("inside", inside), ("outside", outside)):
+                address = pool[i % len(pool)]
+                t0 = clock()
+                access.refuse(address, 0)
+                samples[kind].append(clock() - t0)
+    finally:
+        gc.enable()
+    allowed = sum(access.refuse(a, 0) is None for a in inside)
+    refused = sum(access.refuse(a, 0) == "address" for a in outside)
+    if (allowed, refused) != (len(inside), len(outside)):
+        raise RuntimeError(f"decisions wrong: {allowed} allowed, {refused} refused")
+    figures = {}
+    for kind, values in samples.items():
+        figures[f"{kind}_p50"] = percentile(values, 50) / 1000.0
+        figures[f"{kind}_p99"] = percentile(values, 99) / 1000.0
+    return figures
+
+
 # --- orchestration --------------------------------------------------------------------
 
 
@@ -638,6 +797,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--msg-size", type=int, default=64, help="request = reply bytes")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per path")
+    parser.add_argument("--connects", type=int, default=6000, help="connections per round")
+    parser.add_argument("--connect-threads", type=int, default=8, help="connecting clients")
+    parser.add_argument("--allow-cidrs", type=int, default=1000, help="allow list length")
     parser.add_argument("--docker-proxy", default=DOCKER_PROXY, metavar="PATH")
     parser.add_argument("--profile-forwarder", metavar="FILE", help="cProfile the forwarder")
     parser.add_argument(
@@ -653,11 +815,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.quick:
         args.bulk_mib, args.streams, args.rounds = 16, 2, 1
         args.latency = "1:50,8:20,64:5"
+        args.connects = 300
     try:
         args.levels = parse_latency(args.latency)
     except ValueError:
         parser.error(f"--latency: expected C:N[,C:N...] with positive numbers: {args.latency}")
-    for name in ("bulk_mib", "streams", "rounds", "msg_size"):
+    for name in ("bulk_mib", "streams", "rounds", "msg_size", "connects", "connect_threads"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     return args
@@ -694,12 +857,15 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     lat: dict[tuple[int, str], Measured] = {
         (c, p): Measured() for c, _ in args.levels for p in PATHS
     }
+    conn: dict[str, Measured] = {p: Measured() for p in CONNECT_PATHS}
 
     with start_servers(args) as servers:
         ports, pids = servers.ports, servers.pids
         for path in PATHS:  # warm-up, not counted: first connections, page faults, caches
             bulk_once(ports[path], min(total, 64 * 1024 * 1024), args.streams, UPLOAD)
             latency_once(ports[path], 8, 50, args.msg_size)
+        for path in CONNECT_PATHS:
+            connects_once(servers.connect_ports[path], 200, args.connect_threads)
         for _ in range(args.rounds):
             for direction in directions:
                 for path in PATHS:  # interleaved: A, B, C, A, B, C, ...
@@ -721,6 +887,15 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                         return len(samples) / elapsed
 
                     measure(pids[path], m, run)
+            for path in CONNECT_PATHS:
+
+                def open_many(p: str = path) -> float:
+                    return connects_once(
+                        servers.connect_ports[p], args.connects, args.connect_threads
+                    )
+
+                measure(servers.connect_pids[path], conn[path], open_many)
+    decision = decision_times(2000 if args.quick else 50_000, args.allow_cidrs)
 
     # --- report ---
     mib_s = {key: median_or_nan(m.values) for key, m in bulk.items()}
@@ -773,6 +948,19 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         )
         for c, _ in args.levels
     }
+    per_s = {p: median_or_nan(m.values) for p, m in conn.items()}
+    connect_ratios = {p: ratio(per_s[p], per_s[DOCKER]) for p in (OURS, OURS_ALLOW)}
+    connect_ratio = min(connect_ratios.values())
+    connect_met = connect_ratio >= 1.0 and min(per_s[OURS], per_s[OURS_ALLOW]) >= GOAL_CONNECT_RATE
+    conn_rows = [
+        (
+            path,
+            f"{per_s[path]:,.0f}",
+            " ".join(f"{v:,.0f}" for v in conn[path].values),
+            f"{median_or_nan(conn[path].cpu_pct):.0f}" if conn[path].cpu_pct else "-",
+        )
+        for path in CONNECT_PATHS
+    ]
     tput_met = tput_ratio >= GOAL_THROUGHPUT_RATIO
     p99_met = p99_ratio <= GOAL_P99_RATIO
 
@@ -817,6 +1005,26 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         + f"; worst {max(p99_ratios_rounds.values()):.2f})"
     )
 
+    print()
+    print(
+        f"new connections: {args.connects} per round over {args.connect_threads} clients"
+        f" (connect, 1 byte there and back, close); {OURS_ALLOW}: {args.allow_cidrs} CIDRs"
+    )
+    print(fmt_table(("path", "conn/s", "runs conn/s", "proxy CPU %"), conn_rows))
+    print(
+        "connection-rate ratio mcp-bridge / docker-proxy: "
+        + ", ".join(f"{p} {r:.2f}" for p, r in connect_ratios.items())
+        + f"; worst {connect_ratio:.2f} (goal >= 1.0 and >= {GOAL_CONNECT_RATE:,.0f}/s):"
+        f" {'met' if connect_met else 'NOT met'}"
+    )
+    print(
+        f"access decision, {args.allow_cidrs} CIDRs: inside the list p50"
+        f" {decision['inside_p50']:.2f} us, p99 {decision['inside_p99']:.2f} us; outside p50"
+        f" {decision['outside_p50']:.2f} us, p99 {decision['outside_p99']:.2f} us"
+        f" (budget {DECISION_BUDGET_US:,.0f} us: worst p99 is"
+        f" {max(decision['inside_p99'], decision['outside_p99']) / DECISION_BUDGET_US:.5f} of it)"
+    )
+
     return {
         "throughput_ratio_vs_docker_proxy": rounded(tput_ratio),
         "throughput_ratio_by_direction": {d: rounded(r) for d, r in tput_ratios.items()},
@@ -848,6 +1056,21 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             str(c): {p: rounded(median_or_nan(lat[c, p].cpu_pct), 1) for p in (DOCKER, OURS)}
             for c, _ in args.levels
         },
+        "connect_per_s": {p: rounded(v, 0) for p, v in per_s.items()},
+        "connect_per_s_runs": {p: [round(v) for v in m.values] for p, m in conn.items()},
+        "connect_proxy_cpu_pct": {
+            p: rounded(median_or_nan(conn[p].cpu_pct), 1) for p in (DOCKER, OURS, OURS_ALLOW)
+        },
+        "connect_ratio_vs_docker_proxy": rounded(connect_ratio),
+        "connect_ratio_by_path": {p: rounded(r) for p, r in connect_ratios.items()},
+        "goal_connect_met": connect_met,
+        "decision_us": {k: round(v, 2) for k, v in decision.items()},
+        "decision_budget_ratio": rounded(
+            max(decision["inside_p99"], decision["outside_p99"]) / DECISION_BUDGET_US, 6
+        ),
+        "allow_cidrs": args.allow_cidrs,
+        "connects": args.connects,
+        "connect_threads": args.connect_threads,
         "bulk_mib": args.bulk_mib,
         "streams": args.streams,
         "latency_levels": {str(c): n for c, n in args.levels},
@@ -867,7 +1090,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve_target(args.target_port)
     if args.serve_forwarder:
         return serve_forwarder(
-            args.listen_port, args.target_port, args.profile_forwarder, args.forwarder_module
+            args.listen_port,
+            args.target_port,
+            args.profile_forwarder,
+            args.forwarder_module,
+            args.allow_cidrs,
         )
     result = bench(args)
     print(json.dumps(result, sort_keys=False), flush=True)

@@ -10,7 +10,10 @@ Rules (the contract in docs/design.md):
 - reserved ports and ports another process holds (the bind test fails) are skipped; a busy
   port is not remembered, so it is tried again the next time the cursor reaches it;
 - ports a container publishes by itself are recorded as EXTERNAL and never handed out;
-- an owner that no longer exists keeps its port until `stale_after` has passed.
+- an owner that no longer exists keeps its port until `stale_after` has passed;
+- with tiers (pool/tiers.py), each tier is a pool of its own for all of the above: its
+  own cursor, capacity and exhaustion; an owner keeps a port it holds even when the tiers
+  change under it (reconcile reports the mismatch).
 
 Every mutation is journaled so that the durable layer can persist exactly what changed and
 undo it if the write fails: memory never runs ahead of the disk.
@@ -19,11 +22,12 @@ undo it if the write fails: memory never runs ahead of the disk.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from bridge.config import PortRange
 from bridge.model import Allocation, AllocKind, AllocState
+from bridge.pool.tiers import UNTIERED, Tier, TierLayout
 
 # Whether a port can be bound right now (net.bind_test in the agent).
 BindTest = Callable[[int], bool]
@@ -46,12 +50,13 @@ class PortTaken(PoolError):
 
 
 class PoolExhausted(PoolError):
-    def __init__(self, port_range: PortRange, holders: Mapping[str, int]) -> None:
-        self.port_range = port_range
+    def __init__(self, tier: Tier, holders: Mapping[str, int], *, tiered: bool = False) -> None:
+        self.tier = tier.name
         self.holders = dict(holders)
         held = ", ".join(f"{count} {what}" for what, count in holders.items() if count)
+        where = tier.describe() if tiered else str(tier)
         super().__init__(
-            f"port pool {port_range} exhausted: all {len(port_range)} ports are taken"
+            f"port pool {where} exhausted: all {len(tier)} ports are taken"
             f" ({held or 'nothing recorded'})"
         )
 
@@ -62,7 +67,7 @@ class Changes:
 
     ports: Mapping[int, Allocation | None]
     before: Mapping[int, Allocation | None]
-    cursor: int
+    cursors: Mapping[str, int]  # tier -> the last port handed out in it
 
     def __bool__(self) -> bool:
         return bool(self.ports)
@@ -74,30 +79,52 @@ class PoolState:
         port_range: PortRange,
         reserved: Iterable[int] = (),
         allocations: Iterable[Allocation] = (),
-        cursor: int | None = None,
+        cursor: int | Mapping[str, int] | None = None,
+        tiers: TierLayout | None = None,
     ) -> None:
         self.port_range = port_range
         self.reserved = frozenset(reserved)
+        self.layout = tiers or TierLayout(port_range)
         self._by_port: dict[int, Allocation] = {}
         self._by_owner: dict[str, Allocation] = {}
-        # Kept up to date by _set, so a full pool is known without walking the range: a
-        # burst of requests against a full pool must not cost a scan each.
-        self._taken = 0  # usable ports that some allocation holds
-        self._capacity = len(port_range) - sum(1 for p in self.reserved if p in port_range)
+        # Kept up to date by _set, so a full tier is known without walking it: a burst of
+        # requests against a full pool must not cost a scan each.
+        self._taken: Counter[str] = Counter()  # tier -> usable ports some allocation holds
+        self._capacity = {
+            name: sum(1 for p in tier.ports() if p not in self.reserved)
+            for name, tier in self.layout.tiers.items()
+        }
+        self._tier_of: dict[int, str] = {}  # filled as ports are touched
         self._version = 0
-        self._holders_cache: tuple[int, dict[str, int]] | None = None
+        self._holders_cache: dict[str | None, tuple[int, dict[str, int]]] = {}
         for alloc in allocations:
             if alloc.port in self._by_port or alloc.owner in self._by_owner:
                 raise ValueError(f"duplicate allocation {alloc}")
             self._set(alloc.port, alloc)
-        # The cursor is the last port handed out; the scan starts just after it.
-        self.cursor: int = (
-            cursor if cursor is not None and cursor in port_range else port_range.low - 1
-        )
+        # Each tier's cursor is the last port handed out in it; its scan starts just after.
+        given = cursor if isinstance(cursor, Mapping) else {UNTIERED: cursor}
+        self.cursors: dict[str, int] = {
+            name: port
+            for name, port in given.items()
+            if port is not None and name in self.layout.tiers and port in self.layout[name]
+        }
         self.last_busy: frozenset[int] = frozenset()
         # Undo records, kept only while a transaction is open (between begin and end).
         self._journal: list[tuple[int, Allocation | None]] | None = None
-        self._cursor_at_begin = self.cursor
+        self._cursors_at_begin = dict(self.cursors)
+
+    @property
+    def cursor(self) -> int:
+        """The untiered ports' cursor (the whole range's, without tiers)."""
+        return self.cursors.get(UNTIERED, self.port_range.low - 1)
+
+    def tier_of(self, port: int) -> str | None:
+        found = self._tier_of.get(port)
+        if found is None:
+            found = self.layout.of(port)
+            if found is not None:
+                self._tier_of[port] = found
+        return found
 
     # ---- reads ----------------------------------------------------------------------
 
@@ -117,35 +144,43 @@ class PoolState:
         """A port the pool may hand out at all (ignoring who holds it)."""
         return port in self.port_range and port not in self.reserved
 
-    def holders(self) -> dict[str, int]:
-        """Who takes up the range, by kind of holder: for exhaustion errors and metrics."""
-        if self._holders_cache is not None and self._holders_cache[0] == self._version:
-            return dict(self._holders_cache[1])
+    def holders(self, tier: str | None = None) -> dict[str, int]:
+        """Who takes up the range (or one tier), by kind of holder: for exhaustion errors
+        and metrics."""
+        cached = self._holders_cache.get(tier)
+        if cached is not None and cached[0] == self._version:
+            return dict(cached[1])
+        span = self.port_range if tier is None else self.layout[tier]
         counts: Counter[str] = Counter()
         for alloc in self._by_port.values():
-            if alloc.port in self.port_range and alloc.port not in self.reserved:
+            if alloc.port in span and alloc.port not in self.reserved:
                 counts[alloc.state if alloc.kind is AllocKind.POOL else "external"] += 1
-        counts["reserved"] = len(self.port_range) - self._capacity
-        counts["busy"] = len(self.last_busy)
+        counts["reserved"] = (len(span) if tier is None else len(self.layout[tier])) - (
+            self.capacity if tier is None else self._capacity[tier]
+        )
+        counts["busy"] = sum(1 for p in self.last_busy if p in span)
         result = {
             what: counts[what]
             for what in ("active", "held", "orphaned", "external", "reserved", "busy")
         }
-        self._holders_cache = (self._version, result)
+        self._holders_cache[tier] = (self._version, result)
         return dict(result)
 
-    def free_count(self) -> int:
+    def free_count(self, tier: str | None = None) -> int:
         """Ports nobody holds (some may still be busy with other processes)."""
-        return self._capacity - self._taken
+        return self.capacity_of(tier) - self.used_count(tier)
 
     @property
     def capacity(self) -> int:
         """Ports the pool may hand out: the range less reserved ports."""
-        return self._capacity
+        return sum(self._capacity.values())
 
-    def used_count(self) -> int:
+    def capacity_of(self, tier: str | None = None) -> int:
+        return self.capacity if tier is None else self._capacity[tier]
+
+    def used_count(self, tier: str | None = None) -> int:
         """Usable ports that some allocation holds."""
-        return self._taken
+        return sum(self._taken.values()) if tier is None else self._taken[tier]
 
     # ---- journal --------------------------------------------------------------------
 
@@ -153,7 +188,7 @@ class PoolState:
         if self._journal is not None:
             raise RuntimeError("transaction already open")
         self._journal = []
-        self._cursor_at_begin = self.cursor
+        self._cursors_at_begin = dict(self.cursors)
 
     def _open_journal(self) -> list[tuple[int, Allocation | None]]:
         if self._journal is None:
@@ -171,7 +206,7 @@ class PoolState:
 
     def rollback(self) -> None:
         self.undo_to(0)
-        self.cursor = self._cursor_at_begin
+        self.cursors = dict(self._cursors_at_begin)
 
     def pending(self) -> Changes:
         before: dict[int, Allocation | None] = {}
@@ -179,23 +214,25 @@ class PoolState:
             before.setdefault(port, value)  # the first entry holds the value before it all
         after = {port: self._by_port.get(port) for port in before}
         changed = {port: a for port, a in after.items() if a != before[port]}
-        return Changes(changed, {port: before[port] for port in changed}, self.cursor)
+        return Changes(changed, {port: before[port] for port in changed}, dict(self.cursors))
 
     def end(self) -> None:
         self._journal = None
-        self._cursor_at_begin = self.cursor
+        self._cursors_at_begin = dict(self.cursors)
 
     def _set(self, port: int, alloc: Allocation | None) -> None:
         self._version += 1
-        usable = self.usable(port)
+        tier = self.tier_of(port) if self.usable(port) else None
         current = self._by_port.pop(port, None)
         if current is not None:
             del self._by_owner[current.owner]
-            self._taken -= usable
+            if tier is not None:
+                self._taken[tier] -= 1
         if alloc is not None:
             self._by_port[port] = alloc
             self._by_owner[alloc.owner] = alloc
-            self._taken += usable
+            if tier is not None:
+                self._taken[tier] += 1
 
     def _put(self, alloc: Allocation) -> Allocation:
         if self._journal is not None:
@@ -221,21 +258,20 @@ class PoolState:
         preferred: int | None = None,
         is_free: BindTest = always_free,
         exact: bool = False,
+        tier: str = UNTIERED,
     ) -> Allocation:
-        """The owner's port: sticky, else preferred, else next after the cursor.
+        """The owner's port: sticky, else preferred, else next after the tier's cursor.
 
         `exact`: the preferred port or none (cluster scope: the service's port across the
         fleet); raises PortTaken when another owner holds it here or it is busy.
-        Raises PortOutsidePool for a preferred port the pool may not hand out, and
-        PoolExhausted when no port is free; in all cases nothing changes.
+        Raises PortOutsidePool for a preferred port the pool (or the tier) may not hand
+        out, and PoolExhausted when the tier has no port free; in all cases nothing changes.
         """
+        span = self.layout[tier]
         if exact and preferred is not None:
-            return self._allocate_exact(owner, preferred, now=now, is_free=is_free)
-        if preferred is not None and not self.usable(preferred):
-            raise PortOutsidePool(
-                f"preferred port {preferred} is not in the pool {self.port_range}"
-                + (" (it is reserved)" if preferred in self.reserved else "")
-            )
+            return self._allocate_exact(owner, preferred, span, now=now, is_free=is_free)
+        if preferred is not None and not (self.usable(preferred) and preferred in span):
+            raise PortOutsidePool(self._outside(preferred, span, "preferred port"))
         existing = self._by_owner.get(owner)
         keep = (
             existing is not None and existing.kind is AllocKind.POOL and self.usable(existing.port)
@@ -248,20 +284,34 @@ class PoolState:
         if preferred is not None and self._takeable(preferred, is_free):
             port = preferred
         else:
-            port = self._scan(is_free)
+            port = self._scan(span, is_free)
         if existing is not None:
             self._drop(existing.port)
         if preferred is None or port != preferred:
-            self.cursor = port
+            self.cursors[span.name] = port
         return self._put(Allocation(port, owner, AllocState.ACTIVE, AllocKind.POOL, now, now))
 
+    def _outside(self, port: int, span: Tier, what: str) -> str:
+        if port in self.reserved:
+            return f"{what} {port} is reserved"
+        if port not in self.port_range:
+            return f"{what} {port} is not in the pool {self.port_range}"
+        return f"{what} {port} is not in {span.describe()}"
+
     def _allocate_exact(
-        self, owner: str, port: int, *, now: float, is_free: BindTest
+        self, owner: str, port: int, span: Tier, *, now: float, is_free: BindTest
     ) -> Allocation:
-        if not self.usable(port):
+        if port not in self.port_range:
             raise PortOutsidePool(
                 f"the fleet's port {port} is outside this host's pool {self.port_range}:"
                 " every bridge of a fleet needs the same BRIDGE_PORT_RANGE"
+            )
+        # The fleet chose the port inside the tier when it claimed it; a port that tiers
+        # reconfigured since left outside keeps its owner here too (reported, not moved).
+        if not self.usable(port):
+            raise PortOutsidePool(
+                self._outside(port, span, "the fleet's port")
+                + " on this host: every bridge of a fleet needs the same BRIDGE_RESERVED_PORTS"
             )
         existing = self._by_owner.get(owner)
         if existing is not None and existing.port == port and existing.kind is AllocKind.POOL:
@@ -281,17 +331,12 @@ class PoolState:
     def _takeable(self, port: int, is_free: BindTest) -> bool:
         return port not in self._by_port and is_free(port)
 
-    def _candidates(self) -> Iterator[int]:
-        span = self.port_range
-        start = self.cursor + 1 if self.cursor in span else span.low
-        yield from range(start, span.high + 1)
-        yield from range(span.low, start)
-
-    def _scan(self, is_free: BindTest) -> int:
-        if self._taken >= self._capacity:
-            raise PoolExhausted(self.port_range, self.holders())
+    def _scan(self, span: Tier, is_free: BindTest) -> int:
+        tiered = len(self.layout.tiers) > 1
+        if self._taken[span.name] >= self._capacity[span.name]:
+            raise PoolExhausted(span, self.holders(span.name), tiered=tiered)
         busy: set[int] = set()
-        for port in self._candidates():
+        for port in span.after(self.cursors.get(span.name)):
             if port in self._by_port or port in self.reserved:
                 continue
             if is_free(port):
@@ -299,7 +344,7 @@ class PoolState:
                 return port
             busy.add(port)
         self.last_busy = frozenset(busy)
-        raise PoolExhausted(self.port_range, self.holders())
+        raise PoolExhausted(span, self.holders(span.name), tiered=tiered)
 
     def _activate(self, alloc: Allocation, now: float) -> Allocation:
         if alloc.state is AllocState.ACTIVE:

@@ -33,6 +33,7 @@ from bridge.pool.store import (
     StoreTooNew,
     move_aside,
 )
+from bridge.pool.tiers import TierLayout
 from bridge.retry import retry_forever
 
 T = TypeVar("T")
@@ -101,6 +102,7 @@ class DurablePool:
         rebuild_source: RebuildSource = _no_claims,
         is_free: BindTest = always_free,
         clock: Callable[[], float] = time.time,
+        tiers: TierLayout | None = None,
     ) -> DurablePool:
         """Open (or create, or rebuild) the store at `path` and lock it for this process.
 
@@ -114,10 +116,12 @@ class DurablePool:
         try:
             store = cls._load(path)
             if store is None:
-                store, state = cls._rebuild(path, port_range, reserved, rebuild_source, clock())
+                store, state = cls._rebuild(
+                    path, port_range, reserved, rebuild_source, clock(), tiers
+                )
             else:
                 snap = store.load()
-                state = PoolState(port_range, reserved, snap.allocations, snap.cursor)
+                state = PoolState(port_range, reserved, snap.allocations, snap.cursors, tiers)
         except BaseException:
             lock.release()
             raise
@@ -146,9 +150,10 @@ class DurablePool:
         reserved: Iterable[int],
         rebuild_source: RebuildSource,
         now: float,
+        tiers: TierLayout | None,
     ) -> tuple[PortStore, PoolState]:
         claims = list(rebuild_source())
-        state, conflicts = rebuild(port_range, reserved, claims, now=now)
+        state, conflicts = rebuild(port_range, reserved, claims, now=now, tiers=tiers)
         for claim in conflicts:
             log.warning(
                 "state_rebuild_conflict",
@@ -156,7 +161,7 @@ class DurablePool:
                 port=claim.port,
                 holder=(h.owner if (h := state.holder(claim.port)) else None),
             )
-        store = PortStore.create(path, state.allocations(), state.cursor)
+        store = PortStore.create(path, state.allocations(), state.cursors)
         log.info(
             "state_store_created",
             path=str(path),
@@ -196,6 +201,7 @@ async def open_waiting(
     clock: Callable[[], float],
     stopping: asyncio.Event,
     on_retry: Callable[[], None],
+    tiers: TierLayout | None = None,
 ) -> DurablePool | None:
     """Open the store, waiting (not failing) while it cannot be written: a read-only or
     full volume is often fixed while we wait, and the previous agent's registrations stay
@@ -224,6 +230,7 @@ async def open_waiting(
                     rebuild_source=rebuild_source,
                     is_free=is_free,
                     clock=clock,
+                    tiers=tiers,
                 )
     except (StoreError, OSError):
         if stopping.is_set():

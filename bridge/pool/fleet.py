@@ -6,9 +6,10 @@ Layout, under `<kv prefix>/ports/`, shared by every bridge of the fleet:
     port/<port>             {"service": "<name>"}                 who holds a port
     users/<name>/<node id>  {"owner": "<container>"}              a host using it (locked)
     cursor                  {"port": 11105}                       the fleet's wrap-around
+    cursor/<tier>           {"port": 9004}                        ... of each tier
 
 - A claim writes `service/` and `port/` with check-and-set on "does not exist yet", and the
-  cursor with check-and-set on its index, in one transaction: two hosts can never claim
+  (tier's) cursor with check-and-set on its index, in one transaction: two hosts can never claim
   one port for two services, nor two ports for one service. The loser reads again.
 - Using a service's port locks `users/<name>/<node id>` with the bridge's Consul session and
   touches `service/<name>` (check-and-set) in the same transaction. The session is renewed
@@ -25,7 +26,6 @@ running containers hold while Consul is away; only new names wait.
 from __future__ import annotations
 
 import base64
-import itertools
 import json
 import secrets
 from collections.abc import Callable, Iterable, Mapping
@@ -38,6 +38,7 @@ import structlog
 from bridge.config import PortRange, PortScope, Settings
 from bridge.model import KVEntry
 from bridge.pool.allocator import BindTest, PoolError
+from bridge.pool.tiers import UNTIERED, TierLayout, layout_for
 from bridge.protocols import ConsulAPI, ConsulRejected, ConsulUnavailable
 from bridge.session import ConsulSession
 
@@ -47,9 +48,9 @@ ATTEMPTS = 8  # claims lost to another host before giving up for this pass
 
 
 class FleetExhausted(PoolError):
-    def __init__(self, port_range: PortRange, taken: int) -> None:
+    def __init__(self, where: str, taken: int) -> None:
         super().__init__(
-            f"cluster port registry {port_range} exhausted: {taken} ports claimed by"
+            f"cluster port registry exhausted in {where}: {taken} ports claimed by"
             " services of the fleet, the rest reserved or busy on this host"
         )
 
@@ -65,7 +66,7 @@ class Registry:
     services: Mapping[str, tuple[int, float | None, int]]  # name -> port, idle_since, index
     ports: Mapping[int, str]  # port -> service
     users: Mapping[str, Mapping[str, tuple[str, str | None]]]  # name -> node -> owner, session
-    cursor: tuple[int | None, int]  # port, index (0: not there yet)
+    cursors: Mapping[str, tuple[int | None, int]]  # tier -> port, index (0: not there yet)
 
     def service_of(self, port: int) -> str | None:
         return self.ports.get(port)
@@ -95,12 +96,14 @@ class FleetPorts:
         node_id: str,
         port_range: PortRange,
         reserved: Iterable[int] = (),
+        layout: TierLayout | None = None,
         clock: Callable[[], float],
         session: ConsulSession | None = None,
     ) -> None:
         self.consul = consul
         self.node_id = node_id
         self.port_range = port_range
+        self.layout = layout or layout_for(port_range, ())
         self.reserved = frozenset(reserved)
         self.clock = clock
         self.root = f"{consul.kv_prefix}/ports/"
@@ -122,6 +125,7 @@ class FleetPorts:
             node_id=settings.node_id,
             port_range=settings.port_range,
             reserved=settings.reserved_ports,
+            layout=settings.tier_layout,
             clock=clock,
             session=session,
         )
@@ -132,7 +136,7 @@ class FleetPorts:
         services: dict[str, tuple[int, float | None, int]] = {}
         ports: dict[int, str] = {}
         users: dict[str, dict[str, tuple[str, str | None]]] = {}
-        cursor: tuple[int | None, int] = (None, 0)
+        cursors: dict[str, tuple[int | None, int]] = {}
         for entry in await self.consul.kv_read(self.root):
             path = entry.key.removeprefix(self.root).split("/")
             value = _json(entry)
@@ -142,14 +146,20 @@ class FleetPorts:
                 ports[int(path[1])] = str(value.get("service", ""))
             elif path[0] == "users" and len(path) == 3 and entry.session:
                 users.setdefault(path[1], {})[path[2]] = (str(value.get("owner")), entry.session)
-            elif path == ["cursor"]:
-                cursor = (value.get("port"), entry.modify_index)
-        return Registry(services, ports, users, cursor)
+            elif path[0] == "cursor" and len(path) <= 2:
+                cursors["/".join(path[1:])] = (value.get("port"), entry.modify_index)
+        return Registry(services, ports, users, cursors)
 
     # ---- claiming ---------------------------------------------------------------------
 
     async def claim(
-        self, service: str, owner: str, *, preferred: int | None, is_free: BindTest
+        self,
+        service: str,
+        owner: str,
+        *,
+        preferred: int | None,
+        is_free: BindTest,
+        tier: str = UNTIERED,
     ) -> int:
         """The service's port across the fleet (claimed now if it has none), locked as used
         by this host for `owner`. Raises FleetExhausted, FleetContended."""
@@ -168,16 +178,16 @@ class FleetPorts:
                 if await self._use(service, owner, port, index, session):
                     return port
                 continue
-            port = self._choose(registry, preferred, is_free)
+            port = self._choose(registry, preferred, is_free, tier)
             value = {"port": port, "idle_since": None}
             ops = [
                 _op("cas", f"{self.root}service/{service}", Value=_b64(value), Index=0),
                 _op("cas", f"{self.root}port/{port}", Value=_b64({"service": service}), Index=0),
                 _op(
                     "cas",
-                    f"{self.root}cursor",
+                    self.root + "/".join(filter(None, ("cursor", tier))),
                     Value=_b64({"port": port}),
-                    Index=registry.cursor[1],
+                    Index=registry.cursors.get(tier, (None, 0))[1],
                 ),
                 self._lock(service, owner, session),
             ]
@@ -186,10 +196,14 @@ class FleetPorts:
                 return port
         raise FleetContended(f"lost the race for a port for {service} {ATTEMPTS} times")
 
-    def _choose(self, registry: Registry, preferred: int | None, is_free: BindTest) -> int:
+    def _choose(
+        self, registry: Registry, preferred: int | None, is_free: BindTest, tier: str
+    ) -> int:
+        span = self.layout[tier]
+
         def takeable(port: int) -> bool:
             return (
-                port in self.port_range
+                port in span
                 and port not in self.reserved
                 and port not in registry.ports
                 and is_free(port)
@@ -197,12 +211,11 @@ class FleetPorts:
 
         if preferred is not None and takeable(preferred):
             return preferred
-        span, cursor = self.port_range, registry.cursor[0]
-        start: int = cursor + 1 if isinstance(cursor, int) and cursor in span else span.low
-        for port in itertools.chain(range(start, span.high + 1), range(span.low, start)):
+        cursor = registry.cursors.get(tier, (None, 0))[0]
+        for port in span.after(cursor if isinstance(cursor, int) else None):
             if takeable(port):
                 return port
-        raise FleetExhausted(span, len(registry.ports))
+        raise FleetExhausted(span.describe(), sum(1 for p in registry.ports if p in span))
 
     def _lock(self, service: str, owner: str, session: str) -> dict[str, Any]:
         key = f"{self.root}users/{service}/{self.node_id}"
@@ -218,14 +231,15 @@ class FleetPorts:
 
     async def ports_for(
         self,
-        wanted: Mapping[str, tuple[str, int | None]],
+        wanted: Mapping[str, tuple[str, int | None, str]],
         held: Mapping[str, int],
         is_free: BindTest,
     ) -> tuple[dict[str, int], dict[str, str]]:
         """The fleet's port for each container that wants one (container -> service and
         preferred port), and why the others wait. `held`: the ports containers hold here
         already; they keep them while the registry cannot be read (Consul away), and
-        without a call when the registry agrees and this host's lock stands."""
+        without a call when the registry agrees and this host's lock stands. A service
+        keeps its port when tiers change; only new claims are made inside the tier."""
         ports: dict[str, int] = {}
         waiting: dict[str, str] = {}
         try:
@@ -237,7 +251,7 @@ class FleetPorts:
                 else:
                     waiting[container] = f"cluster port registry unavailable: {exc}"
             return ports, waiting
-        for container, (service, preferred) in sorted(wanted.items()):
+        for container, (service, preferred, tier) in sorted(wanted.items()):
             known = registry.services.get(service)
             lock = registry.users.get(service, {}).get(self.node_id)
             if known and held.get(container) == known[0] and lock and lock[1] == self.session.id:
@@ -245,7 +259,7 @@ class FleetPorts:
                 continue
             try:
                 ports[container] = await self.claim(
-                    service, container, preferred=preferred, is_free=is_free
+                    service, container, preferred=preferred, is_free=is_free, tier=tier
                 )
             except (PoolError, ConsulUnavailable, ConsulRejected) as exc:
                 waiting[container] = str(exc)

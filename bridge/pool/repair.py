@@ -27,6 +27,7 @@ from bridge.model import (
     published_binding,
 )
 from bridge.pool.allocator import PoolState
+from bridge.pool.tiers import TierLayout
 from bridge.protocols import ConsulAPI, DockerAPI
 from bridge.retry import retry_forever
 
@@ -83,12 +84,14 @@ def rebuild(
     claims: Iterable[LiveClaim],
     *,
     now: float,
+    tiers: TierLayout | None = None,
 ) -> tuple[PoolState, list[LiveClaim]]:
     """A pool from what live containers hold; returns it and the claims it refused.
 
     Running claims win over stopped ones; a claim on a port someone else already claimed
     is returned as a conflict rather than recorded twice. The cursor goes to the highest
-    claimed pool port, so new ports come after every port in use.
+    claimed pool port (each tier's to its highest), so new ports come after every port in
+    use.
     """
     by_port: dict[int, Allocation] = {}
     owners: set[str] = set()
@@ -102,11 +105,13 @@ def rebuild(
         status = AllocState.ACTIVE if claim.running else AllocState.HELD
         by_port[claim.port] = Allocation(claim.port, claim.owner, status, claim.kind, now, now)
         owners.add(claim.owner)
-    pool_ports = [
-        a.port for a in by_port.values() if a.kind is AllocKind.POOL and a.port in port_range
-    ]
-    cursor = max(pool_ports) if pool_ports else None
-    return PoolState(port_range, reserved, by_port.values(), cursor), conflicts
+    layout = tiers or TierLayout(port_range)
+    cursors: dict[str, int] = {}
+    for a in by_port.values():
+        tier = layout.of(a.port) if a.kind is AllocKind.POOL else None
+        if tier is not None:
+            cursors[tier] = max(cursors.get(tier, a.port), a.port)
+    return PoolState(port_range, reserved, by_port.values(), cursors, layout), conflicts
 
 
 def sweep(state: PoolState, *, now: float, stale_after: float) -> list[Allocation]:

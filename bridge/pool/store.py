@@ -15,12 +15,13 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bridge.model import Allocation, AllocKind, AllocState
 from bridge.pool.allocator import Changes
+from bridge.pool.tiers import UNTIERED
 
 SCHEMA_VERSION = 1
 
@@ -62,12 +63,25 @@ class StoreSnapshot:
     path: Path
     exists: bool
     schema_version: int | None
-    cursor: int | None
+    cursor: int | None  # the untiered ports' cursor (the whole range's, without tiers)
     allocations: list[Allocation]
     # This store's identity, made once: the agent that owns it claims its node id in
     # Consul under it, so that another bridge started with the same node id is told apart
     # from this one restarted. None in stores written before it existed.
     instance_id: str | None = None
+    tier_cursors: Mapping[str, int] = field(default_factory=dict)  # each named tier's
+
+    @property
+    def cursors(self) -> dict[str, int]:
+        """Every tier's cursor, the untiered one under UNTIERED."""
+        found = dict(self.tier_cursors)
+        if self.cursor is not None:
+            found[UNTIERED] = self.cursor
+        return found
+
+
+def _cursor_key(tier: str) -> str:
+    return "cursor" if tier == UNTIERED else f"cursor:{tier}"
 
 
 def _row_to_allocation(row: tuple[object, ...]) -> Allocation:
@@ -112,7 +126,12 @@ def _read(conn: sqlite3.Connection, path: Path) -> StoreSnapshot:
             f" up to {SCHEMA_VERSION}: upgrade mcp-bridge or point BRIDGE_STATE_FILE elsewhere"
         )
     allocations = [_row_to_allocation(r) for r in rows]
-    return StoreSnapshot(path, True, version, cursor, allocations, meta.get("instance_id"))
+    tiers = {
+        key.removeprefix("cursor:"): int(value)
+        for key, value in meta.items()
+        if key.startswith("cursor:") and str(value).lstrip("-").isdigit()
+    }
+    return StoreSnapshot(path, True, version, cursor, allocations, meta.get("instance_id"), tiers)
 
 
 def read_snapshot(path: Path) -> StoreSnapshot:
@@ -190,7 +209,9 @@ class PortStore:
             raise StoreCorrupt(str(exc)) from None
 
     @classmethod
-    def create(cls, path: Path, allocations: list[Allocation], cursor: int) -> PortStore:
+    def create(
+        cls, path: Path, allocations: list[Allocation], cursors: Mapping[str, int]
+    ) -> PortStore:
         """A new store holding exactly `allocations`; atomic: written aside, then renamed."""
         tmp = path.with_name(path.name + ".new")
         for suffix in ("", "-wal", "-shm"):
@@ -204,8 +225,9 @@ class PortStore:
                     "INSERT INTO meta (key, value) VALUES (?, ?)",
                     [
                         ("schema_version", str(SCHEMA_VERSION)),
-                        ("cursor", str(cursor)),
+                        ("cursor", str(cursors.get(UNTIERED, -1))),
                         ("instance_id", uuid.uuid4().hex),
+                        *((_cursor_key(t), str(p)) for t, p in cursors.items() if t != UNTIERED),
                     ],
                 )
                 conn.executemany(_INSERT, [_values(a) for a in allocations])
@@ -250,8 +272,9 @@ class PortStore:
                     "DELETE FROM allocations WHERE port = ?", [(p,) for p in changes.ports]
                 )
                 conn.executemany(_INSERT, [_values(a) for a in changes.ports.values() if a])
-                conn.execute(
-                    "UPDATE meta SET value = ? WHERE key = 'cursor'", (str(changes.cursor),)
+                conn.executemany(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                    [(_cursor_key(tier), str(port)) for tier, port in changes.cursors.items()],
                 )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot write {self.path}: {exc}") from exc

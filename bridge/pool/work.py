@@ -19,7 +19,8 @@ class PoolWork:
     observe: dict[str, bool | None] = field(default_factory=dict)  # name -> running/gone
     present: dict[str, bool] | None = None  # a complete listing: owners not in it are gone
     claims: list[tuple[str, int]] = field(default_factory=list)  # published host ports
-    allocations: list[tuple[str, int | None]] = field(default_factory=list)  # name, preferred
+    # name, preferred port, tier
+    allocations: list[tuple[str, int | None, str]] = field(default_factory=list)
     sweep: bool = False
     exact: bool = False  # cluster scope: the preferred port is the fleet's, or none
 
@@ -56,9 +57,9 @@ def pool_work(
             if binding is not None:
                 work.claims.append((name, binding[1]))
         elif spec.expose is ExposeMode.PROXY and fleet_ports is None:
-            work.allocations.append((name, spec.host_port))
+            work.allocations.append((name, spec.host_port, spec.tier))
         elif spec.expose is ExposeMode.PROXY and fleet_ports is not None and name in fleet_ports:
-            work.allocations.append((name, fleet_ports[name]))
+            work.allocations.append((name, fleet_ports[name], spec.tier))
     return work
 
 
@@ -79,10 +80,10 @@ def apply_pool_work(
         out.released = sweep(state, now=now, stale_after=stale_after)
     for name, port in work.claims:
         state.claim_external(name, port, now=now)
-    for name, preferred in work.allocations:
+    for name, preferred, tier in work.allocations:
         try:
             out.ports[name] = state.allocate(
-                name, now=now, preferred=preferred, is_free=is_free, exact=work.exact
+                name, now=now, preferred=preferred, is_free=is_free, exact=work.exact, tier=tier
             ).port
         except PoolError as exc:
             out.errors[name] = exc

@@ -232,6 +232,10 @@ class AgentProcess:
         with urllib.request.urlopen(self.http + "/v1/status", timeout=10) as r:
             return dict(json.load(r))
 
+    def status_ports(self) -> dict[str, Any]:
+        with urllib.request.urlopen(self.http + "/v1/ports", timeout=10) as r:
+            return dict(json.load(r))
+
     def stop(self) -> int:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)

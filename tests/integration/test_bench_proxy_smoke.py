@@ -31,6 +31,14 @@ def test_bench_proxy_quick_prints_a_json_summary_last(services: dict[str, str]) 
     for level in summary["latency_us"].values():
         for path in ("direct", "docker-proxy", "mcp-bridge"):
             assert 0 < level[path]["p50"] <= level[path]["p99"]
+    rates = summary["connect_per_s"]
+    assert set(rates) == {"direct", "docker-proxy", "mcp-bridge", "mcp-bridge+allow"}
+    assert all(value > 0 for value in rates.values())
+    assert summary["connect_ratio_vs_docker_proxy"] > 0
+    decision = summary["decision_us"]
+    assert 0 < decision["inside_p50"] <= decision["inside_p99"]
+    assert 0 < decision["outside_p50"] <= decision["outside_p99"]
+    assert summary["allow_cidrs"] == 1000
     assert any("mcp-bridge" in line for line in lines[:-1])  # the table came first
 
 

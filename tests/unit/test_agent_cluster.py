@@ -81,3 +81,30 @@ async def test_a_service_nobody_runs_is_released_after_stale_after(
     a.clock.now += 60
     await a.full_pass()
     assert "weather" not in (await fleet.read()).services
+
+
+async def test_cluster_scope_claims_inside_the_tier(tmp_path: Path) -> None:
+    a_consul, b_consul = FakeConsul("host-a"), FakeConsul("host-b")
+    b_consul.share_kv(a_consul)
+    settings = {
+        "port_scope": "cluster",
+        "port_range": "11100-11119",
+        "port_tiers": "core=11110-11114",
+    }
+    a = await make_world(tmp_path / "a", consul=a_consul, node_id="host-a", **settings)
+    b = await make_world(tmp_path / "b", consul=b_consul, node_id="host-b", **settings)
+    try:
+        await a.on(a.run("mcp-plain", labels=NO_CHECK))
+        core = {**NO_CHECK, "mcp.name": "search", "mcp.tier": "core"}
+        await a.on(a.run("mcp-search-a", labels=core))
+        await b.on(b.run("mcp-search-b", labels=core))
+        await b.on(b.run("mcp-more", labels={**NO_CHECK, "mcp.tier": "core"}))
+        port = a.consul.services[service_id("host-a", "mcp-search-a")].port
+        assert port == b.consul.services[service_id("host-b", "mcp-search-b")].port == 11110
+        assert b.ports()["mcp-more"] == 11111, "next after the tier's own cursor"
+        assert a.ports()["mcp-plain"] == 11100, "the untiered rest"
+        registry = await a.agent.fleet.read()  # type: ignore[union-attr]
+        assert {t: p for t, (p, _) in registry.cursors.items()} == {"": 11100, "core": 11111}
+    finally:
+        await a.agent.close()
+        await b.agent.close()

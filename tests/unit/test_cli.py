@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bridge.config import PortRange
 from bridge.pool.durable import DurablePool
+from bridge.pool.tiers import TierLayout, parse_tiers
 
 
 def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -107,3 +108,34 @@ def test_doctor_fails_on_a_corrupt_store(tmp_path: Path) -> None:
     result = run("doctor", env={"BRIDGE_STATE_FILE": str(store), **NOWHERE})
     assert result.returncode == 1
     assert "FAIL  state file" in result.stdout
+
+
+def test_ports_shows_use_per_tier(tmp_path: Path) -> None:
+    store = tmp_path / "state.db"
+    layout = TierLayout(PortRange(12000, 12019), parse_tiers("core=12000-12009,dev=12010-12014"))
+    pool = DurablePool.open(store, layout.port_range, reserved=[12001], tiers=layout)
+    with pool.transaction() as s:
+        for i in range(9):
+            s.allocate(f"mcp-core-{i}", now=1.0, tier="core")
+        s.allocate("mcp-dev", now=1.0, tier="dev")
+        s.allocate("mcp-plain", now=1.0)
+    pool.close()
+    env = {
+        "BRIDGE_STATE_FILE": str(store),
+        "BRIDGE_PORT_RANGE": "12000-12019",
+        "BRIDGE_RESERVED_PORTS": "12001",
+        "BRIDGE_PORT_TIERS": "core=12000-12009,dev=12010-12014",
+    }
+    report = json.loads(run("ports", "--json", env=env).stdout)
+    assert report["tiers"] == [
+        {"tier": "core", "ports": "12000-12009", "size": 9, "used": 9, "free": 0},
+        {"tier": "dev", "ports": "12010-12014", "size": 5, "used": 1, "free": 4},
+        {"tier": "untiered", "ports": "12015-12019", "size": 5, "used": 1, "free": 4},
+    ]
+    assert report["cursors"] == {"core": 12009, "dev": 12010, "untiered": 12015}
+    rows = {r["owner"]: r["tier"] for r in report["allocations"]}
+    assert (rows["mcp-core-0"], rows["mcp-dev"], rows["mcp-plain"]) == ("core", "dev", "untiered")
+    table = run("ports", env=env).stdout
+    assert "tier core 12000-12009: 9 used, 0 free of 9  (over 90 % used)" in table
+    assert "tier dev 12010-12014: 1 used, 4 free of 5\n" in table
+    assert "TIER" in table and "12010  dev" in table

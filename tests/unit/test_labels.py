@@ -675,6 +675,9 @@ def test_first_error_in_contract_order() -> None:
         "check.timeout": "x",
         "check.deregister_after": "x",
         "tools": "x",
+        "tier": "x",
+        "allow": "x",
+        "max_connections": "x",
     }
     order = [*KNOWN_LABELS[1:9], "meta.consul-x", *KNOWN_LABELS[9:]]
     assert list(every_label_bad) == order

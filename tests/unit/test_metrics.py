@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge.metrics import ERROR_KINDS, AgentReading, Metrics, PoolUse
+from bridge.config import PortRange
+from bridge.metrics import ERROR_KINDS, AgentReading, Metrics, PoolUse, tier_use
 from bridge.model import ForwarderCounters
+from bridge.pool.allocator import PoolState
+from bridge.pool.tiers import TierLayout, parse_tiers
 
 
 def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -58,3 +63,25 @@ def test_forwarder_counters_are_read_at_scrape_time() -> None:
     assert s[("mcp_bridge_forwarder_connections_active", (("service_id", "n:a"),))] == 2
     assert s[("mcp_bridge_forwarder_upstream_failures_total", (("service_id", "n:a"),))] == 1
     assert s[("mcp_bridge_consul_reachable", ())] == 0
+
+
+def test_use_per_tier_and_refusals_per_service() -> None:
+    layout = TierLayout(PortRange(100, 119), parse_tiers("core=100-109"))
+    pool = PoolState(layout.port_range, tiers=layout)
+    for i in range(10):
+        pool.allocate(f"c{i}", now=0, tier="core")
+    pool.allocate("plain", now=0)
+    reading = replace(snapshot(11), tiers=tier_use(pool))
+    reading.forwarders["n:a"].refused_address = 7
+    s = samples(Metrics(lambda: reading))
+    assert s[("mcp_bridge_tier_size", (("tier", "core"),))] == 10
+    assert s[("mcp_bridge_tier_near_exhaustion", (("tier", "core"),))] == 1
+    assert s[("mcp_bridge_tier_used", (("tier", "untiered"),))] == 1
+    assert s[("mcp_bridge_tier_near_exhaustion", (("tier", "untiered"),))] == 0
+    address = ("mcp_bridge_forwarder_refused_total", (("reason", "address"), ("service_id", "n:a")))
+    assert s[address] == 7
+    limit = ("mcp_bridge_forwarder_refused_total", (("reason", "limit"), ("service_id", "n:a")))
+    assert s[limit] == 0
+    assert s[("mcp_bridge_forwarder_connections_total", (("service_id", "n:a"),))] == 5
+    untiered = samples(Metrics(lambda: snapshot(1)))
+    assert not [k for k in untiered if k[0].startswith("mcp_bridge_tier_")]

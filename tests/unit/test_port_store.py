@@ -23,6 +23,7 @@ from bridge.pool.store import (
     StoreTooNew,
     read_snapshot,
 )
+from bridge.pool.tiers import TierLayout, parse_tiers
 from tests.conftest import fill_disk
 
 RANGE = PortRange(20000, 20999)
@@ -216,3 +217,25 @@ async def test_disk_full_fails_the_write_undoes_memory_and_recovers(tiny_disk: P
         "before",
         owners[0],
     }
+
+
+def test_each_tiers_cursor_survives_reopen_and_a_rebuild(store: Path) -> None:
+    layout = TierLayout(RANGE, parse_tiers("a=20000-20004"))
+    pool = DurablePool.open(store, RANGE, tiers=layout)
+    with pool.transaction() as s:
+        s.allocate("x", now=1.0, tier="a")
+        s.allocate("y", now=1.0)
+    pool.close()
+    assert read_snapshot(store).cursors == {"a": 20000, "": 20005}
+    again = DurablePool.open(store, RANGE, tiers=layout)
+    with again.transaction() as s:
+        assert s.allocate("x2", now=2.0, tier="a").port == 20001
+        assert s.allocate("y2", now=2.0).port == 20006
+    again.close()
+    store.unlink()
+    claims = [LiveClaim("x", 20003, AllocKind.POOL, running=True)]
+    rebuilt = DurablePool.open(store, RANGE, rebuild_source=lambda: claims, tiers=layout)
+    with rebuilt.transaction() as s:
+        assert s.allocate("x3", now=3.0, tier="a").port == 20004  # after what lives hold
+        assert s.allocate("y3", now=3.0).port == 20005
+    rebuilt.close()

@@ -204,6 +204,8 @@ def test_proxy_registration_carries_every_contract_meta_key() -> None:
         "path": "/sse",
         "team": "search",
         "tier": "gold",
+        "access_allow": "any",
+        "access_max_connections": "unlimited",
     }
     assert MANAGED_BY == "mcp-bridge"
     assert len(fingerprint) == 16
@@ -607,7 +609,7 @@ def test_pool_work_lists_allocations_and_claims() -> None:
     ]
     specs = {c.name: make_spec(c) for c in containers if c.name.startswith("mcp-")}
     work = pool_work(containers, specs, complete=True)
-    assert work.allocations == [("mcp-a", None), ("mcp-b", 11105)]
+    assert work.allocations == [("mcp-a", None, ""), ("mcp-b", 11105, "")]
     assert work.claims == [("mcp-p", 11103)]
     assert work.present == {
         "mcp-b": True,

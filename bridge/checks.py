@@ -32,6 +32,21 @@ log = structlog.get_logger("bridge.checks")
 
 PROBE_CONCURRENCY = 32
 LISTEN_REOPEN_DELAY = 10.0  # after the server ended a change stream
+# Until a service's first passing result, it is probed again soon, then less and less
+# often up to the interval: a server is seldom listening yet at the first probe, right
+# after `docker run`, and waiting a whole interval made it critical for 10 s for nothing.
+FIRST_RETRY = 0.2  # seconds; 1.5 times longer after each probe that did not pass
+RETRY_GROWTH = 1.5
+
+
+def next_wait(interval: float, passed_once: bool, tries: int) -> float:
+    """Seconds until the next probe: the interval once the service has passed; before
+    that FIRST_RETRY, growing by half each try, never more than the interval. Probes then
+    come at 0, 0.2, 0.5, 1.0, 1.6, 2.6, 4.1 s ..., so a server that starts listening in
+    its first 4 s passes within 2 s of listening."""
+    if passed_once:
+        return interval
+    return min(interval, FIRST_RETRY * RETRY_GROWTH**tries)
 
 Prober = Callable[..., Awaitable[ProbeResult]]  # as probe.probe
 
@@ -145,8 +160,10 @@ class ServiceCheck:
     async def run(self) -> None:
         target, runner = self.target, self.runner
         reported_error = False
+        passed_once, tries = False, 0
         while True:
             result = await self._check()
+            passed_once = passed_once or result.status == "passing"
             previous = runner.last.get(target.service_id)
             runner.last[target.service_id] = result
             if previous is None or previous.status != result.status:
@@ -173,8 +190,10 @@ class ServiceCheck:
                     log.warning("check_report_failed", **self._fields(), error=str(exc))
                     reported_error = True
             self.kick.clear()
+            wait = next_wait(target.interval, passed_once, tries)
+            tries += 1
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.kick.wait(), target.interval)
+                await asyncio.wait_for(self.kick.wait(), wait)
 
     async def _keep_tools(self, result: ProbeResult) -> None:
         tools = result.tools or []

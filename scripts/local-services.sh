@@ -8,6 +8,7 @@
 #                    bullseye) and start dockerd and a Consul dev agent unless
 #                    something already answers. Idempotent. Prints shell-evaluable
 #                    lines on stdout:   eval "$(scripts/local-services.sh up)"
+#   docker           Only the Docker engine part of `up` (prints DOCKER_HOST).
 #   down             Stop what this script started (Consul, then dockerd).
 #   consul-stop      Stop the Consul dev agent started by this script.
 #   consul-start     Start it again (dev mode: it comes back empty).
@@ -287,7 +288,7 @@ ensure_docker() {
     ensure_docker_installed
     if docker_answers; then
         if pid_of "$DOCKERD_PIDFILE" dockerd >/dev/null; then
-            log "dockerd (started by this script) answers at $DOCKER_URL"
+            log "dockerd already answers at $DOCKER_URL (pid $(pid_of "$DOCKERD_PIDFILE" dockerd), started earlier by this script); not starting another"
         else
             log "a Docker engine already answers at $DOCKER_URL; not starting one"
         fi
@@ -389,8 +390,10 @@ start_consul() {
     consul_host_port
     ensure_consul_installed
     mkdir -p "$RUN_DIR"
+    # check_update_interval 0: a check's output reaches the catalog (and the UI) at once;
+    # by default Consul holds back output-only changes for 5 minutes.
     local args=(agent -dev -client "$CONSUL_HOST" -bind 127.0.0.1 -http-port "$CONSUL_PORT"
-                -log-level info)
+                -log-level info -hcl 'check_update_interval = "0s"')
     log "starting $CONSUL_BIN ${args[*]} (log: $CONSUL_LOG)"
     spawn "$CONSUL_LOG" "$CONSUL_BIN" "${args[@]}"
     local pid=$SPAWNED_PID i
@@ -418,7 +421,7 @@ start_consul() {
 ensure_consul() {
     if consul_leader; then
         if pid_of "$CONSUL_PIDFILE" consul >/dev/null; then
-            log "consul (started by this script) answers at $CONSUL_URL"
+            log "consul already answers at $CONSUL_URL (pid $(pid_of "$CONSUL_PIDFILE" consul), started earlier by this script); not starting another"
         else
             log "a Consul with a leader already answers at $CONSUL_URL; not starting one"
         fi
@@ -535,6 +538,11 @@ main() {
             ensure_consul
             log "ready after $((SECONDS - t0))s"
             emit_docker_env; emit_consul_env
+            ;;
+        docker)
+            need_root; take_lock
+            ensure_docker
+            emit_docker_env
             ;;
         down)
             need_root; take_lock

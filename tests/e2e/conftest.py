@@ -127,6 +127,11 @@ class ComposeStack:
         }
         self._env = {**clean, **self.variables}
 
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment its commands run with: these variables, no leaks from ours."""
+        return dict(self._env)
+
     def compose(
         self, *args: str, timeout: float = 600, check: bool = True
     ) -> subprocess.CompletedProcess[str]:

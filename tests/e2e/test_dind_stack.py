@@ -1,19 +1,19 @@
 """The laptop stack, end to end: compose/dind brought up, an MCP server started in its
 inner Docker engine, and checked from the host.
 
-compose/dind/compose.yaml plus compose.ci.yaml (for hosts that refuse `privileged: true`),
-with the images built here and non-default host ports. The fixture MCP server image is
-`docker save`d from the host engine into the inner engine over its API, then run there
-with mcp.* labels. From the host, the test then sees the service in the stack's Consul
-with every check passing (the MCP check is a TTL check the agent reports to after
-speaking MCP to the server itself), and the registered address:port answers an MCP
-`initialize`, through the port the stack publishes and the agent's forwarder.
+Brought up and used the way the README says, with `scripts/laptop-stack.sh` (compose/dind
+plus compose.ci.yaml, for hosts that refuse `privileged: true`, with the images built
+here), on non-default host ports: `up`, then `run`, which loads the fixture MCP server
+image into the inner engine and starts it there with mcp.* labels. From the host, the
+test then sees the service in the stack's Consul with every check passing (the MCP check
+is a TTL check the agent reports to after speaking MCP to the server itself), and the
+registered address:port answers an MCP `initialize`, through the port the stack publishes
+and the agent's forwarder.
 """
 
 from __future__ import annotations
 
 import secrets
-import subprocess
 import time
 
 import pytest
@@ -21,7 +21,7 @@ import pytest
 from tests.e2e.conftest import (
     COMPOSE_DIR,
     LOCAL_IMAGES,
-    MCP_SERVER_IMAGE,
+    SCRIPTS,
     ComposeStack,
     free_port_block,
     healthy_service,
@@ -58,46 +58,34 @@ def test_dind_stack_registers_an_inner_mcp_server_reachable_from_the_host(
         },
     )
     stack_guard.append(stack)
-    stack.up()
+    # The README's one command for the laptop stack from local images.
+    script = str(SCRIPTS / "laptop-stack.sh")
+    env = {**stack.env, "COMPOSE_PROJECT_NAME": stack.project}
+    started = time.monotonic()
+    run([script, "up"], env=env, timeout=900)
+    print(f"scripts/laptop-stack.sh up took {time.monotonic() - started:.1f}s")
 
     consul = f"http://127.0.0.1:{consul_port}"
     agent = f"http://127.0.0.1:{http_port}"
     ready = wait_for("agent ready", lambda: http_json(agent + "/readyz").get("ready"))
     assert ready is True
 
-    # The inner engine, reached at the dind container's address (not published).
-    inner = f"tcp://{stack.address('dind')}:2375"
-    started = time.monotonic()
-    save = subprocess.Popen(["docker", "save", MCP_SERVER_IMAGE], stdout=subprocess.PIPE)
-    load = subprocess.run(
-        ["docker", "-H", inner, "load"],
-        stdin=save.stdout,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert save.stdout is not None
-    save.stdout.close()
-    assert save.wait(timeout=600) == 0, "docker save failed"
-    assert load.returncode == 0, load.stderr
-    print(f"loaded {MCP_SERVER_IMAGE} into the inner engine in {time.monotonic() - started:.1f}s")
-
+    # `run` loads the MCP server image into the inner engine and starts it there.
     service = f"e2e-{token}"
+    started = time.monotonic()
     run(
         [
-            "docker", "-H", inner, "run", "-d",
-            # survives an inner engine restart (the host engine may restart under it)
-            "--restart", "unless-stopped",
-            "--name", f"mcp-e2e-{token}",
+            script, "run", f"mcp-e2e-{token}",
             "--label", "mcp.enable=true",
             "--label", f"mcp.name={service}",
             "--label", "mcp.port=8000",
             "--label", "mcp.tags=e2e",
             "--label", "mcp.check.interval=2s",
-            MCP_SERVER_IMAGE,
-        ]
+        ],
+        env=env,
+        timeout=900,
     )  # fmt: skip
+    print(f"scripts/laptop-stack.sh run took {time.monotonic() - started:.1f}s")
     started = time.monotonic()
 
     def passing_and_probed() -> list[dict[str, object]] | None:

@@ -6,7 +6,8 @@
 #
 #   up               Install what is missing (docker.io, curl, consul from Debian
 #                    bullseye) and start dockerd and a Consul dev agent unless
-#                    something already answers. Idempotent. Prints shell-evaluable
+#                    something already answers (root only when it has something to
+#                    install or start). Idempotent. Prints shell-evaluable
 #                    lines on stdout:   eval "$(scripts/local-services.sh up)"
 #   docker           Only the Docker engine part of `up` (prints DOCKER_HOST).
 #   down             Stop what this script started (Consul, then dockerd).
@@ -531,6 +532,13 @@ main() {
     local cmd=${1:-}
     case "$cmd" in
         up)
+            if [ "$(id -u)" -ne 0 ] && have docker && have curl && docker_answers && consul_leader; then
+                # Nothing to install or start: no root needed (e.g. run.sh as a user with
+                # Docker access and a Consul of their own).
+                log "Docker answers at $DOCKER_URL and Consul at $CONSUL_URL; nothing to start"
+                emit_docker_env; emit_consul_env
+                return 0
+            fi
             need_root; take_lock
             local t0=$SECONDS
             ensure_curl

@@ -7,6 +7,7 @@ PassResult. It changes nothing the agent holds: the agent merges the result into
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -76,6 +77,9 @@ class PassResult:
     skipped: dict[str, LabelError] = field(default_factory=dict)
     waiting: dict[str, Waiting] = field(default_factory=dict)
     applied: ApplyResult = field(default_factory=ApplyResult)
+    # Seconds each step took (look, labels, pool, forwarders, apply, checks): where a
+    # pass's time goes, for /v1/status and the bench's breakdown of one event.
+    steps: dict[str, float] = field(default_factory=dict)
 
 
 async def run_pass(
@@ -86,6 +90,7 @@ async def run_pass(
     pending: Pending,
 ) -> PassResult:
     node_id = parts.settings.node_id
+    timer = _StepTimer()
     # 1. Look again: everything, or the containers the events named.
     consul_services: dict[str, Registration] | None = None
     if pending.full:
@@ -97,10 +102,12 @@ async def run_pass(
         gone = gone_names(listed, pending.containers)
         scope = Scope(node_id, frozenset(c.name for c in listed) | gone)
     actual = consul_services if consul_services is not None else view.registered
-    result = PassResult(scope, listed, consul_services)
+    result = PassResult(scope, listed, consul_services, steps=timer.steps)
+    timer.lap("look")
 
     # 2. Labels into specs.
     specs, result.skipped = read_labels(listed, parts.settings)
+    timer.lap("labels")
 
     # 3. The pool: observe, sweep, claim, allocate; durable before anything acts on it.
     # In cluster scope each service's port comes from the fleet's registry first.
@@ -122,6 +129,7 @@ async def run_pass(
             state, work, now=pool.clock(), stale_after=settings.stale_after, is_free=pool.is_free
         )
     )
+    timer.lap("pool")
 
     # 4. What should be registered; proxy ports made real before Consul hears of them.
     desired = desired_services(
@@ -134,6 +142,7 @@ async def run_pass(
     )
     failed = await forwarders.sync(forward_targets(desired.services.values()), scope.services)
     desired.hold_back(failed, "forwarder")
+    timer.lap("forwarders")
     desired.waiting.update({n: Waiting(why, "pool_exhausted") for n, why in fleet_waiting.items()})
     result.services, result.waiting = desired.services, desired.waiting
 
@@ -146,6 +155,7 @@ async def run_pass(
     )
     consul = parts.consul
     result.applied = applied = await apply_plan(consul, actions, actual)
+    timer.lap("apply")
     # The tool records of what went, and in a full pass any own record nothing keeps.
     base = f"{consul.kv_prefix}/{node_id}/"
     keys = await list_keys(consul, base, applied) if scope.full else None
@@ -174,7 +184,19 @@ async def run_pass(
     checks.sync(check_targets(desired.services.items(), held), scope.services)
     for sid in registered:
         checks.kick(sid)  # registering reset its TTL check to critical
+    timer.lap("records_and_checks")
     return result
+
+
+class _StepTimer:
+    def __init__(self) -> None:
+        self.steps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, step: str) -> None:
+        now = time.perf_counter()
+        self.steps[step] = round(now - self._last, 6)
+        self._last = now
 
 
 async def _fleet_ports(

@@ -64,6 +64,7 @@ class View:
     consul_reachable: bool = False
     failures: int = 0  # passes failed in a row
     passes: int = 0
+    last_pass: dict[str, Any] = field(default_factory=dict)  # its kind, scope and step times
 
     @property
     def ready(self) -> bool:
@@ -140,6 +141,12 @@ class View:
         if scope.full:
             self.first_full_pass_done = True
         self.passes += 1
+        self.last_pass = {
+            "full": scope.full,
+            "containers": len(result.listed),
+            "registered": len(applied.registered),
+            "steps_s": dict(result.steps),
+        }
 
 
 def connections(counters: ForwarderCounters | None) -> dict[str, int] | None:
@@ -220,6 +227,7 @@ async def status_report(
         "consul_url": consul.url,
         "advertise_address": advertise,
         "passes": view.passes,
+        "last_pass": view.last_pass,
         "managed": managed,
         "skipped": [
             {"container": n, "label": e.label, "value": e.value[:200], "reason": e.reason}

@@ -41,6 +41,12 @@ def test_bench_runs_small_and_leaves_nothing_behind(
         assert isinstance(last[key], float) and last[key] > 0, (key, last[key])
     assert last["raw"]["containers"] == 8 and len(last["raw"]["burst"]["wave_rates"]) == 2
     assert "event → registered p50" in result.stdout
+    assert last["event_p50_flatness"] > 0
+    breakdown = last["raw"]["event_breakdown_ms"]
+    assert {"look", "pool", "apply", "total", "outside the pass"} <= set(breakdown), breakdown
+    imports = last["raw"]["imports"]
+    assert imports["total_ms"] > 0 and imports["rss_all_mb"] > imports["rss_base_mb"]
+    assert "one event, median of" in result.stdout and "start-up: importing" in result.stdout
     assert plot.read_bytes().startswith(b"\x89PNG")
     leftovers = [c.name for c in docker_client.containers.list(all=True) if c.name.startswith("bn")]
     assert not leftovers, leftovers

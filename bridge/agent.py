@@ -178,6 +178,7 @@ class Agent:
             await self.triggers.wake.wait()
             if self._stopping.is_set():
                 return
+            await self.triggers.settle()
             await self.step()
 
     async def step(self) -> PassResult | None:
@@ -209,7 +210,7 @@ class Agent:
         log.debug(
             "reconcile_done", full=pending.full, containers=len(result.listed),
             registered=len(applied.registered), deregistered=len(applied.deregistered),
-            seconds=round(time.monotonic() - started, 4),
+            seconds=round(time.monotonic() - started, 4), steps=result.steps,
         )  # fmt: skip
         return result
 

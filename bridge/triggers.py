@@ -46,6 +46,10 @@ NETWORK_ACTIONS = frozenset({"network_connect", "network_disconnect"})
 # network settings reach the view its listing reads from (seen with Engine 20.10 under
 # load): a network event therefore gets a second look a moment later.
 NETWORK_SECOND_LOOK = 1.0
+# A burst is over when no new container turned up for BURST_QUIET; never wait longer than
+# BURST_SETTLE_MAX before its pass starts.
+BURST_QUIET = 0.003
+BURST_SETTLE_MAX = 0.05
 
 
 @dataclass(slots=True)
@@ -113,6 +117,24 @@ class Triggers:
         if event.action in NETWORK_ACTIONS:
             return event.container_id in self._running
         return event.action in RELEVANT_ACTIONS or event.action.startswith("health_status")
+
+    async def settle(self) -> None:
+        """When several containers are pending at once, a burst is under way (a compose
+        stack starting, an engine coming back): wait until its events stop arriving, for
+        at most BURST_SETTLE_MAX, so that one pass takes it whole instead of a first pass
+        over its head and a second over the rest, each with its own listing and commit.
+        A single container's event does not wait."""
+        pending = self._pending
+        if pending.full or len(pending.containers) < 2:
+            return
+        deadline = time.monotonic() + BURST_SETTLE_MAX
+        seen = len(pending.containers)
+        while time.monotonic() < deadline:
+            await asyncio.sleep(BURST_QUIET)
+            now = len(self._pending.containers)
+            if now == seen:
+                return
+            seen = now
 
     def take(self) -> Pending:
         """The pending work, with the last listed name of each container; starts afresh."""

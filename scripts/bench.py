@@ -419,6 +419,7 @@ class Bench:
                         "p99_ms": pct(window, 0.99) * 1e3,
                         "limit_p50_ms": statistics.median(raw) * 1e3,
                         "rss_mb": self.agent.rss_mb(),
+                        "samples": len(window),
                     }
                 )
                 window = []
@@ -666,7 +667,11 @@ def report(r: dict[str, Any]) -> dict[str, Any]:
     }
     # The cost of an event against the services held: p50 at N over p50 near 100.
     flat = min(r["steps"], key=lambda st: abs(st["services"] - 100))
-    summary["event_p50_flatness"] = round(r["steps"][-1]["p50_ms"] / flat["p50_ms"], 3)
+    # The last step with a whole window of samples (the very last may hold only a few).
+    top = max(
+        r["steps"], key=lambda st: (st.get("samples", 0) >= flat.get("samples", 0), st["services"])
+    )
+    summary["event_p50_flatness"] = round(top["p50_ms"] / flat["p50_ms"], 3)
     n = r["containers"]
     rows = [
         (
@@ -699,8 +704,8 @@ def report(r: dict[str, Any]) -> dict[str, Any]:
         ),
         (f"agent RSS at {n} services", f"{rss['at_n_mb']:.1f} MB", "", "", "≤ 48 MB at 1,000"),
         (
-            f"event p50 at {r['steps'][-1]['services']} / at {flat['services']}",
-            f"{r['steps'][-1]['p50_ms']:.1f} ms",
+            f"event p50 at {top['services']} / at {flat['services']}",
+            f"{top['p50_ms']:.1f} ms",
             f"{flat['p50_ms']:.1f} ms",
             summary["event_p50_flatness"],
             "≤ 1.1",

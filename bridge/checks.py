@@ -48,6 +48,7 @@ def next_wait(interval: float, passed_once: bool, tries: int) -> float:
         return interval
     return min(interval, FIRST_RETRY * RETRY_GROWTH**tries)
 
+
 Prober = Callable[..., Awaitable[ProbeResult]]  # as probe.probe
 
 

@@ -9,6 +9,7 @@ leave this module as DockerUnavailable.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import os
 import re
@@ -30,6 +31,7 @@ T = TypeVar("T")
 
 log = structlog.get_logger("bridge.docker")
 
+INSPECT_AT_MOST = 4  # ids a scoped look inspects one by one; more take one listing
 _HEALTH = re.compile(r"\((healthy|unhealthy|health: starting)\)")
 
 
@@ -68,6 +70,50 @@ def parse_row(row: Mapping[str, Any]) -> Container:
         },
         networks=networks,
         health=None if health is None else health.group(1).removeprefix("health: "),
+    )
+
+
+def parse_inspect(obj: Mapping[str, Any]) -> Container:
+    """GET /containers/{id}/json into the same Container its listing row gives."""
+    config = obj.get("Config") or {}
+    settings = obj.get("NetworkSettings") or {}
+    state = obj.get("State") or {}
+    exposed: set[int] = set()
+    published: dict[int, list[PortBinding]] = {}
+    # The ports of the running container, as the listing shows them (not Config's: a
+    # stopped container lists none).
+    ports = settings.get("Ports") or {}
+    for key in ports:
+        number, _, proto = str(key).partition("/")
+        if proto == "tcp" and number.isdigit():
+            exposed.add(int(number))
+    for key, bindings in ports.items():
+        number, _, proto = str(key).partition("/")
+        if proto != "tcp" or not number.isdigit():
+            continue
+        for b in bindings or []:
+            host_port = str(b.get("HostPort") or "")
+            if host_port.isdigit() and int(host_port) > 0:
+                published.setdefault(int(number), []).append(
+                    PortBinding(b.get("HostIp") or "", int(host_port))
+                )
+    health = (state.get("Health") or {}).get("Status")
+    return Container(
+        id=str(obj.get("Id", "")),
+        name=str(obj.get("Name", "")).lstrip("/"),
+        image=str(config.get("Image", "")),
+        state=str(state.get("Status", "")),
+        labels=dict(config.get("Labels") or {}),
+        exposed_tcp=frozenset(exposed),
+        published={
+            p: tuple(sorted(b, key=lambda x: (x.host_ip, x.host_port)))
+            for p, b in published.items()
+        },
+        networks={
+            net: (info or {}).get("IPAddress") or ""
+            for net, info in (settings.get("Networks") or {}).items()
+        },
+        health=health if health in ("healthy", "unhealthy", "starting") else None,
     )
 
 
@@ -113,15 +159,31 @@ class DockerEngine:
         return EngineVersion(str(info.get("Version", "")), str(info.get("ApiVersion", "")))
 
     async def list(self, ids: Iterable[str] | None = None) -> list[Container]:
-        """All containers (None), or just these ids; one API call either way."""
+        """All containers (None), or just these ids (a gone one is left out).
+
+        A few ids are inspected one by one: the engine answers an inspect at once, while a
+        listing filtered by id walks every container it has, which made one event's look
+        grow with the engine's size (1.5 ms with 300 containers, 4 ms with 1,000). A
+        burst's many ids take one filtered listing instead of as many calls."""
         filters: dict[str, Any] | None = None
         if ids is not None:
             wanted = sorted(set(ids))
             if not wanted:
                 return []
+            if len(wanted) <= INSPECT_AT_MOST:
+                return await self._call(lambda: self._inspect_each(wanted))
             filters = {"id": wanted}
         rows = await self._call(lambda: self._api().containers(all=True, filters=filters))
         return [parse_row(r) for r in rows]
+
+    def _inspect_each(self, ids: Iterable[str]) -> builtins.list[Container]:
+        found = []
+        for cid in ids:
+            try:
+                found.append(parse_inspect(self._api().inspect_container(cid)))
+            except docker.errors.NotFound:
+                continue  # removed meanwhile: gone, as a listing would say
+        return found
 
     async def events(self, queue: EventQueue) -> StreamHandle:
         """Open the container event stream; events (then one StreamEnded) go to `queue`."""

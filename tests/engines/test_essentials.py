@@ -3,6 +3,7 @@ own DinD container, the agent on the host speaking to it over TCP (DOCKER_HOST).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ import docker
 import pytest
 import requests
 
+from bridge.docker_engine import DockerEngine
 from tests.engines.dind import SUITES, Engine, running
 from tests.integration.conftest import Bridge, bridge_world, build_image, wait_for
 from tests.integration.world import invariant, store_allocations
@@ -154,3 +156,58 @@ def test_engine_restart_in_the_middle_of_a_burst(world: Bridge, engine: Engine) 
 
     ports = wait_for("every running container registered once", settled, timeout=120)
     assert ports, "nothing runs after the restart: the fault proved nothing"
+
+
+def test_inspect_and_listing_describe_a_container_alike(world: Bridge, engine: Engine) -> None:
+    """A scoped look inspects a few containers one by one, a full pass lists them: both
+    must give the same Container, whatever the engine version."""
+    api, image = world.docker.api, "mcp-bridge/busybox:local"
+    network = world.docker.networks.create(world.tag + "net")
+    ids = []
+
+    def start(name: str, **create: Any) -> str:
+        host_config = create.pop("host_config", {})
+        made = api.create_container(
+            image, ["httpd", "-f", "-p", "8080"], name=world.tag + name,
+            host_config=api.create_host_config(**host_config), **create,
+        )  # fmt: skip
+        api.start(made["Id"])
+        ids.append(made["Id"])
+        return str(made["Id"])
+
+    try:
+        start("exposed", ports=[8080, 9090], labels={"a": "1", "b": ""})
+        start("both", ports=[8080], host_config={"port_bindings": {8080: None}})
+        start("v6", ports=[8080], host_config={"port_bindings": {8080: ("::1", None)}})
+        start(
+            "health", ports=[8080],
+            healthcheck={"test": ["CMD", "true"], "interval": 60 * 10**9},
+        )  # fmt: skip
+        two = start("two-networks", ports=[8080])
+        network.connect(two)
+        stopped = start("stopped", ports=[8080])
+        api.stop(stopped, timeout=0)
+        gone = start("gone")
+        api.remove_container(gone, force=True)
+
+        async def both_ways() -> tuple[dict[str, Any], dict[str, Any]]:
+            adapter = DockerEngine(engine.url)
+            try:
+                inspected = await adapter._call(lambda: adapter._inspect_each(ids))
+                listed = await adapter.list()
+            finally:
+                adapter.close()
+            return {c.id: c for c in inspected}, {c.id: c for c in listed if c.id in ids}
+
+        inspected, listed = asyncio.run(both_ways())
+        assert gone not in inspected, "a removed container is left out, as a listing would"
+        assert set(inspected) == set(listed) == set(ids) - {gone}
+        for cid, container in listed.items():
+            assert inspected[cid] == container, (engine.suite, container.name)
+        assert listed[stopped].state == "exited"
+        assert inspected[ids[3]].health == "starting"
+    finally:
+        for cid in ids:
+            with contextlib.suppress(docker.errors.NotFound):
+                api.remove_container(cid, force=True)
+        network.remove()

@@ -78,6 +78,10 @@ async def test_a_scoped_pass_touches_only_the_containers_it_looked_at(world: Wor
     assert world.docker.listings[-1] == frozenset({event.container_id})
     assert world.forwarders.scopes[-1] == frozenset({service_id(NODE, "mcp-c")})
     assert world.consul.writes[writes:] == [("register", service_id(NODE, "mcp-c"))]
+    last = world.agent.view.last_pass  # where the pass's time went, for /v1/status
+    assert (last["full"], last["containers"], last["registered"]) == (False, 1, 1)
+    steps = ["look", "labels", "pool", "forwarders", "apply", "records_and_checks"]
+    assert list(last["steps_s"]) == steps and all(t >= 0 for t in last["steps_s"].values())
     await world.full_pass()  # the full pass sees b's new labels
     assert world.consul.services[service_id(NODE, "mcp-b")].tags == ("mcp", "x")
 

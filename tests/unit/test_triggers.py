@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
+from bridge import triggers as triggers_module
 from bridge.model import ContainerEvent
 from bridge.triggers import BURST_SETTLE_MAX, Triggers
 
@@ -13,7 +16,11 @@ def start(i: int) -> ContainerEvent:
     return ContainerEvent(f"id{i}", "start", f"mcp-{i}")
 
 
-async def test_a_burst_settles_into_one_pass() -> None:
+async def test_a_burst_settles_into_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A quiet window far longer than the feeder's gaps, so a slow machine cannot end the
+    # burst early.
+    monkeypatch.setattr(triggers_module, "BURST_QUIET", 0.05)
+    monkeypatch.setattr(triggers_module, "BURST_SETTLE_MAX", 5.0)
     triggers = Triggers()
     triggers.take()  # the first, full pass
     triggers.on_event(start(0))

@@ -35,6 +35,18 @@ INSPECT_AT_MOST = 4  # ids a scoped look inspects one by one; more take one list
 _HEALTH = re.compile(r"\((healthy|unhealthy|health: starting)\)")
 
 
+def _in_order(published: Mapping[int, list[PortBinding]]) -> dict[int, tuple[PortBinding, ...]]:
+    return {
+        p: tuple(sorted(b, key=lambda x: (x.host_ip, x.host_port))) for p, b in published.items()
+    }
+
+
+def _networks(settings: Mapping[str, Any] | None) -> dict[str, str]:
+    """NetworkSettings.Networks, which a listing row and an inspect share: name -> address."""
+    networks = (settings or {}).get("Networks") or {}
+    return {net: (info or {}).get("IPAddress") or "" for net, info in networks.items()}
+
+
 def parse_row(row: Mapping[str, Any]) -> Container:
     """One row of GET /containers/json into a Container. Tolerates missing fields."""
     names = [str(n) for n in row.get("Names") or []]
@@ -52,10 +64,6 @@ def parse_row(row: Mapping[str, Any]) -> Container:
         public = port.get("PublicPort")
         if isinstance(public, int) and public > 0:
             published.setdefault(private, []).append(PortBinding(port.get("IP") or "", public))
-    networks = {
-        net: (info or {}).get("IPAddress") or ""
-        for net, info in ((row.get("NetworkSettings") or {}).get("Networks") or {}).items()
-    }
     health = _HEALTH.search(str(row.get("Status") or ""))
     return Container(
         id=str(row.get("Id", "")),
@@ -64,11 +72,8 @@ def parse_row(row: Mapping[str, Any]) -> Container:
         state=str(row.get("State", "")),
         labels=dict(row.get("Labels") or {}),
         exposed_tcp=frozenset(exposed),
-        published={
-            p: tuple(sorted(b, key=lambda x: (x.host_ip, x.host_port)))
-            for p, b in published.items()
-        },
-        networks=networks,
+        published=_in_order(published),
+        networks=_networks(row.get("NetworkSettings")),
         health=None if health is None else health.group(1).removeprefix("health: "),
     )
 
@@ -105,14 +110,8 @@ def parse_inspect(obj: Mapping[str, Any]) -> Container:
         state=str(state.get("Status", "")),
         labels=dict(config.get("Labels") or {}),
         exposed_tcp=frozenset(exposed),
-        published={
-            p: tuple(sorted(b, key=lambda x: (x.host_ip, x.host_port)))
-            for p, b in published.items()
-        },
-        networks={
-            net: (info or {}).get("IPAddress") or ""
-            for net, info in (settings.get("Networks") or {}).items()
-        },
+        published=_in_order(published),
+        networks=_networks(settings),
         health=health if health in ("healthy", "unhealthy", "starting") else None,
     )
 

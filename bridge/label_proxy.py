@@ -17,12 +17,14 @@ from bridge.label_values import Bad
 from bridge.model import ExposeMode
 from bridge.pool.tiers import UNTIERED
 
+_UNENFORCEABLE = (
+    "the bridge cannot enforce it: connections reach the container without passing through"
+    " the bridge"
+)
 _WHY_NOT = {
     "tier": "a tier picks the pool block a proxy port comes from",
-    "allow": "the bridge cannot enforce it: connections reach the container without passing"
-    " through the bridge",
-    "max_connections": "the bridge cannot enforce it: connections reach the container without"
-    " passing through the bridge",
+    "allow": _UNENFORCEABLE,
+    "max_connections": _UNENFORCEABLE,
 }
 
 

@@ -31,10 +31,6 @@ class Tier:
     def __len__(self) -> int:
         return sum(len(span) for span in self.spans)
 
-    @property
-    def low(self) -> int | None:
-        return self.spans[0].low if self.spans else None
-
     def ports(self) -> Iterator[int]:
         for span in self.spans:
             yield from range(span.low, span.high + 1)

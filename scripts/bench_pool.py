@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import platform
 import statistics
@@ -37,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import structlog
+from benchkit.common import fmt_table, percentile, silence_structlog
 
 from bridge.config import PortRange
 from bridge.net import bind_test
@@ -76,31 +75,8 @@ class Run:
         return len(self.latencies_s) / self.elapsed_s if self.elapsed_s > 0 else float("inf")
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0-100) with linear interpolation between closest ranks."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    if len(ordered) == 1:
-        return ordered[0]
-    pos = (len(ordered) - 1) * q / 100.0
-    lower = int(pos)
-    upper = min(lower + 1, len(ordered) - 1)
-    return ordered[lower] + (ordered[upper] - ordered[lower]) * (pos - lower)
-
-
 def ms(seconds: float) -> float:
     return seconds * 1000.0
-
-
-def silence_structlog() -> None:
-    """Drop the pool's info logs; anything at WARNING or above still goes to stderr."""
-    structlog.configure(
-        processors=[structlog.processors.add_log_level, structlog.dev.ConsoleRenderer()],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=False,
-    )
 
 
 def open_pool(directory: str, is_free: BindTest) -> GroupCommit:
@@ -203,15 +179,7 @@ def format_table(rows: Sequence[Row]) -> str:
         )
         for r in rows
     ]
-    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-
-    def fmt(line: tuple[str, ...]) -> str:
-        first = line[0].ljust(widths[0])
-        rest = (cell.rjust(width) for cell, width in zip(line[1:], widths[1:], strict=True))
-        return "  ".join([first, *rest])
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([fmt(header), rule, *(fmt(line) for line in body)])
+    return fmt_table(header, body)
 
 
 def filesystem_of(path: str) -> str:

@@ -186,32 +186,46 @@ def cmd_status(settings: Settings, as_json: bool) -> int:
     if as_json:
         print(json.dumps(report, indent=2))
         return 0
+    print("\n".join(status_lines(report)))
+    return 0
+
+
+def status_lines(report: dict[str, Any]) -> list[str]:
+    """`mcp-bridge status` as text: the table, then why anything is not as it should be."""
     ready = "ready" if report["ready"] else "NOT ready"
     docker_state = "up" if report["docker_connected"] else "DOWN"
     consul_state = "up" if report["consul_reachable"] else "DOWN"
-    print(
+    lines = [
         f"node {report['node_id']}: {ready} (docker {docker_state},"
         f" consul {consul_state} at {report['consul_url']})"
-    )
+    ]
     if report.get("node_id_conflict"):
-        print(
+        lines.append(
             f"CONFLICT  node id {report['node_id']} is held by another bridge:"
             f" {report['node_id_conflict']}; this one touches nothing in Consul"
         )
     if report["managed"]:
-        print(f"{'CONTAINER':<28} {'SERVICE':<20} {'ADDRESS':<22} {'EXPOSE':<9} CHECK")
+        lines.append(f"{'CONTAINER':<28} {'SERVICE':<20} {'ADDRESS':<22} {'EXPOSE':<9} CHECK")
         for m in report["managed"]:
             where = f"{m['address']}:{m['port']}"
             check = f"{m['check']}: {m['check_status'] or '-'}"
-            print(f"{m['container']:<28} {m['service']:<20} {where:<22} {m['expose']:<9} {check}")
+            lines.append(
+                f"{m['container']:<28} {m['service']:<20} {where:<22} {m['expose']:<9} {check}"
+            )
     for m in report["managed"]:
+        # The reason a check is not passing: Consul's catalog (and so its UI) may not
+        # show it yet (check_update_interval), so say it here where people look first.
+        for c in m.get("checks") or []:
+            if c.get("status") not in (None, "passing") and c.get("output"):
+                lines.append(f"check    {m['container']}: {c['status']}: {c['output']}")
         if m.get("note"):
-            print(f"note     {m['container']}: {m['note']}")
-    for w in report["waiting"]:
-        print(f"waiting  {w['container']}: {w['reason']}")
-    for s in report["skipped"]:
-        print(f"skipped  {s['container']}: label {s['label']}={s['value']!r}: {s['reason']}")
-    return 0
+            lines.append(f"note     {m['container']}: {m['note']}")
+    lines += [f"waiting  {w['container']}: {w['reason']}" for w in report["waiting"]]
+    lines += [
+        f"skipped  {s['container']}: label {s['label']}={s['value']!r}: {s['reason']}"
+        for s in report["skipped"]
+    ]
+    return lines
 
 
 def _read_catalog(settings: Settings, names: Sequence[str], with_tools: bool) -> list[Any] | None:

@@ -415,7 +415,10 @@ host_pip() {
             return 0
         fi
     done
-    die "no pip on the host to download wheels with (bootstrap the venv: $REPO_ROOT/scripts/bootstrap.sh)"
+    # A fresh machine (the laptop stack's first `up`): make the project's venv, then use it.
+    log "no pip on the host: creating $REPO_ROOT/.venv (scripts/bootstrap.sh)"
+    "$REPO_ROOT/scripts/bootstrap.sh" >&2 || die "scripts/bootstrap.sh failed"
+    PIP=("$REPO_ROOT/.venv/bin/python" -m pip)
 }
 
 # the requirements and their dependencies as wheels for the image's CPython, into a folder

@@ -57,6 +57,31 @@ def test_compose_files_interpolate_with_public_defaults(e2e_tools: dict[str, str
             assert config["services"]["bridge"]["network_mode"] == "service:dind"
 
 
+def published_ports(files: list[Path]) -> set[int]:
+    """Every host port a stack publishes with its defaults."""
+    config = json.loads(
+        ComposeStack(files, "mcpe2e-config", {}).compose("config", "--format", "json").stdout
+    )
+    ports: set[int] = set()
+    for service in config["services"].values():
+        for port in service.get("ports", []):
+            low, _, high = str(port["published"]).partition("-")
+            ports.update(range(int(low), int(high or low) + 1))
+    return ports
+
+
+def test_the_stacks_can_run_beside_the_host_set_up(e2e_tools: dict[str, str]) -> None:
+    """scripts/run.sh (Consul 8500, agent 9105, pool 11100-11999), the laptop stack and the
+    cluster stack, all with their defaults, publish no host port twice."""
+    host = {8500, 8600, 9105, *range(11100, 12000)}
+    laptop = published_ports([COMPOSE_DIR / "dind" / "compose.yaml"])
+    cluster = published_ports([COMPOSE_DIR / "cluster" / "compose.yaml"])
+    assert laptop and cluster
+    assert not laptop & host, sorted(laptop & host)[:5]
+    assert not cluster & host, sorted(cluster & host)[:5]
+    assert not laptop & cluster, sorted(laptop & cluster)[:5]
+
+
 def docker_socket() -> Path:
     host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     assert host.startswith("unix://"), f"the sidecar needs a local engine socket, not {host}"

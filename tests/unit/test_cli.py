@@ -139,3 +139,36 @@ def test_ports_shows_use_per_tier(tmp_path: Path) -> None:
     assert "tier core 12000-12009: 9 used, 0 free of 9  (over 90 % used)" in table
     assert "tier dev 12010-12014: 1 used, 4 free of 5\n" in table
     assert "TIER" in table and "12010  dev" in table
+
+
+def test_status_says_why_a_check_is_not_passing() -> None:
+    from bridge.cli import status_lines
+
+    def managed(name: str, status: str, output: str) -> dict[str, object]:
+        return {
+            "container": name,
+            "service": name.removeprefix("mcp-"),
+            "address": "192.0.2.2",
+            "port": 11100,
+            "expose": "proxy",
+            "check": "mcp",
+            "check_status": status,
+            "checks": [{"check_id": f"c-{name}", "status": status, "output": output}],
+        }
+
+    report = {
+        "ready": True,
+        "docker_connected": True,
+        "consul_reachable": True,
+        "node_id": "n1",
+        "consul_url": "http://127.0.0.1:8500",
+        "managed": [
+            managed("mcp-ok", "passing", "MCP 2026-07-28 OK"),
+            managed("mcp-nomcp", "critical", "POST http://192.0.2.2:11101/mcp: HTTP 501"),
+        ],
+        "waiting": [],
+        "skipped": [],
+    }
+    lines = status_lines(report)
+    assert "check    mcp-nomcp: critical: POST http://192.0.2.2:11101/mcp: HTTP 501" in lines
+    assert not any(line.startswith("check    mcp-ok") for line in lines)

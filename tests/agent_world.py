@@ -3,6 +3,7 @@ fake Docker engine, Consul agent and forwarders, and a clock the test moves."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,8 +11,9 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.agent import Agent
+from bridge.checks import CheckRunner
 from bridge.model import AllocState, ContainerEvent
-from bridge.pool.allocator import always_free
+from bridge.pool.allocator import BindTest, always_free
 from tests.builders import NODE, make_settings
 from tests.fakes import FakeConsul, FakeDocker, FakeForwarders, settle
 
@@ -75,8 +77,13 @@ async def make_world(
     tmp_path: Path,
     docker: FakeDocker | None = None,
     consul: FakeConsul | None = None,
+    *,
+    is_free: BindTest = always_free,
+    checks: Callable[..., CheckRunner] = CheckRunner,
     **settings: Any,
 ) -> World:
+    """`is_free`: the agent's bind test (every port free unless a test says otherwise);
+    `checks`: what makes its check runner (one with a fake prober, say)."""
     docker, consul = docker or FakeDocker(), consul or FakeConsul(NODE)
     forwarders, clock = FakeForwarders(), Clock()
     values = {
@@ -92,8 +99,9 @@ async def make_world(
         docker=docker,
         consul=consul,
         forwarders=forwarders,
+        checks=checks,
         clock=clock,
-        is_free=always_free,
+        is_free=is_free,
     )
     await agent.start()
     agent.view.docker_connected = True  # the watch says so in a running agent

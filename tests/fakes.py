@@ -137,6 +137,7 @@ class FakeConsul:
         self.down = False
         self.refuse: dict[str, int] = {}  # service id -> how many registrations to refuse
         self.writes: list[tuple[str, str]] = []  # ("register" | "deregister", service id)
+        self.kv_writes: list[tuple[str, str]] = []  # (verb, key) of each applied txn op
 
     def _check_up(self) -> None:
         if self.down:
@@ -229,6 +230,7 @@ class FakeConsul:
         for op in ops:
             kv = op["KV"]
             key, verb = kv["Key"], kv["Verb"]
+            self.kv_writes.append((verb, key))
             if verb in ("cas", "lock", "set"):
                 self.kv[key] = base64.b64decode(kv.get("Value") or "")
                 self.index[key] = self._tick()

@@ -10,7 +10,8 @@ Layout, under `<kv prefix>/ports/`, shared by every bridge of the fleet:
 
 - A claim writes `service/` and `port/` with check-and-set on "does not exist yet", and the
   (tier's) cursor with check-and-set on its index, in one transaction: two hosts can never claim
-  one port for two services, nor two ports for one service. The loser reads again.
+  one port for two services, nor two ports for one service. The loser reads again. As in node
+  scope, a preferred port given leaves the cursor where it is.
 - Using a service's port locks `users/<name>/<node id>` with the bridge's Consul session and
   touches `service/<name>` (check-and-set) in the same transaction. The session is renewed
   while the bridge lives and is tied to its node's health: when a host dies, Consul deletes
@@ -38,7 +39,7 @@ import structlog
 from bridge.config import PortRange, PortScope, Settings
 from bridge.model import KVEntry
 from bridge.pool.allocator import BindTest, PoolError
-from bridge.pool.tiers import UNTIERED, TierLayout, layout_for
+from bridge.pool.tiers import UNTIERED, Tier, TierLayout, layout_for
 from bridge.protocols import ConsulAPI, ConsulRejected, ConsulUnavailable
 from bridge.session import ConsulSession
 
@@ -48,10 +49,16 @@ ATTEMPTS = 8  # claims lost to another host before giving up for this pass
 
 
 class FleetExhausted(PoolError):
-    def __init__(self, where: str, taken: int) -> None:
+    """No port of the tier left; the message has node scope's shape (PoolExhausted)."""
+
+    def __init__(self, tier: Tier, holders: Mapping[str, int], *, tiered: bool) -> None:
+        self.tier = tier.name
+        self.holders = dict(holders)
+        held = ", ".join(f"{count} {what}" for what, count in holders.items() if count)
+        where = tier.describe() if tiered else str(tier)
         super().__init__(
-            f"cluster port registry exhausted in {where}: {taken} ports claimed by"
-            " services of the fleet, the rest reserved or busy on this host"
+            f"cluster port registry {where} exhausted: all {len(tier)} ports are taken"
+            f" ({held or 'nothing recorded'})"
         )
 
 
@@ -183,14 +190,12 @@ class FleetPorts:
             ops = [
                 _op("cas", f"{self.root}service/{service}", Value=_b64(value), Index=0),
                 _op("cas", f"{self.root}port/{port}", Value=_b64({"service": service}), Index=0),
-                _op(
-                    "cas",
-                    self.root + "/".join(filter(None, ("cursor", tier))),
-                    Value=_b64({"port": port}),
-                    Index=registry.cursors.get(tier, (None, 0))[1],
-                ),
                 self._lock(service, owner, session),
             ]
+            if port != preferred:  # as in node scope, a preferred port leaves the cursor
+                cursor = self.root + "/".join(filter(None, ("cursor", tier)))
+                index = registry.cursors.get(tier, (None, 0))[1]
+                ops.append(_op("cas", cursor, Value=_b64({"port": port}), Index=index))
             if await self.consul.kv_txn(ops):
                 log.info("fleet_port_claimed", service=service, port=port, node_id=self.node_id)
                 return port
@@ -212,10 +217,16 @@ class FleetPorts:
         if preferred is not None and takeable(preferred):
             return preferred
         cursor = registry.cursors.get(tier, (None, 0))[0]
+        busy = 0
         for port in span.after(cursor if isinstance(cursor, int) else None):
             if takeable(port):
                 return port
-        raise FleetExhausted(span.describe(), sum(1 for p in registry.ports if p in span))
+            busy += port not in self.reserved and port not in registry.ports
+        reserved = sum(1 for p in self.reserved if p in span)
+        claimed = sum(1 for p in registry.ports if p in span and p not in self.reserved)
+        holders = {"claimed by services of the fleet": claimed, "reserved": reserved}
+        holders["busy on this host"] = busy
+        raise FleetExhausted(span, holders, tiered=len(self.layout.tiers) > 1)
 
     def _lock(self, service: str, owner: str, session: str) -> dict[str, Any]:
         key = f"{self.root}users/{service}/{self.node_id}"
@@ -254,9 +265,18 @@ class FleetPorts:
         for container, (service, preferred, tier) in sorted(wanted.items()):
             known = registry.services.get(service)
             lock = registry.users.get(service, {}).get(self.node_id)
-            if known and held.get(container) == known[0] and lock and lock[1] == self.session.id:
-                ports[container] = known[0]
-                continue
+            if known and lock and lock[1] == self.session.id:
+                holds = held.get(container) == known[0]
+                if holds and lock[0] == container:
+                    ports[container] = known[0]
+                    continue
+                if not holds and lock[0] != container:
+                    # Another container here uses the service: the local pool refuses this
+                    # one (one instance per host) or, the other gone, gives it the port.
+                    # Either way nothing changes in the registry; the lock's owner follows
+                    # the container that holds the port (the next pass, or sync).
+                    ports[container] = known[0]
+                    continue
             try:
                 ports[container] = await self.claim(
                     service, container, preferred=preferred, is_free=is_free, tier=tier
@@ -279,7 +299,7 @@ class FleetPorts:
         for service, owner in using.items():
             mine = registry.users.get(service, {}).get(self.node_id)
             held = registry.services.get(service)
-            if held is not None and (mine is None or mine[1] != session):
+            if held is not None and (mine is None or mine[1] != session or mine[0] != owner):
                 await self._use(service, owner, held[0], held[2], session)
         for service, nodes in registry.users.items():
             mine = nodes.get(self.node_id)

@@ -8,7 +8,9 @@ An `mcp` check also keeps the server's tool inventory: after a probe that got th
 when the server declares tools, it lists them at most once per BRIDGE_TOOLS_INTERVAL, and
 at once when a modern server says its list changed (a `subscriptions/listen` stream held
 per such server). The count and digest go to service meta; the list goes to Consul KV,
-written when the digest changes.
+written when the digest changes. When a probe that got through shows the server no longer
+declares tools, both go. A listing that fails is logged and tried again after
+TOOLS_RETRY (or the interval, if shorter).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
 from typing import Any
 
 import aiohttp
@@ -37,6 +39,11 @@ LISTEN_REOPEN_DELAY = 10.0  # after the server ended a change stream
 # after `docker run`, and waiting a whole interval made it critical for 10 s for nothing.
 FIRST_RETRY = 0.2  # seconds; 1.5 times longer after each probe that did not pass
 RETRY_GROWTH = 1.5
+# After a failed tools/list: neither at every probe (a server whose listing is broken would
+# be asked every interval, and log it every time) nor a whole BRIDGE_TOOLS_INTERVAL (5 min
+# by default, long for a passing fault to leave the inventory stale): a minute.
+TOOLS_RETRY = 60.0
+NO_RECORD = ""  # ServiceCheck.written when the KV record is known to be gone
 
 
 def next_wait(interval: float, passed_once: bool, tries: int) -> float:
@@ -78,6 +85,7 @@ class CheckRunner:
         self.health_of = health_of
         self.tools_interval = tools_interval
         self._checks: dict[str, ServiceCheck] = {}
+        self._stopping: list[ServiceCheck] = []  # stopped by sync, not yet waited for
         self.limit = asyncio.Semaphore(PROBE_CONCURRENCY)
         self._sessions: dict[str, aiohttp.ClientSession] = {}
         self.last: dict[str, ProbeResult] = {}
@@ -97,14 +105,24 @@ class CheckRunner:
         self, targets: Mapping[str, CheckTarget], scope: Collection[str] | None = None
     ) -> None:
         """Run exactly `targets`; with a scope, only services in it are looked at (the
-        agent's passes over a few containers must not cost a walk over all of them)."""
+        agent's passes over a few containers must not cost a walk over all of them). The
+        checks it stops are cancelled; `stopped()` waits until they have ended."""
         considered = self._checks if scope is None else [s for s in scope if s in self._checks]
         for sid in [s for s in considered if targets.get(s) != self._checks[s].target]:
-            self._checks.pop(sid).stop()
+            check = self._checks.pop(sid)
+            check.stop()
+            self._stopping.append(check)
             self.last.pop(sid, None)
         for sid, target in targets.items():
             if sid not in self._checks:
                 self._checks[sid] = ServiceCheck(self, target)
+
+    async def stopped(self) -> None:
+        """Wait until every check `sync` stopped has ended, a KV write it had begun
+        included: after this, none of them writes a tool record again, so the pass can
+        delete the records of withdrawn services for good."""
+        checks, self._stopping = self._stopping, []
+        await asyncio.gather(*(c.wait_stopped() for c in checks), return_exceptions=True)
 
     def kick(self, sid: str) -> None:
         """Check now (e.g. just after a re-registration reset the check to critical)."""
@@ -113,7 +131,8 @@ class CheckRunner:
             check.kick.set()
 
     async def close(self) -> None:
-        checks, self._checks = list(self._checks.values()), {}
+        checks, self._checks = [*self._checks.values(), *self._stopping], {}
+        self._stopping = []
         for check in checks:
             check.stop()
         await asyncio.gather(*(c.wait_stopped() for c in checks), return_exceptions=True)
@@ -131,8 +150,11 @@ class ServiceCheck:
         self.kick = asyncio.Event()
         self.tools_due = 0.0  # monotonic time the tools are next listed (0: at once)
         self.tools_meta: dict[str, str] = {}
-        self.written: str | None = None  # digest of the tools last written to KV
+        # Digest of the tools last written to KV; NO_RECORD once deleted; None: not known
+        # (a record may be left from before the agent started).
+        self.written: str | None = None
         self.listener: asyncio.Task[None] | None = None
+        self.writing: asyncio.Future[None] | None = None  # the KV write under way
         self.task = asyncio.create_task(self.run(), name=f"check {target.service_id}")
 
     def stop(self) -> None:
@@ -141,7 +163,7 @@ class ServiceCheck:
             self.listener.cancel()
 
     async def wait_stopped(self) -> None:
-        tasks = [t for t in (self.task, self.listener) if t is not None]
+        tasks = [t for t in (self.task, self.listener, self.writing) if t is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def _fields(self) -> dict[str, Any]:
@@ -178,6 +200,10 @@ class ServiceCheck:
                 )
             if result.tools is not None:
                 await self._keep_tools(result)
+            elif result.tools_error is not None:
+                self._tools_failed(result.tools_error)
+            elif result.tools_declared is False and target.tools:
+                await self._drop_tools()
             if result.meta:
                 runner.on_meta(target.service_id, {**result.meta, **self.tools_meta})
             if result.listens and target.tools and self.listener is None:
@@ -213,13 +239,44 @@ class ServiceCheck:
             protocol=result.meta.get("mcp_protocol_version", ""),
         )
         try:
-            await consul.kv_put(key, record)
+            await self._kv_write(consul.kv_put(key, record))
         except (ConsulUnavailable, ConsulRejected) as exc:
             log.warning("tools_write_failed", **self._fields(), key=key, error=str(exc))
             self.tools_due = 0.0  # try again with the next probe
             return
         log.info("tools_recorded", **self._fields(), key=key, tools=len(tools), hash=new)
         self.written = new
+
+    def _tools_failed(self, error: str) -> None:
+        log.warning("tools_list_failed", **self._fields(), error=error)
+        # The last inventory stays in meta and KV: a failed listing says nothing new.
+        self.tools_due = time.monotonic() + min(self.runner.tools_interval, TOOLS_RETRY)
+
+    async def _drop_tools(self) -> None:
+        """The server answered without the `tools` capability: no inventory in meta, and
+        its KV record deleted (once; when the agent has just started, in case an earlier
+        run left one)."""
+        self.tools_meta = {}
+        self.tools_due = 0.0  # should it declare tools again, they are listed at once
+        if self.written == NO_RECORD:
+            return
+        consul = self.runner.consul
+        key = tools_key(consul.kv_prefix, consul.node_id, self.target.service_id)
+        try:
+            await self._kv_write(consul.kv_delete(key))
+        except (ConsulUnavailable, ConsulRejected) as exc:
+            log.warning("tools_delete_failed", **self._fields(), key=key, error=str(exc))
+            return  # tried again with the next probe
+        if self.written is not None:  # else a precaution: most likely there was none
+            log.info("tools_record_deleted", **self._fields(), key=key)
+        self.written = NO_RECORD
+
+    async def _kv_write(self, write: Coroutine[Any, Any, None]) -> None:
+        """Run a KV write to its end even when the check is stopped meanwhile: a request
+        Consul has received is applied whether the bridge waits or not, so wait_stopped
+        waits for it, and a pass deletes a withdrawn service's record only after it."""
+        self.writing = asyncio.ensure_future(write)
+        await asyncio.shield(self.writing)
 
     def _tools_changed(self) -> None:
         log.info("tools_list_changed", **self._fields())

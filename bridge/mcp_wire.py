@@ -49,8 +49,10 @@ class ProbeFailed(Exception):
 class HttpRefused(ProbeFailed):
     """An HTTP error status without a JSON-RPC answer."""
 
-    def __init__(self, url: str, status: int, body: str, challenge: str | None) -> None:
-        super().__init__(f"POST {url}: HTTP {status} {body}".rstrip())
+    def __init__(
+        self, url: str, status: int, body: str, challenge: str | None, method: str = "POST"
+    ) -> None:
+        super().__init__(f"{method} {url}: HTTP {status} {body}".rstrip())
         self.status = status
         self.challenge = challenge  # WWW-Authenticate, when the server sent one
 
@@ -188,10 +190,10 @@ async def post(
             )
             # 401 is the transport's (MCP authorization), whatever the body says.
             if response.status == 401 or (response.status >= 400 and not rpc_error):
-                raise _refused(url, response, text[:300])
+                raise refused(url, response, text[:300])
             return Reply(answer_of(message, method, request_id, response.status), session_id)
         if response.status >= 400:
-            raise _refused(url, response, await read_body(response, 300, cut=True))
+            raise refused(url, response, await read_body(response, 300, cut=True))
         if kind == "text/event-stream":
             async for _, data in sse_events(response):
                 candidate = json.loads(data)
@@ -201,9 +203,12 @@ async def post(
         raise ProbeFailed(f"POST {url}: unexpected Content-Type {kind!r}")
 
 
-def _refused(url: str, response: aiohttp.ClientResponse, body: bytes) -> HttpRefused:
+def refused(
+    url: str, response: aiohttp.ClientResponse, body: bytes, method: str = "POST"
+) -> HttpRefused:
     text = body.decode("utf-8", "replace").strip()[:200]
-    return HttpRefused(url, response.status, text, response.headers.get("WWW-Authenticate"))
+    challenge = response.headers.get("WWW-Authenticate")
+    return HttpRefused(url, response.status, text, challenge, method)
 
 
 async def notify(

@@ -1,4 +1,5 @@
-"""One reconcile pass, step by step: look, read labels, pool, forwarders, plan, apply, checks.
+"""One reconcile pass, step by step: look, read labels, pool, forwarders, plan, apply, checks,
+records.
 
 Each step's logic is pure (reconcile.py, registration.py, pool/work.py); this module does
 only the I/O between them, through the adapters' Protocols, and returns what happened as a
@@ -77,8 +78,8 @@ class PassResult:
     skipped: dict[str, LabelError] = field(default_factory=dict)
     waiting: dict[str, Waiting] = field(default_factory=dict)
     applied: ApplyResult = field(default_factory=ApplyResult)
-    # Seconds each step took (look, labels, pool, forwarders, apply, checks): where a
-    # pass's time goes, for /v1/status and the bench's breakdown of one event.
+    # Seconds each step took (look, labels, pool, forwarders, apply, checks, records):
+    # where a pass's time goes, for /v1/status and the bench's breakdown of one event.
     steps: dict[str, float] = field(default_factory=dict)
 
 
@@ -156,7 +157,24 @@ async def run_pass(
     consul = parts.consul
     result.applied = applied = await apply_plan(consul, actions, actual)
     timer.lap("apply")
-    # The tool records of what went, and in a full pass any own record nothing keeps.
+
+    # 6. The checks the bridge reports, for what Consul now holds. Those of services that
+    # went are stopped and waited for: one in the middle of writing its tool record could
+    # otherwise write it again after step 7 deleted it.
+    registered = {reg.service_id for reg, _ in applied.registered}
+    held = {
+        m.registration.service_id
+        for m in desired.services.values()
+        if m.registration.service_id in actual or m.registration.service_id in registered
+    }
+    checks.sync(check_targets(desired.services.items(), held), scope.services)
+    for sid in registered:
+        checks.kick(sid)  # registering reset its TTL check to critical
+    await checks.stopped()
+    timer.lap("checks")
+
+    # 7. The tool records of what went, and in a full pass any own record nothing keeps;
+    # the fleet's port records.
     base = f"{consul.kv_prefix}/{node_id}/"
     keys = await list_keys(consul, base, applied) if scope.full else None
     keep = {
@@ -173,18 +191,7 @@ async def run_pass(
             await parts.fleet.sync(using, allocated, stale_after=settings.stale_after)
         except (ConsulUnavailable, ConsulRejected) as exc:
             log.warning("fleet_sync_failed", error=str(exc))
-
-    # 6. The checks the bridge reports, for what Consul now holds.
-    registered = {reg.service_id for reg, _ in result.applied.registered}
-    held = {
-        m.registration.service_id
-        for m in desired.services.values()
-        if m.registration.service_id in actual or m.registration.service_id in registered
-    }
-    checks.sync(check_targets(desired.services.items(), held), scope.services)
-    for sid in registered:
-        checks.kick(sid)  # registering reset its TTL check to critical
-    timer.lap("records_and_checks")
+    timer.lap("records")
     return result
 
 

@@ -12,9 +12,14 @@ streamable-http, as the official SDK's client negotiates (mcp/client/_probe.py):
    revision (2025-11-25), accepting the revision the server answers with; then
    `notifications/initialized` and DELETE of the session, so probing leaves nothing open.
    A -32022 to `initialize` is modern evidence: discover again at the revision it names.
+One corrective discover at most (step 2, or after a -32022 to `initialize`), as in the
+SDK. Then, or when the server refuses the very revision it names, a -32022 naming no
+handshake-era revision is critical (`initialize` would be refused too), and so is a
+-32022 to `initialize`.
 
 sse (the legacy HTTP+SSE transport): GET the stream, read the `endpoint` event, POST
-`initialize` there, read the answer off the stream, close it.
+`initialize` there, read the answer off the stream, close it. An HTTP error status is
+judged as in streamable-http (a 401 with a challenge: protected).
 
 The verdict is passing (a proper answer in good time), warning (slow, or an answer that
 lacks the server's name or revision; or a server protected by MCP authorization, which
@@ -48,6 +53,8 @@ from bridge.mcp_wire import (
     modern_request,
     notify,
     post,
+    read_body,
+    refused,
     request,
     session_headers,
     sse_events,
@@ -68,6 +75,9 @@ class ProbeResult:
     tools: list[dict[str, Any]] | None = None  # listed by this probe, when asked and able
     tools_error: str | None = None
     listens: bool = False  # a modern server that announces tool list changes
+    # Whether the answer declared the `tools` capability; None when no answer was read
+    # (a failure, a protected server): only then is a missing inventory not a verdict.
+    tools_declared: bool | None = None
 
 
 @dataclass(slots=True)
@@ -129,7 +139,7 @@ async def probe(
                 open_ = _open_sse if transport == "sse" else _open_streamable
                 conversation = await open_(http, url)
             result = _judge(conversation, time.monotonic() - started, budget)
-            if want_tools and "tools" in conversation.capabilities:
+            if want_tools and result.tools_declared:
                 result = await _with_tools(conversation, result)
             return result
         finally:
@@ -164,6 +174,13 @@ def _protected(url: str, challenge: str) -> str:
 
 
 async def _close_quietly(conversation: Conversation, budget: float) -> None:
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        # The check is being stopped and a pass waits for it to end: no goodbye to a
+        # server that may be gone (a session it keeps expires on its own).
+        if conversation.stream is not None:
+            conversation.stream.close()
+        return
     try:
         async with asyncio.timeout(budget):
             await conversation.close()
@@ -198,7 +215,7 @@ async def _discover(http: aiohttp.ClientSession, url: str, version: str) -> dict
 
 async def _open_streamable(http: aiohttp.ClientSession, url: str) -> Conversation:
     version = LATEST_MODERN
-    for attempt in range(2):
+    for attempt in range(2):  # the second: the one corrective discover
         try:
             result = await _discover(http, url, version)
         except HttpRefused as exc:
@@ -212,11 +229,9 @@ async def _open_streamable(http: aiohttp.ClientSession, url: str) -> Conversatio
                 if mutual and mutual[-1] != version and attempt == 0:
                     version = mutual[-1]
                     continue
-                if not mutual and not any(v in HANDSHAKE_VERSIONS for v in supported):
-                    raise ProbeFailed(
-                        "server speaks only protocol revisions this bridge does not know: "
-                        + ", ".join(supported[:5])
-                    ) from None
+                if not any(v in HANDSHAKE_VERSIONS for v in supported):
+                    # Modern only, and no revision left to try: initialize would fail too.
+                    raise _incompatible(version, supported, bool(mutual)) from None
             why = f"JSON-RPC error {exc.code}"
         else:
             offered = result.get("supportedVersions")
@@ -225,26 +240,32 @@ async def _open_streamable(http: aiohttp.ClientSession, url: str) -> Conversatio
                 spoken = version if version in known else known[-1]
                 return Conversation(http, url, "modern", spoken, result, "server/discover")
             why = "answer without a modern revision"
-        return await _handshake(http, url, f"server/discover: {why}")
+        try:
+            return await _handshake(http, url, f"server/discover: {why}")
+        except RpcError as exc:
+            mutual = [v for v in MODERN_VERSIONS if v in (_supported(exc.data) or ())]
+            if exc.code != UNSUPPORTED_PROTOCOL_VERSION or not mutual or attempt != 0:
+                raise
+            # Modern evidence after all (a slow start, say): discover at the revision named.
+            version = mutual[-1]
     raise AssertionError("unreachable")
 
 
+def _incompatible(version: str, supported: list[str], known: bool) -> ProbeFailed:
+    named = ", ".join(supported[:5])
+    if known:  # it names a revision the bridge speaks, yet refused it
+        return ProbeFailed(f"server refused protocol revision {version}, naming only {named}")
+    return ProbeFailed(f"server speaks only protocol revisions this bridge does not know: {named}")
+
+
 async def _handshake(http: aiohttp.ClientSession, url: str, why: str) -> Conversation:
-    try:
-        reply = await post(http, url, request("initialize", 1, _INITIALIZE))
-    except RpcError as exc:
-        mutual = [v for v in MODERN_VERSIONS if v in (_supported(exc.data) or ())]
-        if exc.code != UNSUPPORTED_PROTOCOL_VERSION or not mutual:
-            raise
-        # Modern evidence after all (a slow start, say): discover at the revision named.
-        result = await _discover(http, url, mutual[-1])
-        return Conversation(http, url, "modern", mutual[-1], result, "server/discover")
+    reply = await post(http, url, request("initialize", 1, _INITIALIZE))
     result = reply.result
     spoken = str(result.get("protocolVersion") or LATEST_HANDSHAKE)
     conversation = Conversation(
         http, url, "handshake", spoken, result, f"initialize ({why})", reply.session_id
     )
-    if reply.session_id:
+    if reply.session_id:  # a stateless server hands out none: nothing to confirm or end
         await notify(
             http, url, "notifications/initialized", session_headers(spoken, reply.session_id)
         )
@@ -254,6 +275,8 @@ async def _handshake(http: aiohttp.ClientSession, url: str, why: str) -> Convers
 async def _open_sse(http: aiohttp.ClientSession, url: str) -> Conversation:
     stream = await http.get(url, headers={"Accept": "text/event-stream"})
     try:
+        if stream.status >= 400:  # HttpRefused: a 401 with a challenge is protected
+            raise refused(url, stream, await read_body(stream, 300, cut=True), "GET")
         if stream.status != 200:
             raise ProbeFailed(f"GET {url}: HTTP {stream.status}")
         events = sse_events(stream)
@@ -283,6 +306,8 @@ async def _open_sse(http: aiohttp.ClientSession, url: str) -> Conversation:
 async def _sse_call(conversation: Conversation, body: dict[str, Any]) -> dict[str, Any]:
     """POST to the SSE transport's endpoint; the answer comes on the stream."""
     async with conversation.http.post(conversation.url, json=body) as posted:
+        if posted.status >= 400:
+            raise refused(conversation.url, posted, await read_body(posted, 300, cut=True))
         if posted.status not in (200, 202):
             raise ProbeFailed(f"POST {conversation.url}: HTTP {posted.status}")
     async for event, data in conversation.events:
@@ -319,12 +344,10 @@ def _judge(conversation: Conversation, elapsed: float, budget: float) -> ProbeRe
     # stamp is display-only (it may be left out).
     required = ("mcp_server_name", "mcp_protocol_version")
     odd = [k for k in required if k not in meta] if conversation.era != "modern" else []
+    status, output = "passing", summary
     if odd:
-        return ProbeResult(
-            "warning", f"{summary}; answer lacks {', '.join(odd)}", meta, elapsed, listens=listens
-        )
-    if elapsed > budget * SLOW_FRACTION:
-        return ProbeResult(
-            "warning", f"{summary}; slow (timeout {budget:g}s)", meta, elapsed, listens=listens
-        )
-    return ProbeResult("passing", summary, meta, elapsed, listens=listens)
+        status, output = "warning", f"{summary}; answer lacks {', '.join(odd)}"
+    elif elapsed > budget * SLOW_FRACTION:
+        status, output = "warning", f"{summary}; slow (timeout {budget:g}s)"
+    declared = "tools" in conversation.capabilities
+    return ProbeResult(status, output, meta, elapsed, listens=listens, tools_declared=declared)

@@ -139,6 +139,13 @@ def test_tools_follow_a_server_whose_tools_change(bridge: Bridge, mcp_server_ima
     svc = service_with(bridge, "dyn", "mcp_tools")
     url = f"http://{svc['Address']}:{svc['Port']}/mcp"
 
+    def meta_hash() -> str | None:
+        s = bridge.service("dyn")
+        return s["Meta"].get("mcp_tools_hash") if s else None
+
+    # Meta follows the record: the same listing writes both, the meta by re-registering.
+    wait_for(f"meta hash {first['hash']} (first record)", lambda: meta_hash() == first["hash"])
+
     async def add(name: str) -> None:
         async with Client(url) as client:
             await client.call_tool("add_tool", {"name": name})
@@ -148,10 +155,12 @@ def test_tools_follow_a_server_whose_tools_change(bridge: Bridge, mcp_server_ima
         "record after the change", lambda: (r := kv_record(key)) and r["count"] == 3 and r
     )
     assert [t["name"] for t in changed["tools"]] == ["add_tool", "echo", "late"]
+    assert changed["hash"] != first["hash"]
     wait_for(
         "meta after the change",
         lambda: (s := bridge.service("dyn")) and s["Meta"]["mcp_tools"] == "3",
     )
+    wait_for(f"meta hash {changed['hash']} (changed)", lambda: meta_hash() == changed["hash"])
     assert bridge.agent.events("tools_list_changed")
 
 

@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
 
+from bridge.checks import CheckRunner
 from bridge.docker_engine import watch
 from bridge.model import (
     AllocKind,
@@ -24,6 +26,7 @@ from bridge.model import (
 from tests.agent_world import NO_CHECK, STALE_AFTER, World, make_world
 from tests.builders import NODE, own_service
 from tests.fakes import FakeConsul, FakeDocker
+from tests.unit.test_tools import FakeProbe, ReceivedWrites
 
 
 @pytest.fixture
@@ -80,7 +83,7 @@ async def test_a_scoped_pass_touches_only_the_containers_it_looked_at(world: Wor
     assert world.consul.writes[writes:] == [("register", service_id(NODE, "mcp-c"))]
     last = world.agent.view.last_pass  # where the pass's time went, for /v1/status
     assert (last["full"], last["containers"], last["registered"]) == (False, 1, 1)
-    steps = ["look", "labels", "pool", "forwarders", "apply", "records_and_checks"]
+    steps = ["look", "labels", "pool", "forwarders", "apply", "checks", "records"]
     assert list(last["steps_s"]) == steps and all(t >= 0 for t in last["steps_s"].values())
     await world.full_pass()  # the full pass sees b's new labels
     assert world.consul.services[service_id(NODE, "mcp-b")].tags == ("mcp", "x")
@@ -275,6 +278,30 @@ async def test_tool_records_go_with_their_service_and_orphans_after_a_full_listi
     }
     await world.on(world.docker.remove("mcp-a"))
     assert f"{base}n1:mcp-a/tools" not in world.consul.kv
+
+
+async def test_a_withdrawn_services_record_is_deleted_only_once_its_check_has_stopped(
+    tmp_path: Path,
+) -> None:
+    consul = ReceivedWrites(NODE)
+    world = await make_world(
+        tmp_path, consul=consul, checks=partial(CheckRunner, prober=FakeProbe())
+    )
+    key = f"mcp-bridge/{NODE}/{service_id(NODE, 'mcp-a')}/tools"
+    try:
+        await world.on(world.run("mcp-a", labels={}))  # the default check is mcp: tools
+        await asyncio.wait_for(consul.received.wait(), 5)  # its check is writing the record
+        world.agent.triggers.on_event(world.docker.remove("mcp-a"))
+        withdrawal = asyncio.create_task(world.settle())
+        await asyncio.sleep(0.05)
+        consul.land.set()  # the write lands while the pass runs, or before it deletes
+        await asyncio.wait_for(withdrawal, 5)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert service_id(NODE, "mcp-a") not in consul.services
+        assert key not in consul.kv, "the check wrote the record again after the pass"
+    finally:
+        await world.agent.close()
 
 
 async def test_internal_registrations_on_engine_28_warn_that_other_hosts_are_filtered(

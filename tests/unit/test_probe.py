@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,10 +53,14 @@ def rpc_error(request_id: Any, code: int, message: str, data: Any = None) -> dic
 class Server:
     discover: str = "modern"
     initialize: str = "ok"
+    retry: str = "modern"  # only-older-modern: the answer at the revision it names
+    tools: str = "ok"
+    legacy: str = "ok"  # the legacy SSE transport
     calls: list[str] = field(default_factory=list)  # method, or "DELETE"
     headers: list[dict[str, str]] = field(default_factory=list)
     bodies: list[dict[str, Any]] = field(default_factory=list)
     sse_queue: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+    tools_asked: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def mcp(self, request: web.Request) -> web.StreamResponse:
         self.headers.append(dict(request.headers))
@@ -74,7 +79,7 @@ class Server:
         if method == "initialize":
             return await self.answer_initialize(request, body)
         if method == "tools/list":
-            return self.answer_tools(body)
+            return await self.answer_tools(body)
         raise AssertionError(method)
 
     async def answer_discover(
@@ -94,11 +99,24 @@ class Server:
             await response.write(f"event: message\ndata: {json.dumps(answer)}\n\n".encode())
             return response
         if mode == "only-older-modern":  # knows only MODERN; the probe asked a newer one
-            if envelope[PROTOCOL_VERSION_KEY] != MODERN:
+            if envelope[PROTOCOL_VERSION_KEY] != MODERN or self.retry == "refuse":
                 data = {"supported": [MODERN], "requested": envelope[PROTOCOL_VERSION_KEY]}
                 error = rpc_error(rid, -32022, "Unsupported protocol version", data)
                 return web.json_response(error, status=400)
+            if self.retry == "method-not-found":
+                return web.json_response(rpc_error(rid, -32601, "Method not found"))
             return web.json_response({"jsonrpc": "2.0", "id": rid, "result": DISCOVER_RESULT})
+        if mode == "refuses-what-it-names":  # -32022 naming the very revision asked
+            data = {"supported": [MODERN], "requested": envelope[PROTOCOL_VERSION_KEY]}
+            return web.json_response(rpc_error(rid, -32022, "Unsupported", data), status=400)
+        if mode == "unsupported-handshake-only":  # names only handshake-era revisions
+            data = {"supported": ["2025-06-18"], "requested": MODERN}
+            return web.json_response(rpc_error(rid, -32022, "Unsupported", data), status=400)
+        if mode == "unsupported-no-data":
+            return web.json_response(rpc_error(rid, -32022, "Unsupported"), status=400)
+        if mode == "no-tools":
+            result = {**DISCOVER_RESULT, "capabilities": {}}
+            return web.json_response({"jsonrpc": "2.0", "id": rid, "result": result})
         if mode == "method-not-found":
             return web.json_response(rpc_error(rid, -32601, "Method not found"))
         if mode == "missing-session":  # a stateful handshake-era server
@@ -121,6 +139,8 @@ class Server:
                 text='{"error": "invalid_token"}',
                 content_type="application/json",
             )
+        if mode == "unauthorized-bare":  # 401 without a challenge: not MCP authorization
+            return web.Response(status=401, text="no")
         if mode == "http500":
             return web.Response(status=500, text="boom")
         if mode == "html":
@@ -138,6 +158,8 @@ class Server:
         answer = {"jsonrpc": "2.0", "id": rid, "result": INIT_RESULT}
         if mode == "ok":
             return web.json_response(answer, headers={"Mcp-Session-Id": "abc"})
+        if mode == "stateless":  # no Mcp-Session-Id: no session to confirm or end
+            return web.json_response(answer)
         if mode == "sse":
             response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
             await response.prepare(request)
@@ -166,9 +188,14 @@ class Server:
             return web.json_response(rpc_error(rid, -32022, "Unsupported", data), status=400)
         if mode == "unauthorized":
             return web.Response(status=401, headers={"WWW-Authenticate": "Bearer"})
+        if mode == "unauthorized-bare":
+            return web.Response(status=401)
         raise AssertionError(mode)
 
-    def answer_tools(self, body: dict[str, Any]) -> web.Response:
+    async def answer_tools(self, body: dict[str, Any]) -> web.Response:
+        self.tools_asked.set()
+        if self.tools == "hang":
+            await asyncio.sleep(5)
         cursor = (body.get("params") or {}).get("cursor")
         page = TOOLS[:2] if cursor is None else TOOLS[2:]
         result: dict[str, Any] = {"tools": page}
@@ -177,6 +204,11 @@ class Server:
         return web.json_response({"jsonrpc": "2.0", "id": body["id"], "result": result})
 
     async def legacy_stream(self, request: web.Request) -> web.StreamResponse:
+        if self.legacy == "unauthorized":
+            challenge = {"WWW-Authenticate": 'Bearer resource_metadata="http://x/.well-known"'}
+            return web.Response(status=401, headers=challenge, text="login first")
+        if self.legacy in ("unauthorized-bare", "http500"):
+            return web.Response(status=401 if self.legacy == "unauthorized-bare" else 500)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         await response.write(b"event: endpoint\ndata: /messages?session_id=s1\n\n")
@@ -188,6 +220,8 @@ class Server:
         assert request.query["session_id"] == "s1"
         body = await request.json()
         self.calls.append(body["method"])
+        if self.legacy == "post-unauthorized":
+            return web.Response(status=401, headers={"WWW-Authenticate": "Bearer"})
         result = INIT_RESULT if body["method"] == "initialize" else {"tools": TOOLS}
         await self.sse_queue.put(json.dumps({"jsonrpc": "2.0", "id": body["id"], "result": result}))
         return web.Response(status=202)
@@ -279,6 +313,32 @@ HANDSHAKE_CALLS = ["server/discover", "initialize", "notifications/initialized",
             ["server/discover", "initialize"],
             "2025-06-18",
         ),
+        # A -32022 naming only handshake-era revisions, or none: the handshake.
+        (
+            "unsupported-handshake-only",
+            "ok",
+            "passing",
+            "(server/discover: JSON-RPC error -32022)",
+            HANDSHAKE_CALLS,
+            "2025-06-18",
+        ),
+        (
+            "unsupported-no-data",
+            "ok",
+            "passing",
+            "(server/discover: JSON-RPC error -32022)",
+            HANDSHAKE_CALLS,
+            "2025-06-18",
+        ),
+        # No Mcp-Session-Id (a stateless server): nothing to confirm, nothing to end.
+        (
+            "method-not-found",
+            "stateless",
+            "passing",
+            "by demo 4.5.6",
+            ["server/discover", "initialize"],
+            "2025-06-18",
+        ),
         # A -32022 to initialize is modern evidence: discover again.
         (
             "method-not-found",
@@ -321,6 +381,16 @@ HANDSHAKE_CALLS = ["server/discover", "initialize", "notifications/initialized",
             ["server/discover"],
             None,
         ),
+        # Refusing the very modern revision it names, and no handshake-era one: no
+        # revision is left to try (initialize would be refused too).
+        (
+            "refuses-what-it-names",
+            "ok",
+            "critical",
+            "server refused protocol revision 2026-07-28, naming only 2026-07-28",
+            ["server/discover"],
+            None,
+        ),
         ("http500", "ok", "critical", "HTTP 500", ["server/discover"], None),
         (
             "html",
@@ -341,6 +411,16 @@ HANDSHAKE_CALLS = ["server/discover", "initialize", "notifications/initialized",
             ["server/discover", "initialize"],
             None,
         ),
+        # A 401 without a WWW-Authenticate challenge is not MCP authorization: a failure.
+        ("unauthorized-bare", "ok", "critical", "HTTP 401", ["server/discover"], None),
+        (
+            "method-not-found",
+            "unauthorized-bare",
+            "critical",
+            "POST http://127.0.0.1",
+            ["server/discover", "initialize"],
+            None,
+        ),
     ],
 )
 async def test_negotiation(
@@ -358,21 +438,68 @@ async def test_negotiation(
     assert (result.status, words in result.output) == (status, True), result.output
     assert state.calls == calls
     assert result.meta.get("mcp_protocol_version") == protocol
+    if status == "critical":
+        assert "MCP authorization" not in result.output
 
 
+DISCOVERS = ["server/discover", "server/discover"]
+
+
+@pytest.mark.parametrize(
+    ("retry", "initialize", "status", "words", "calls", "protocol"),
+    [
+        ("modern", "ok", "passing", "OK: server/discover", DISCOVERS, MODERN),
+        # The retry refused too, naming no handshake-era revision: nothing left to try.
+        (
+            "refuse",
+            "ok",
+            "critical",
+            "server refused protocol revision 2026-07-28, naming only 2026-07-28",
+            DISCOVERS,
+            None,
+        ),
+        # The retry says "I do not know server/discover" after all: the handshake.
+        (
+            "method-not-found",
+            "ok",
+            "passing",
+            "(server/discover: JSON-RPC error -32601)",
+            [*DISCOVERS, *HANDSHAKE_CALLS[1:]],
+            "2025-06-18",
+        ),
+        # ... and a -32022 to its initialize: the one corrective discover is spent.
+        (
+            "method-not-found",
+            "modern-after-all",
+            "critical",
+            "initialize failed: JSON-RPC error -32022",
+            [*DISCOVERS, "initialize"],
+            None,
+        ),
+    ],
+)
 async def test_an_unsupported_version_error_naming_a_known_revision_is_retried_there(
-    server: Fixture, monkeypatch: pytest.MonkeyPatch
+    server: Fixture,
+    monkeypatch: pytest.MonkeyPatch,
+    retry: str,
+    initialize: str,
+    status: str,
+    words: str,
+    calls: list[str],
+    protocol: str | None,
 ) -> None:
     # As if the bridge knew a newer modern revision than the server.
     monkeypatch.setattr(probe_module, "LATEST_MODERN", "2027-01-01")
     monkeypatch.setattr(probe_module, "MODERN_VERSIONS", (MODERN, "2027-01-01"))
     state, base, session = server
-    state.discover = "only-older-modern"
+    state.discover, state.retry, state.initialize = "only-older-modern", retry, initialize
     result = await probe(session, base + "/mcp", "streamable-http", 1.0)
-    assert result.status == "passing", result.output
-    versions = [b["params"]["_meta"][PROTOCOL_VERSION_KEY] for b in state.bodies]
+    assert (result.status, words in result.output) == (status, True), result.output
+    assert state.calls == calls
+    discovers = [b for b in state.bodies if b["method"] == "server/discover"]
+    versions = [b["params"]["_meta"][PROTOCOL_VERSION_KEY] for b in discovers]
     assert versions == ["2027-01-01", MODERN]
-    assert result.meta["mcp_protocol_version"] == MODERN
+    assert result.meta.get("mcp_protocol_version") == protocol
 
 
 async def test_modern_meta_comes_from_the_server_info_stamp(server: Fixture) -> None:
@@ -423,6 +550,35 @@ async def test_tools_are_not_listed_unless_asked(server: Fixture) -> None:
     state, base, session = server
     result = await probe(session, base + "/mcp", "streamable-http", 2.0)
     assert result.tools is None and "tools/list" not in state.calls
+    assert result.tools_declared is True  # declared, though not listed
+
+
+async def test_the_probe_says_whether_the_server_declares_tools(server: Fixture) -> None:
+    state, base, session = server
+    state.discover = "no-tools"
+    result = await probe(session, base + "/mcp", "streamable-http", 2.0, want_tools=True)
+    assert (result.status, result.tools_declared, result.tools) == ("passing", False, None)
+    assert "tools/list" not in state.calls
+    state.discover = "unauthorized"  # no answer read: no word on tools either way
+    result = await probe(session, base + "/mcp", "streamable-http", 2.0, want_tools=True)
+    assert (result.status, result.tools_declared) == ("warning", None)
+
+
+async def test_a_cancelled_probe_ends_at_once_without_a_goodbye(server: Fixture) -> None:
+    # A check being stopped is waited for by the pass: no DELETE to a server maybe gone.
+    state, base, session = server
+    state.discover, state.tools = "method-not-found", "hang"
+    task = asyncio.create_task(
+        probe(session, base + "/mcp", "streamable-http", 5.0, want_tools=True)
+    )
+    await asyncio.wait_for(state.tools_asked.wait(), 5)
+    task.cancel()
+    started = time.monotonic()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert time.monotonic() - started < 1.0
+    await asyncio.sleep(0.1)
+    assert "DELETE" not in state.calls
 
 
 async def test_legacy_sse_transport_passes_and_lists_tools(server: Fixture) -> None:
@@ -432,6 +588,27 @@ async def test_legacy_sse_transport_passes_and_lists_tools(server: Fixture) -> N
     assert result.meta["mcp_server_name"] == "demo"
     assert [t["name"] for t in result.tools or []] == ["a", "b", "c"]
     assert state.calls == ["initialize", "tools/list"]
+
+
+@pytest.mark.parametrize(
+    ("legacy", "status", "words", "calls"),
+    [
+        # As in streamable-http: a 401 with a challenge is a protected server ...
+        ("unauthorized", "warning", "MCP authorization required at http://", []),
+        ("post-unauthorized", "warning", "WWW-Authenticate: Bearer", ["initialize"]),
+        # ... without one, or any other HTTP error, a failure.
+        ("unauthorized-bare", "critical", "/sse: HTTP 401", []),
+        ("http500", "critical", "/sse: HTTP 500", []),
+    ],
+)
+async def test_legacy_sse_http_errors_are_judged_as_in_streamable_http(
+    server: Fixture, legacy: str, status: str, words: str, calls: list[str]
+) -> None:
+    state, base, session = server
+    state.legacy = legacy
+    result = await probe(session, base + "/sse", "sse", 2.0)
+    assert (result.status, words in result.output) == (status, True), result.output
+    assert state.calls == calls
 
 
 async def test_nothing_listening_is_critical_with_the_reason() -> None:

@@ -60,7 +60,11 @@ class ConsulClient:
         kv_prefix: str = "mcp-bridge",
         timeout: float = 10.0,
         attempts: int = 3,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`attempts`: tries per request (Consul's 429 included); `sleep` and `clock` wait
+        between them and tell the time of a 429's Retry-After (a test's fakes)."""
         self.url = url
         self.node_id = node_id
         self.kv_prefix = kv_prefix
@@ -71,6 +75,8 @@ class ConsulClient:
         self._not_before = 0.0  # monotonic time before which nothing is sent (429)
         self._timeout = timeout
         self._attempts = attempts
+        self._sleep = sleep
+        self._clock = clock
         self._client: consul.aio.Consul | None = None
 
     @classmethod
@@ -113,6 +119,7 @@ class ConsulClient:
                 stop=stop_after_attempt(self._attempts),
                 wait=wait_exponential(multiplier=0.1, max=1.0),
                 retry=retry_if_exception(is_passing_fault),
+                sleep=self._sleep,
                 reraise=True,
             ):
                 with attempt:
@@ -136,15 +143,15 @@ class ConsulClient:
     async def _send(self, make: Callable[[consul.aio.Consul], Awaitable[T]]) -> T:
         """One request, after any quiet time Consul asked for: a 429's Retry-After holds
         every request of this client, not only the one that got it (the others would get
-        a 429 too, and prolong the overload)."""
-        quiet = self._not_before - time.monotonic()
-        if quiet > 0:
-            await asyncio.sleep(quiet)
+        a 429 too, and prolong the overload). Looked at again after each wait: another
+        request's 429 may have made the quiet time longer meanwhile."""
+        while (quiet := self._not_before - self._clock()) > 0:
+            await self._sleep(quiet)
         try:
             return await make(self._consul())
         except RateLimited as exc:
             if exc.retry_after is not None:
-                until = time.monotonic() + exc.retry_after
+                until = self._clock() + exc.retry_after
                 self._not_before = max(self._not_before, until)
             raise
 

@@ -5,6 +5,9 @@ explained in words an operator acts on.
 
 from __future__ import annotations
 
+import datetime
+import email.utils
+import re
 import ssl
 import time
 from typing import Any
@@ -40,11 +43,28 @@ def is_passing_fault(exc: BaseException) -> bool:
     return isinstance(exc, FAULTS) and not isinstance(exc, REJECTIONS)
 
 
-def _retry_after(header: str | None) -> float | None:
-    try:
-        return min(MAX_RETRY_AFTER, max(0.0, float(header))) if header else None
-    except ValueError:
-        return None  # an HTTP date: rare from Consul; back off as usual
+_DELAY_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+
+
+def _retry_after(header: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait, from a Retry-After header: delay-seconds (what Consul sends) or an
+    HTTP-date (RFC 9110 10.2.3), reckoned from `now` (the wall clock, time.time()); a date
+    already past is 0. At most MAX_RETRY_AFTER. None when there is none or it cannot be
+    read: then the client backs off as usual."""
+    text = (header or "").strip()
+    if not text:
+        return None
+    if _DELAY_SECONDS.fullmatch(text):
+        seconds = float(text)
+    else:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:  # "-0000" or the asctime form: HTTP dates are in GMT
+            when = when.replace(tzinfo=datetime.UTC)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    return min(MAX_RETRY_AFTER, max(0.0, seconds))
 
 
 class RateLimitingHTTP(consul.aio.HTTPClient):  # type: ignore[misc]
@@ -72,6 +92,12 @@ class PyConsul(consul.aio.Consul):  # type: ignore[misc]
         return RateLimitingHTTP(*args, **kwargs)
 
 
+# An unreadable TLS file: ssl raises the plain OSError of open(), without the file's name.
+# Told by type, not by words: "Permission denied" is also what an ACL refusal says.
+_FILE_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError)
+_UNREADABLE = "cannot read a TLS file (CONSUL_CACERT, CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY)"
+
+
 # Causes an operator can act on, by what the error says (TLS and ACL failures read as
 # riddles otherwise); the error itself follows.
 _CAUSES = (
@@ -83,7 +109,7 @@ _CAUSES = (
     ("certificate required", "TLS: Consul wants a client certificate (CONSUL_CLIENT_CERT/_KEY)"),
     ("bad certificate", "TLS: Consul refused the client certificate (CONSUL_CLIENT_CERT/_KEY)"),
     ("unknown ca", "TLS: Consul does not know the client certificate's CA"),
-    ("no such file", "cannot read a TLS file"),
+    ("no such file", _UNREADABLE),  # the same, wrapped in another error
     ("permission denied", "the token lacks a permission (its policy: docs/operations.md)"),
     ("acl not found", "Consul does not know the token (CONSUL_HTTP_TOKEN)"),
     ("429 too many requests", "rate limited by Consul"),
@@ -93,7 +119,10 @@ _CAUSES = (
 def explain(exc: BaseException, client_cert: str | None = None) -> str:
     text = f"{type(exc).__name__}: {exc}"
     lowered = text.lower()
-    cause = next((c for words, c in _CAUSES if words in lowered), None)
+    if isinstance(exc, _FILE_ERRORS):
+        cause: str | None = _UNREADABLE
+    else:
+        cause = next((c for words, c in _CAUSES if words in lowered), None)
     if cause and "client certificate" in cause and client_cert:
         cause += _expiry(client_cert)
     return f"{cause} ({text})" if cause else text

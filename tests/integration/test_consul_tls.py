@@ -1,12 +1,15 @@
 """Consul over mutual TLS with ACLs default-deny, and the least-privilege token the README
-gives: it works; a wrong CA, an expired client certificate and a token without rights each
-give a clear error naming the cause, leave the previous registrations alone, and mending
-the files or the token is enough: no restart."""
+gives: it works (services, TTL checks, the node-id lock, an MCP server's tool record in
+KV); a wrong CA, an expired client certificate and a token without rights each give a
+clear error naming the cause, leave the previous registrations and records alone through
+several failed passes, and mending the files or the token is enough: no restart."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
 import shutil
 import ssl
 import subprocess
@@ -21,7 +24,7 @@ from tests.integration.conftest import Bridge, free_tcp_port, wait_for
 from tests.pki import Authority
 
 MASTER = "7c1f6c0e-5a3b-4f44-9b0c-2a7d0f6e8b21"
-# The policy docs/operations.md gives, with this test's node id.
+# The policy README.md gives (and docs/operations.md), with this test's node id.
 POLICY = """
 service_prefix "" { policy = "write" }
 key_prefix "mcp-bridge/%s/" { policy = "write" }
@@ -110,7 +113,27 @@ def failures(bridge: Bridge, words: str) -> list[dict[str, Any]]:
     return [e for e in said if words in str(e.get("error"))]
 
 
-def test_mutual_tls_and_a_least_privilege_token(bridge: Bridge, tls_consul: TLSConsul) -> None:
+FAILED_PASSES = 3  # a misconfiguration must be outlasted, not only its first pass
+
+
+def start_failing(bridge: Bridge, words: str) -> list[dict[str, Any]]:
+    """Start the agent and wait until FAILED_PASSES of its passes have failed and its
+    failures said `words`; those of this start (the log outlives a restart)."""
+    earlier_passes = len(bridge.agent.events("reconcile_failed"))
+    earlier_said = len(failures(bridge, words))
+    bridge.agent.start(wait_ready=False)
+
+    def failed() -> list[dict[str, Any]] | None:
+        passes = bridge.agent.events("reconcile_failed")[earlier_passes:]
+        said = failures(bridge, words)[earlier_said:]
+        return said if said and len(passes) >= FAILED_PASSES else None
+
+    return list(wait_for(f"{FAILED_PASSES} failed passes saying {words!r}", failed))
+
+
+def test_mutual_tls_and_a_least_privilege_token(
+    bridge: Bridge, tls_consul: TLSConsul, mcp_server_image: str
+) -> None:
     node = bridge.agent.node_id
     ca_file, cert, key = (bridge.agent.log_path.parent / n for n in ("ca.pem", "c.pem", "k.pem"))
     client = tls_consul.ca.issue("bridge", server=False)
@@ -130,30 +153,51 @@ def test_mutual_tls_and_a_least_privilege_token(bridge: Bridge, tls_consul: TLSC
     labels = bridge.labels(enable="true", port="8080", check="docker")  # a TTL check too
     bridge.agent.start()  # ready: it listed its KV prefix and its services, so it may
     bridge.run("a", labels=labels)
-    wait_for("registered", lambda: f"{node}:{bridge.tag}a" in tls_consul.services(node))
-    wait_for("TTL reported", lambda: bridge.agent.status()["managed"][0]["check_status"])
+    # A real MCP server: its tool record goes to KV, under the policy's key_prefix.
+    bridge.docker.containers.run(
+        mcp_server_image,
+        name=bridge.tag + "m",
+        detach=True,
+        labels=bridge.labels(
+            {"check.interval": "2s", "check.timeout": "2s"},
+            enable="true",
+            port="8000",
+            expose="proxy",
+        ),
+    )
+    ours = {f"{node}:{bridge.tag}{name}" for name in ("a", "m")}
+    wait_for("registered", lambda: tls_consul.services(node) == ours)
+
+    def managed_checks() -> bool:
+        managed = bridge.agent.status()["managed"]
+        return len(managed) == 2 and all(m["check_status"] for m in managed)
+
+    wait_for("TTLs reported", managed_checks)
+    record = wait_for("the tool record in KV", lambda: tools_record(tls_consul, node, bridge))
+    assert [t["name"] for t in record["tools"]] == ["echo"], record
+    meta = tls_consul.api("GET", "/v1/agent/services")[f"{node}:{bridge.tag}m"]["Meta"]
+    assert record["hash"] == meta["mcp_tools_hash"]
     assert bridge.agent.events("node_id_claimed"), "the policy lacks what the claim needs"
     bridge.agent.stop()
 
     # 1. A CA that did not sign Consul's certificate.
     shutil.copy(tls_consul.other_ca.pem, ca_file)
-    bridge.agent.start(wait_ready=False)
-    wait_for("a clear TLS error", lambda: failures(bridge, "does not verify against CONSUL_CACERT"))
-    assert tls_consul.services(node) == {f"{node}:{bridge.tag}a"}
+    start_failing(bridge, "does not verify against CONSUL_CACERT")
+    assert tls_consul.services(node) == ours
     shutil.copy(tls_consul.ca.pem, ca_file)  # mended in place
     wait_for("ready again, no restart", bridge.agent.ready)
     bridge.run("b", labels=labels)
-    wait_for("b registered", lambda: len(tls_consul.services(node)) == 2)
+    ours.add(f"{node}:{bridge.tag}b")
+    wait_for("b registered", lambda: tls_consul.services(node) == ours)
     bridge.agent.stop()
 
     # 2. An expired client certificate.
     expired = tls_consul.ca.issue("expired", server=False, expired=True)
     shutil.copy(expired.cert, cert)
     shutil.copy(expired.key, key)
-    bridge.agent.start(wait_ready=False)
-    said = wait_for("a clear TLS error", lambda: failures(bridge, "client certificate"))
+    said = start_failing(bridge, "client certificate")
     assert "expired" in str(said[-1]["error"]), said[-1]
-    assert len(tls_consul.services(node)) == 2
+    assert tls_consul.services(node) == ours
     shutil.copy(client.cert, cert)
     shutil.copy(client.key, key)
     wait_for("ready again, no restart", bridge.agent.ready)
@@ -162,19 +206,36 @@ def test_mutual_tls_and_a_least_privilege_token(bridge: Bridge, tls_consul: TLSC
     # 3. A token without rights.
     rightless = tls_consul.token(node, with_rights=False)
     bridge.agent.env["CONSUL_HTTP_TOKEN"] = rightless["SecretID"]
-    bridge.agent.start(wait_ready=False)
-    said = wait_for("a clear ACL error", lambda: failures(bridge, "lacks a permission"))
+    said = start_failing(bridge, "lacks a permission")
     assert "Permission denied" in str(said[-1]["error"])
-    assert len(tls_consul.services(node)) == 2
+    assert tls_consul.services(node) == ours
+    assert tools_record(tls_consul, node, bridge) == record
     policy_id = token["Policies"][0]["ID"]
     tls_consul.api(
         "PUT", f"/v1/acl/token/{rightless['AccessorID']}", {"Policies": [{"ID": policy_id}]}
     )
     wait_for("ready again, no restart", bridge.agent.ready)
-    assert len(tls_consul.services(node)) == 2
+    assert tls_consul.services(node) == ours
+
+
+def tools_record(consul: TLSConsul, node: str, bridge: Bridge) -> dict[str, Any]:
+    """The MCP server's tool record, read with the management token."""
+    (item,) = consul.api("GET", f"/v1/kv/mcp-bridge/{node}/{node}:{bridge.tag}m/tools")
+    return dict(json.loads(base64.b64decode(item["Value"])))
+
+
+def hcl_blocks(markdown: str) -> list[str]:
+    """The ```hcl blocks of a Markdown text, each without its fences."""
+    return re.findall(r"^```hcl\n(.*?)^```$", markdown, flags=re.MULTILINE | re.DOTALL)
 
 
 def test_the_readme_policy_is_the_one_tested() -> None:
-    readme = (Path(__file__).parents[2] / "docs" / "operations.md").read_text()
-    for line in POLICY.strip().splitlines():
-        assert line.replace("%s", "<node id>") in readme, line
+    root = Path(__file__).parents[2]
+    tested = POLICY.strip() % "<node id>"
+    readme = hcl_blocks((root / "README.md").read_text())
+    assert readme, "README.md gives no ```hcl policy"
+    assert readme[0].strip() == tested
+    # docs/operations.md gives it too, when it does: the same.
+    for block in hcl_blocks((root / "docs" / "operations.md").read_text()):
+        if "key_prefix" in block:
+            assert block.strip() == tested

@@ -138,6 +138,7 @@ class Agent:
         self.triggers.wake.set()
 
     async def close(self) -> None:
+        self.triggers.cancel_retry()
         await self.checks.close()
         # Registrations stay (the containers run on); the next agent reopens the ports.
         await self.forwarders.close()
@@ -231,8 +232,7 @@ class Agent:
             exc_info=not isinstance(exc, EXPECTED_FAILURES),
         )
         # Nothing is lost: the work goes back, and the next try is a full pass.
-        self.triggers.give_back(pending)
-        asyncio.get_running_loop().call_later(delay, self.triggers.wake.set)
+        self.triggers.give_back(pending, retry_in=delay)
 
     # ---- what the checks and metrics read ----------------------------------------------
 
@@ -243,9 +243,7 @@ class Agent:
 
     async def status(self) -> dict[str, Any]:
         return await status_report(
-            self.view,
-            self.consul,
-            advertise=self.advertise,
+            self.view, self.consul, advertise=self.advertise,
             forwarders=self.forwarders.counters(),
             node_id_conflict=self.claim.conflict if self.claim else None,
-        )
+        )  # fmt: skip

@@ -81,6 +81,9 @@ class Triggers:
         self._pending = Pending(full=True)  # the first pass lists everything
         self._names: dict[str, str] = {}  # container id -> name, as last listed
         self._running: set[str] = set()  # ids of running containers, as last listed
+        # The one pending retry after a failed pass: a new failure replaces it, so passes
+        # that events wake during an outage never pile up timers that defeat the backoff.
+        self.retry: asyncio.TimerHandle | None = None
 
     def request_full(self) -> None:
         self._pending.full = True
@@ -145,10 +148,18 @@ class Triggers:
                 names.add(self._names[cid])
         return pending
 
-    def give_back(self, pending: Pending) -> None:
-        """A failed pass's work: kept, and the next pass lists everything."""
+    def give_back(self, pending: Pending, retry_in: float) -> None:
+        """A failed pass's work: kept, and the next pass, in `retry_in` seconds at the
+        latest, lists everything."""
         self._pending.merge(pending)
         self._pending.full = True
+        self.cancel_retry()
+        self.retry = asyncio.get_running_loop().call_later(retry_in, self.wake.set)
+
+    def cancel_retry(self) -> None:
+        if self.retry is not None:
+            self.retry.cancel()
+            self.retry = None
 
     def seen(self, listed: Iterable[Container], pending: Pending) -> None:
         """Remember names and running state from a pass's listing."""

@@ -139,6 +139,22 @@ async def test_exhaustion_then_recovery_once_a_port_is_released(world: World) ->
     assert world.agent.view.waiting == {}
 
 
+async def test_passes_that_events_wake_during_an_outage_keep_one_retry_timer(
+    world: World,
+) -> None:
+    world.consul.down = True
+    timers = []
+    for name in ("mcp-a", "mcp-b", "mcp-c"):  # each event wakes a pass, which fails
+        world.agent.triggers.on_event(world.run(name))
+        assert await world.agent.step() is None
+        timers.append(world.agent.triggers.retry)
+    assert all(t is not None for t in timers)
+    assert [t.cancelled() for t in timers if t is not None] == [True, True, False]
+    world.consul.down = False
+    assert await world.agent.step() is not None
+    assert set(world.ports()) == {"mcp-a", "mcp-b", "mcp-c"}
+
+
 async def test_a_failed_apply_becomes_a_full_pass_and_nothing_is_lost(world: World) -> None:
     await world.on(world.run("mcp-a"))
     sid = service_id(NODE, "mcp-b")

@@ -113,7 +113,7 @@ async def run_pass(
     # 3. The pool: observe, sweep, claim, allocate; durable before anything acts on it.
     # In cluster scope each service's port comes from the fleet's registry first.
     fleet_ports: dict[str, int] | None = None
-    fleet_waiting: dict[str, str] = {}
+    fleet_waiting: dict[str, tuple[str, str | None]] = {}
     if parts.fleet is not None:
         fleet_ports, fleet_waiting = await _fleet_ports(parts.fleet, specs, parts.pool)
     work = pool_work(
@@ -144,7 +144,7 @@ async def run_pass(
     failed = await forwarders.sync(forward_targets(desired.services.values()), scope.services)
     desired.hold_back(failed, "forwarder")
     timer.lap("forwarders")
-    desired.waiting.update({n: Waiting(why, "pool_exhausted") for n, why in fleet_waiting.items()})
+    desired.waiting.update({n: Waiting(*why) for n, why in fleet_waiting.items()})
     result.services, result.waiting = desired.services, desired.waiting
 
     # 5. Plan and apply.
@@ -208,7 +208,7 @@ class _StepTimer:
 
 async def _fleet_ports(
     fleet: FleetPorts, specs: Mapping[str, ServiceSpec], pool: GroupCommit
-) -> tuple[dict[str, int], dict[str, str]]:
+) -> tuple[dict[str, int], dict[str, tuple[str, str | None]]]:
     wanted = {
         name: (spec.name, spec.host_port, spec.tier)
         for name, spec in specs.items()

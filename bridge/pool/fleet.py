@@ -38,7 +38,7 @@ import structlog
 
 from bridge.config import PortRange, PortScope, Settings
 from bridge.model import KVEntry
-from bridge.pool.allocator import BindTest, PoolError
+from bridge.pool.allocator import BindTest, PoolError, PoolExhausted
 from bridge.pool.tiers import UNTIERED, Tier, TierLayout, layout_for
 from bridge.protocols import ConsulAPI, ConsulRejected, ConsulUnavailable
 from bridge.session import ConsulSession
@@ -245,14 +245,15 @@ class FleetPorts:
         wanted: Mapping[str, tuple[str, int | None, str]],
         held: Mapping[str, int],
         is_free: BindTest,
-    ) -> tuple[dict[str, int], dict[str, str]]:
+    ) -> tuple[dict[str, int], dict[str, tuple[str, str | None]]]:
         """The fleet's port for each container that wants one (container -> service and
-        preferred port), and why the others wait. `held`: the ports containers hold here
+        preferred port), and why the others wait (the reason, and its metrics error kind
+        when the wait is an error). `held`: the ports containers hold here
         already; they keep them while the registry cannot be read (Consul away), and
         without a call when the registry agrees and this host's lock stands. A service
         keeps its port when tiers change; only new claims are made inside the tier."""
         ports: dict[str, int] = {}
-        waiting: dict[str, str] = {}
+        waiting: dict[str, tuple[str, str | None]] = {}
         try:
             registry = await self.read()
         except ConsulUnavailable as exc:
@@ -260,7 +261,8 @@ class FleetPorts:
                 if container in held:
                     ports[container] = held[container]
                 else:
-                    waiting[container] = f"cluster port registry unavailable: {exc}"
+                    why = f"cluster port registry unavailable: {exc}"
+                    waiting[container] = (why, "consul_unavailable")
             return ports, waiting
         for container, (service, preferred, tier) in sorted(wanted.items()):
             known = registry.services.get(service)
@@ -282,7 +284,7 @@ class FleetPorts:
                     service, container, preferred=preferred, is_free=is_free, tier=tier
                 )
             except (PoolError, ConsulUnavailable, ConsulRejected) as exc:
-                waiting[container] = str(exc)
+                waiting[container] = (str(exc), _wait_kind(exc))
         return ports, waiting
 
     # ---- this host's uses, and the fleet's idle ports --------------------------------
@@ -328,3 +330,15 @@ class FleetPorts:
                     )
                     released.append(service)
         return released
+
+
+def _wait_kind(exc: Exception) -> str | None:
+    """The metrics error kind of a wait for the fleet's port; None when it is no error (a
+    race lost to another host, a second instance on this host)."""
+    if isinstance(exc, FleetExhausted | PoolExhausted):
+        return "pool_exhausted"
+    if isinstance(exc, ConsulUnavailable):
+        return "consul_unavailable"
+    if isinstance(exc, ConsulRejected):
+        return "consul_rejected"
+    return None

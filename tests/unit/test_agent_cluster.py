@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from bridge.model import service_id
+from bridge.model import KVEntry, service_id
+from bridge.protocols import ConsulUnavailable
 from tests.agent_world import NO_CHECK, STALE_AFTER, World, make_world
 from tests.fakes import FakeConsul
 
@@ -70,6 +71,27 @@ async def test_running_containers_keep_their_ports_while_consul_is_away(
     await a.full_pass()
     assert a.ports()["mcp-weather-a"] == port
     assert "mcp-new" in a.ports()  # and gets its port once Consul is back
+
+
+async def test_an_unreadable_registry_is_counted_as_consul_not_as_an_exhausted_pool(
+    hosts: tuple[World, World], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, _ = hosts
+
+    readable = a.consul.kv_read
+
+    async def unreadable(prefix: str) -> list[KVEntry]:
+        if "/ports/" in prefix:  # the fleet's registry only: the rest of Consul answers
+            raise ConsulUnavailable(f"GET /v1/kv/{prefix}: 500 No cluster leader")
+        return await readable(prefix)
+
+    monkeypatch.setattr(a.consul, "kv_read", unreadable)
+    await a.on(a.run("mcp-new", labels=NO_CHECK))
+    waiting = a.agent.view.waiting["mcp-new"]
+    assert waiting.reason.startswith("cluster port registry unavailable")
+    assert waiting.kind == "consul_unavailable"
+    assert a.metric("mcp_bridge_errors_total", kind="consul_unavailable") == 1
+    assert a.metric("mcp_bridge_errors_total", kind="pool_exhausted") == 0
 
 
 async def test_a_service_nobody_runs_is_released_after_stale_after(

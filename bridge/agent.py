@@ -207,6 +207,7 @@ class Agent:
                 time.monotonic() - started
             )
         self.view.failures = 0
+        self.triggers.again_soon(self.view.waits_on_consul, self.settings.resync_interval)
         applied = result.applied
         log.debug(
             "reconcile_done", full=pending.full, containers=len(result.listed),

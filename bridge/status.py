@@ -77,6 +77,12 @@ class View:
             and self.failures == 0
         )
 
+    @property
+    def waits_on_consul(self) -> bool:
+        """A container waits on something that clears by itself (the fleet's registry
+        unreachable while Consul has no leader or this host is cut off)."""
+        return any(w.kind == "consul_unavailable" for w in self.waiting.values())
+
     def note_probe_meta(self, sid: str, meta: dict[str, str]) -> str | None:
         """Keep what a probe learnt; the container id to look at again when it changed."""
         if self.probe_meta.get(sid) == meta:

@@ -84,6 +84,7 @@ class Triggers:
         # The one pending retry after a failed pass: a new failure replaces it, so passes
         # that events wake during an outage never pile up timers that defeat the backoff.
         self.retry: asyncio.TimerHandle | None = None
+        self._soon = 0  # passes in a row that left a container waiting on Consul
 
     def request_full(self) -> None:
         self._pending.full = True
@@ -155,6 +156,18 @@ class Triggers:
         self._pending.full = True
         self.cancel_retry()
         self.retry = asyncio.get_running_loop().call_later(retry_in, self.wake.set)
+
+    def again_soon(self, needed: bool, most: float) -> None:
+        """After a pass that left containers waiting on what clears by itself: a full
+        pass again soon (0.5 s, doubling, up to `most`), not only at the next resync, so
+        they get their ports within seconds of Consul's return, with no event to say so."""
+        if not needed:
+            self._soon = 0
+            return
+        self._soon += 1
+        self.cancel_retry()
+        delay = min(most, 0.5 * 2 ** min(self._soon - 1, 8))
+        self.retry = asyncio.get_running_loop().call_later(delay, self.request_full)
 
     def cancel_retry(self) -> None:
         if self.retry is not None:

@@ -6,6 +6,7 @@ wrap-around and exhaustion; a refused second instance changes nothing in KV."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from collections.abc import Set as AbstractSet
 from contextlib import asynccontextmanager
@@ -92,6 +93,14 @@ async def test_an_unreadable_registry_is_counted_as_consul_not_as_an_exhausted_p
     assert waiting.kind == "consul_unavailable"
     assert a.metric("mcp_bridge_errors_total", kind="consul_unavailable") == 1
     assert a.metric("mcp_bridge_errors_total", kind="pool_exhausted") == 0
+
+    # Consul back, and no event to say so: the agent looks again by itself, soon.
+    monkeypatch.setattr(a.consul, "kv_read", readable)
+    assert await a.settle() == 0, "nothing was pending yet"
+    await asyncio.sleep(0.6)  # the first retry comes after 0.5 s
+    await a.settle()
+    assert "mcp-new" in a.ports()
+    assert a.agent.view.waiting == {}
 
 
 async def test_a_service_nobody_runs_is_released_after_stale_after(

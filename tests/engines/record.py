@@ -44,8 +44,12 @@ def wait(what: str, predicate: Any, timeout: float = 30) -> Any:
 
 def record(suite: str, outer: docker.DockerClient) -> dict[str, Any]:
     with running(suite, outer) as engine:
-        client = engine.client
-        assert client is not None
+        assert engine.client is not None
+        # At the engine's own API version, as the agent negotiates it: what a newer API
+        # adds to or drops from its answers is what the recording is for.
+        own = engine.client.version()["ApiVersion"]
+        client = docker.DockerClient(base_url=engine.url, timeout=30, version=own)
+        client.api.trust_env = False
         api = client.api
         events: list[dict[str, Any]] = []
         stream = api.events(decode=True, filters={"type": ["container", "network"]})
@@ -76,7 +80,7 @@ def record(suite: str, outer: docker.DockerClient) -> dict[str, Any]:
         net.disconnect(web)
         web.rename("rec-renamed")
         web.stop(timeout=1)
-        rows["stopped"] = row(web)
+        rows["stopped"] = wait("exited", lambda: (r := row(web))["State"] == "exited" and r)
         web.start()
         web.remove(force=True)
         net.remove()
@@ -96,6 +100,7 @@ def record(suite: str, outer: docker.DockerClient) -> dict[str, Any]:
             "suite": suite,
             "engine": version["Version"],
             "api": version["ApiVersion"],
+            "client_api": own,  # the version these rows and events were asked for at
             "containers": rows,
             "events": events,
         }

@@ -96,3 +96,15 @@ def test_an_ipv6_only_binding_registers_that_address(suite: str) -> None:
     endpoint = resolve_endpoint(spec, None, "10.0.0.5")
     assert endpoint.address == "::1"
     assert endpoint.port == row["Ports"][0]["PublicPort"]
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_every_engine_lists_its_states_at_its_own_api_version(suite: str) -> None:
+    recorded = recording(suite)
+    assert recorded["client_api"] == recorded["api"]  # not an old client's view of it
+    rows = recorded["containers"]
+    assert parse_row(rows["published_healthy"]).running
+    stopped = parse_row(rows["stopped"])
+    assert not stopped.running and stopped.name == "rec-renamed"
+    two = parse_row(rows["two_networks"])
+    assert "rec-net" in two.networks

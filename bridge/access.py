@@ -113,6 +113,6 @@ class Access:
         """What goes to Consul meta (values are at most 512 characters there)."""
         shown = ",".join(self.allow) or "any"
         if len(shown) > 512:
-            shown = f"{len(self.allow)} networks (mcp-bridge status shows them)"
+            shown = f"{len(self.allow)} networks (mcp-bridge status --json lists them)"
         limit = str(self.max_connections) if self.max_connections else "unlimited"
         return {"access_allow": shown, "access_max_connections": limit}

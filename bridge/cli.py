@@ -217,7 +217,8 @@ def status_lines(report: dict[str, Any]) -> list[str]:
         # show it yet (check_update_interval), so say it here where people look first.
         for c in m.get("checks") or []:
             if c.get("status") not in (None, "passing") and c.get("output"):
-                lines.append(f"check    {m['container']}: {c['status']}: {c['output']}")
+                said = " ".join(str(c["output"]).split())  # one line, even for an HTML body
+                lines.append(f"check    {m['container']}: {c['status']}: {said[:200]}")
         if m.get("note"):
             lines.append(f"note     {m['container']}: {m['note']}")
     lines += [f"waiting  {w['container']}: {w['reason']}" for w in report["waiting"]]

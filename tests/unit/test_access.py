@@ -94,7 +94,8 @@ def test_meta_shows_the_rules_within_consuls_limit() -> None:
         "access_max_connections": "5",
     }
     many = tuple(f"10.{i // 256}.{i % 256}.0/24" for i in range(1000))
-    assert Access(many).meta()["access_allow"] == "1000 networks (mcp-bridge status --json lists them)"
+    shown = Access(many).meta()["access_allow"]
+    assert shown == "1000 networks (mcp-bridge status --json lists them)"
 
 
 # ---- the log -------------------------------------------------------------------------

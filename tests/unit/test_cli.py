@@ -164,11 +164,11 @@ def test_status_says_why_a_check_is_not_passing() -> None:
         "consul_url": "http://127.0.0.1:8500",
         "managed": [
             managed("mcp-ok", "passing", "MCP 2026-07-28 OK"),
-            managed("mcp-nomcp", "critical", "POST http://192.0.2.2:11101/mcp: HTTP 501"),
+            managed("mcp-nomcp", "critical", "POST http://192.0.2.2:11101/mcp: HTTP 501\n<HTML>"),
         ],
         "waiting": [],
         "skipped": [],
     }
     lines = status_lines(report)
-    assert "check    mcp-nomcp: critical: POST http://192.0.2.2:11101/mcp: HTTP 501" in lines
+    assert "check    mcp-nomcp: critical: POST http://192.0.2.2:11101/mcp: HTTP 501 <HTML>" in lines
     assert not any(line.startswith("check    mcp-ok") for line in lines)

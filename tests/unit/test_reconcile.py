@@ -29,7 +29,7 @@ from bridge.model import (
 )
 from bridge.pool.allocator import PoolExhausted, PoolState
 from bridge.pool.work import PoolWork, apply_pool_work, pool_work
-from bridge.reconcile import Plan, plan
+from bridge.reconcile import Plan, plan, read_labels
 from bridge.registration import (
     FINGERPRINT,
     PROBE_META,
@@ -565,7 +565,7 @@ def pool_state(low: int = 11100, high: int = 11109) -> PoolState:
     return PoolState(PortRange(low, high), ())
 
 
-def run_pass(
+def pool_step(
     state: PoolState,
     containers: list[Container],
     *,
@@ -576,13 +576,9 @@ def run_pass(
     busy: frozenset[int] = frozenset(),
     settings: Settings = SETTINGS,
 ) -> tuple[PoolWork, Any]:
-    specs: dict[str, ServiceSpec] = {}
-    for c in containers:
-        if not c.running:
-            continue
-        parsed = parse_labels(c, settings)
-        if isinstance(parsed, ServiceSpec):
-            specs[c.name] = parsed
+    """The pool's step of a pass (passes.py, step 3) on its own: the pass's own pure
+    functions, labels read as the pass reads them, with no I/O around them."""
+    specs, _ = read_labels(containers, settings)
     work = pool_work(containers, specs, complete=complete, gone=gone, sweep=sweep)
     outcome = apply_pool_work(
         state, work, now=now, stale_after=STALE_AFTER, is_free=lambda p: p not in busy
@@ -632,7 +628,7 @@ def test_pool_work_partial_observes_listed_and_gone() -> None:
 
 def test_proxy_containers_get_pool_ports() -> None:
     state = pool_state()
-    _, out = run_pass(state, [proxy("mcp-a"), proxy("mcp-b")])
+    _, out = pool_step(state, [proxy("mcp-a"), proxy("mcp-b")])
     assert out.ports == {"mcp-a": 11100, "mcp-b": 11101}
     assert out.errors == {}
     for name, port in out.ports.items():
@@ -643,13 +639,13 @@ def test_proxy_containers_get_pool_ports() -> None:
 
 def test_preferred_host_port_is_honoured() -> None:
     state = pool_state()
-    _, out = run_pass(state, [proxy("mcp-a", **{"mcp.host_port": "11107"}), proxy("mcp-b")])
+    _, out = pool_step(state, [proxy("mcp-a", **{"mcp.host_port": "11107"}), proxy("mcp-b")])
     assert out.ports == {"mcp-a": 11107, "mcp-b": 11100}
 
 
 def test_busy_preferred_port_falls_back_to_a_free_one() -> None:
     state = pool_state()
-    _, out = run_pass(
+    _, out = pool_step(
         state, [proxy("mcp-a", **{"mcp.host_port": "11107"})], busy=frozenset({11107})
     )
     assert out.ports == {"mcp-a": 11100}
@@ -657,15 +653,15 @@ def test_busy_preferred_port_falls_back_to_a_free_one() -> None:
 
 def test_pool_ports_are_sticky_across_passes() -> None:
     state = pool_state()
-    _, first = run_pass(state, [proxy("mcp-a"), proxy("mcp-b")])
-    _, second = run_pass(state, [proxy("mcp-b"), proxy("mcp-a"), proxy("mcp-c")], now=NOW + 5)
+    _, first = pool_step(state, [proxy("mcp-a"), proxy("mcp-b")])
+    _, second = pool_step(state, [proxy("mcp-b"), proxy("mcp-a"), proxy("mcp-c")], now=NOW + 5)
     assert second.ports["mcp-a"] == first.ports["mcp-a"]
     assert second.ports["mcp-b"] == first.ports["mcp-b"]
 
 
 def test_published_ports_are_claimed_as_external() -> None:
     state = pool_state()
-    _, out = run_pass(state, [published("mcp-p", 11100), proxy("mcp-a")])
+    _, out = pool_step(state, [published("mcp-p", 11100), proxy("mcp-a")])
     claim = state.get("mcp-p")
     assert claim is not None
     assert (claim.port, claim.kind, claim.state) == (11100, AllocKind.EXTERNAL, AllocState.ACTIVE)
@@ -676,15 +672,15 @@ def test_published_ports_are_claimed_as_external() -> None:
 
 def test_published_port_outside_the_pool_is_not_recorded() -> None:
     state = pool_state()
-    run_pass(state, [published("mcp-p", 32768)])
+    pool_step(state, [published("mcp-p", 32768)])
     assert state.get("mcp-p") is None
     assert len(state) == 0
 
 
 def test_complete_listing_orphans_absent_owners() -> None:
     state = pool_state()
-    run_pass(state, [proxy("mcp-a"), proxy("mcp-b"), published("mcp-p", 11105)])
-    run_pass(state, [proxy("mcp-b")], now=NOW + 10)
+    pool_step(state, [proxy("mcp-a"), proxy("mcp-b"), published("mcp-p", 11105)])
+    pool_step(state, [proxy("mcp-b")], now=NOW + 10)
     for name in ("mcp-a", "mcp-p"):
         alloc = state.get(name)
         assert alloc is not None
@@ -696,8 +692,8 @@ def test_complete_listing_orphans_absent_owners() -> None:
 
 def test_partial_listing_orphans_only_the_named_gone() -> None:
     state = pool_state()
-    run_pass(state, [proxy("mcp-a"), proxy("mcp-b")])
-    run_pass(state, [], complete=False, gone=("mcp-a",), now=NOW + 1)
+    pool_step(state, [proxy("mcp-a"), proxy("mcp-b")])
+    pool_step(state, [], complete=False, gone=("mcp-a",), now=NOW + 1)
     a, b = state.get("mcp-a"), state.get("mcp-b")
     assert a is not None and a.state is AllocState.ORPHANED
     assert b is not None and b.state is AllocState.ACTIVE
@@ -705,14 +701,14 @@ def test_partial_listing_orphans_only_the_named_gone() -> None:
 
 def test_stopped_container_keeps_its_port_held() -> None:
     state = pool_state()
-    _, first = run_pass(state, [proxy("mcp-a"), proxy("mcp-b")])
-    _, stopped = run_pass(state, [proxy("mcp-a", state="exited"), proxy("mcp-b")], now=NOW + 1)
+    _, first = pool_step(state, [proxy("mcp-a"), proxy("mcp-b")])
+    _, stopped = pool_step(state, [proxy("mcp-a", state="exited"), proxy("mcp-b")], now=NOW + 1)
     a = state.get("mcp-a")
     assert a is not None
     assert (a.state, a.missing_since) == (AllocState.HELD, None)
     assert "mcp-a" not in stopped.ports
     # Held long past stale_after: a stopped container is not gone.
-    _, later = run_pass(
+    _, later = pool_step(
         state,
         [proxy("mcp-a", state="exited"), proxy("mcp-b"), proxy("mcp-c")],
         sweep=True,
@@ -720,18 +716,18 @@ def test_stopped_container_keeps_its_port_held() -> None:
     )
     assert later.released == []
     assert later.ports["mcp-c"] not in (first.ports["mcp-a"], first.ports["mcp-b"])
-    _, back = run_pass(state, [proxy("mcp-a"), proxy("mcp-b")], now=NOW + 11 * STALE_AFTER)
+    _, back = pool_step(state, [proxy("mcp-a"), proxy("mcp-b")], now=NOW + 11 * STALE_AFTER)
     assert back.ports["mcp-a"] == first.ports["mcp-a"]
 
 
 def test_sweep_releases_orphans_only_after_stale_after() -> None:
     state = pool_state()
-    run_pass(state, [proxy("mcp-a"), proxy("mcp-b")])
-    run_pass(state, [proxy("mcp-b")], now=NOW + 1)  # mcp-a gone at NOW + 1
-    _, early = run_pass(state, [proxy("mcp-b")], sweep=True, now=NOW + STALE_AFTER)
+    pool_step(state, [proxy("mcp-a"), proxy("mcp-b")])
+    pool_step(state, [proxy("mcp-b")], now=NOW + 1)  # mcp-a gone at NOW + 1
+    _, early = pool_step(state, [proxy("mcp-b")], sweep=True, now=NOW + STALE_AFTER)
     assert early.released == []
     assert state.get("mcp-a") is not None
-    _, due = run_pass(state, [proxy("mcp-b")], sweep=True, now=NOW + 1 + STALE_AFTER)
+    _, due = pool_step(state, [proxy("mcp-b")], sweep=True, now=NOW + 1 + STALE_AFTER)
     assert [(a.owner, a.port) for a in due.released] == [("mcp-a", 11100)]
     assert state.get("mcp-a") is None
     assert state.holder(11100) is None
@@ -739,18 +735,18 @@ def test_sweep_releases_orphans_only_after_stale_after() -> None:
 
 def test_orphan_that_comes_back_before_the_sweep_keeps_its_port() -> None:
     state = pool_state()
-    _, first = run_pass(state, [proxy("mcp-a")])
-    run_pass(state, [], now=NOW + 1)
-    _, back = run_pass(state, [proxy("mcp-a")], sweep=True, now=NOW + 2 * STALE_AFTER)
+    _, first = pool_step(state, [proxy("mcp-a")])
+    pool_step(state, [], now=NOW + 1)
+    _, back = pool_step(state, [proxy("mcp-a")], sweep=True, now=NOW + 2 * STALE_AFTER)
     assert back.released == []
     assert back.ports == first.ports
 
 
 def test_sweep_without_sweep_flag_releases_nothing() -> None:
     state = pool_state()
-    run_pass(state, [proxy("mcp-a")])
-    run_pass(state, [], now=NOW + 1)
-    _, out = run_pass(state, [], now=NOW + 10 * STALE_AFTER)
+    pool_step(state, [proxy("mcp-a")])
+    pool_step(state, [], now=NOW + 1)
+    _, out = pool_step(state, [], now=NOW + 10 * STALE_AFTER)
     assert out.released == []
     a = state.get("mcp-a")
     assert a is not None and a.state is AllocState.ORPHANED
@@ -766,7 +762,7 @@ def test_exhaustion_is_reported_per_container_without_affecting_others() -> None
         proxy("mcp-c"),
         make_container("mcp-i", labels={"mcp.expose": "internal"}),
     ]
-    _, out = run_pass(state, containers, settings=settings)
+    _, out = pool_step(state, containers, settings=settings)
     assert out.ports == {"mcp-a": 11100, "mcp-b": 11102}
     assert set(out.errors) == {"mcp-c"}
     error = out.errors["mcp-c"]
@@ -781,10 +777,10 @@ def test_exhaustion_is_reported_per_container_without_affecting_others() -> None
 def test_exhausted_container_gets_a_port_once_one_frees() -> None:
     state = pool_state(11100, 11101)
     settings = make_settings(port_range="11100-11101")
-    run_pass(state, [proxy("mcp-a"), proxy("mcp-b")], settings=settings)
-    _, full = run_pass(state, [proxy("mcp-b"), proxy("mcp-c")], now=NOW + 1, settings=settings)
+    pool_step(state, [proxy("mcp-a"), proxy("mcp-b")], settings=settings)
+    _, full = pool_step(state, [proxy("mcp-b"), proxy("mcp-c")], now=NOW + 1, settings=settings)
     assert set(full.errors) == {"mcp-c"}  # mcp-a's port is orphaned, not free yet
-    _, freed = run_pass(
+    _, freed = pool_step(
         state,
         [proxy("mcp-b"), proxy("mcp-c")],
         sweep=True,
@@ -800,8 +796,8 @@ def test_pool_pass_is_idempotent() -> None:
     state = pool_state()
     containers = [proxy("mcp-a"), proxy("mcp-b", **{"mcp.host_port": "11108"})]
     containers.append(published("mcp-p", 11104))
-    _, first = run_pass(state, containers)
+    _, first = pool_step(state, containers)
     before = state.allocations()
-    _, again = run_pass(state, containers)
+    _, again = pool_step(state, containers)
     assert again.ports == first.ports
     assert state.allocations() == before

@@ -97,6 +97,7 @@ def test_each_era_through_each_expose_mode(
     run_server(bridge, mcp_server_v1_image, "v1", expose)
     run_server(bridge, mcp_server_image, "modern", expose, {"MCP_ERAS": "modern"})
     run_server(bridge, mcp_server_image, "locked", expose, {"MCP_AUTH_TOKEN": "s3cret"})
+    run_server(bridge, mcp_server_image, "dyn", expose, {"MCP_DYNAMIC_TOOLS": "1"})
 
     for name in ("both", "modern"):
         check = settled_check(bridge, name, "passing")
@@ -124,43 +125,47 @@ def test_each_era_through_each_expose_mode(
     assert "WWW-Authenticate: Bearer" in locked["Output"]
     assert kv_record(tools_key(bridge, "locked")) is None
 
+    assert_tools_follow(bridge, "dyn")
+
     # A withdrawn service leaves no record behind.
     bridge.docker.containers.get(bridge.tag + "both").remove(force=True)
     wait_for("record deleted", lambda: kv_record(tools_key(bridge, "both")) is None)
 
 
-def test_tools_follow_a_server_whose_tools_change(bridge: Bridge, mcp_server_image: str) -> None:
-    # BRIDGE_TOOLS_INTERVAL stays at 5m: a change seen sooner was heard, not polled.
-    bridge.agent.start()
-    run_server(bridge, mcp_server_image, "dyn", "proxy", {"MCP_DYNAMIC_TOOLS": "1"})
-    key = tools_key(bridge, "dyn")
-    first = wait_for("first record", lambda: kv_record(key))
+def assert_tools_follow(bridge: Bridge, name: str) -> None:
+    """The server `name` (MCP_DYNAMIC_TOOLS) adds a tool when asked; the record in KV and
+    the service's meta follow. BRIDGE_TOOLS_INTERVAL stays at 5m: a change seen sooner was
+    heard on the server's change stream, not polled."""
+    key = tools_key(bridge, name)
+    first = wait_for(f"{name}: first record", lambda: kv_record(key))
     assert [t["name"] for t in first["tools"]] == ["add_tool", "echo"]
-    svc = service_with(bridge, "dyn", "mcp_tools")
+    svc = service_with(bridge, name, "mcp_tools")
     url = f"http://{svc['Address']}:{svc['Port']}/mcp"
 
     def meta_hash() -> str | None:
-        s = bridge.service("dyn")
+        s = bridge.service(name)
         return s["Meta"].get("mcp_tools_hash") if s else None
 
     # Meta follows the record: the same listing writes both, the meta by re-registering.
-    wait_for(f"meta hash {first['hash']} (first record)", lambda: meta_hash() == first["hash"])
+    wait_for(
+        f"{name}: meta hash {first['hash']} (first record)", lambda: meta_hash() == first["hash"]
+    )
 
-    async def add(name: str) -> None:
+    async def add(tool: str) -> None:
         async with Client(url) as client:
-            await client.call_tool("add_tool", {"name": name})
+            await client.call_tool("add_tool", {"name": tool})
 
     asyncio.run(add("late"))
     changed = wait_for(
-        "record after the change", lambda: (r := kv_record(key)) and r["count"] == 3 and r
+        f"{name}: record after the change", lambda: (r := kv_record(key)) and r["count"] == 3 and r
     )
     assert [t["name"] for t in changed["tools"]] == ["add_tool", "echo", "late"]
     assert changed["hash"] != first["hash"]
     wait_for(
-        "meta after the change",
-        lambda: (s := bridge.service("dyn")) and s["Meta"]["mcp_tools"] == "3",
+        f"{name}: meta after the change",
+        lambda: (s := bridge.service(name)) and s["Meta"]["mcp_tools"] == "3",
     )
-    wait_for(f"meta hash {changed['hash']} (changed)", lambda: meta_hash() == changed["hash"])
+    wait_for(f"{name}: meta hash {changed['hash']}", lambda: meta_hash() == changed["hash"])
     assert bridge.agent.events("tools_list_changed")
 
 

@@ -3,14 +3,13 @@
 Rules (the contract in docs/design.md):
 - sticky: an owner (container name) that holds a port gets the same one back;
 - a preferred port is taken when free;
-- otherwise the next free port after the last one handed out, wrapping at the top of the
-  range, so a freed port is reused only after the cursor has come round (moby's allocator
-  does the same, to keep a just-freed port from being handed to a new owner while old
-  clients may still be talking to it);
+- otherwise the next free port after the last one handed out, wrapping, so a freed port is
+  reused only after the cursor came round (as moby does: old clients may still talk to it);
 - reserved ports and ports another process holds (the bind test fails) are skipped; a busy
   port is not remembered, so it is tried again the next time the cursor reaches it;
 - ports a container publishes by itself are recorded as EXTERNAL and never handed out;
-- an owner that no longer exists keeps its port until `stale_after` has passed;
+- an owner that no longer exists keeps its port until `stale_after` has passed (in cluster
+  scope, until its service's next container here asks for that port: it is the service's);
 - with tiers (pool/tiers.py), each tier is a pool of its own for all of the above: its
   own cursor, capacity and exhaustion; an owner keeps a port it holds even when the tiers
   change under it (reconcile reports the mismatch).
@@ -42,7 +41,7 @@ class PoolError(Exception):
 
 
 class PortOutsidePool(PoolError):
-    pass
+    """A port the pool cannot hand out: outside its range, or reserved."""
 
 
 class PortTaken(PoolError):
@@ -306,8 +305,7 @@ class PoolState:
                 f"the fleet's port {port} is outside this host's pool {self.port_range}:"
                 " every bridge of a fleet needs the same BRIDGE_PORT_RANGE"
             )
-        # The fleet chose the port inside the tier when it claimed it; a port that tiers
-        # reconfigured since left outside keeps its owner here too (reported, not moved).
+        # A port tiers reconfigured since the fleet's claim left outside keeps its owner.
         if not self.usable(port):
             raise PortOutsidePool(
                 self._outside(port, span, "the fleet's port")
@@ -317,6 +315,11 @@ class PoolState:
         if existing is not None and existing.port == port and existing.kind is AllocKind.POOL:
             return self._activate(existing, now)
         holder = self._by_port.get(port)
+        if holder is not None and holder.state is AllocState.ORPHANED:
+            # Its container is gone (removed, or renamed to `owner`): nothing running holds
+            # the service's port, so the service's new container takes it now.
+            self._drop(port)
+            holder = None
         if holder is not None:
             raise PortTaken(
                 f"port {port} is held on this host by {holder.owner}"

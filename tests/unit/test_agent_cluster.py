@@ -60,6 +60,25 @@ async def test_a_second_instance_on_one_host_waits_and_says_why(
     assert "held on this host by mcp-weather-1" in why and "one instance" in why
 
 
+async def test_a_renamed_container_keeps_its_services_port_at_once(
+    hosts: tuple[World, World],
+) -> None:
+    a, _ = hosts
+    await a.on(a.run("mcp-weather-1", labels=SHARED))
+    port = a.ports()["mcp-weather-1"]
+    await a.on(a.docker.rename("mcp-weather-1", "mcp-weather-2"))
+    assert a.ports() == {"mcp-weather-2": port}, "waited for the old name to go stale"
+    assert a.allocation_state("mcp-weather-1") is None
+    await a.full_pass()
+    registry = await a.agent.fleet.read()  # type: ignore[union-attr]
+    assert registry.users["weather"]["host-a"][0] == "mcp-weather-2"  # the lock follows
+    assert registry.services["weather"][0] == port
+    # A stopped instance is not gone: a second one still waits for it.
+    await a.on(a.docker.stop("mcp-weather-2"))
+    await a.on(a.run("mcp-weather-3", labels=SHARED))
+    assert "one instance" in a.agent.view.waiting["mcp-weather-3"].reason
+
+
 async def test_running_containers_keep_their_ports_while_consul_is_away(
     hosts: tuple[World, World],
 ) -> None:

@@ -170,6 +170,9 @@ async def run_pass(
     checks.sync(check_targets(desired.services.items(), held), scope.services)
     for sid in registered:
         checks.kick(sid)  # registering reset its TTL check to critical
+    # Withdrawn checks end before their records go (below), so none writes one back. A
+    # tool write already sent is let finish: with Consul slow, that can hold this pass
+    # for the write's own retries, a price paid only when a service goes.
     await checks.stopped()
     timer.lap("checks")
 

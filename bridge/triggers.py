@@ -164,10 +164,12 @@ class Triggers:
         if not needed:
             self._soon = 0
             return
+        loop = asyncio.get_running_loop()
+        if self.retry is not None and self.retry.when() > loop.time():
+            return  # one is due already: passes that events woke meanwhile back off nothing
         self._soon += 1
-        self.cancel_retry()
         delay = min(most, 0.5 * 2 ** min(self._soon - 1, 8))
-        self.retry = asyncio.get_running_loop().call_later(delay, self.request_full)
+        self.retry = loop.call_later(delay, self.request_full)
 
     def cancel_retry(self) -> None:
         if self.retry is not None:

@@ -28,8 +28,7 @@ from bridge.config import PortRange
 from bridge.model import Allocation, AllocKind, AllocState
 from bridge.pool.tiers import UNTIERED, Tier, TierLayout
 
-# Whether a port can be bound right now (net.bind_test in the agent).
-BindTest = Callable[[int], bool]
+BindTest = Callable[[int], bool]  # can a port be bound right now (net.bind_test)
 
 
 def always_free(port: int) -> bool:
@@ -315,17 +314,18 @@ class PoolState:
         if existing is not None and existing.port == port and existing.kind is AllocKind.POOL:
             return self._activate(existing, now)
         holder = self._by_port.get(port)
-        if holder is not None and holder.state is AllocState.ORPHANED:
-            # Its container is gone (removed, or renamed to `owner`): nothing running holds
-            # the service's port, so the service's new container takes it now.
-            self._drop(port)
-            holder = None
-        if holder is not None:
+        # An orphan's container is gone (removed, or renamed to `owner`): the service's new
+        # container takes its port now. No bind test then: what listens there is the old
+        # name's forwarder, which the forwarder step hands over (or says the port is taken).
+        handover = holder is not None and holder.state is AllocState.ORPHANED
+        if holder is not None and not handover:
             raise PortTaken(
                 f"port {port} is held on this host by {holder.owner}"
                 " (cluster scope: one instance of a service per host)"
             )
-        if not is_free(port):
+        if handover:
+            self._drop(port)
+        elif not is_free(port):
             raise PortTaken(f"port {port} is busy on this host (another process holds it)")
         if existing is not None:
             self._drop(existing.port)

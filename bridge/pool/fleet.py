@@ -333,8 +333,8 @@ class FleetPorts:
 
 
 def _wait_kind(exc: Exception) -> str | None:
-    """The metrics error kind of a wait for the fleet's port; None when it is no error (a
-    race lost to another host, a second instance on this host)."""
+    """The metrics error kind of a wait for the fleet's port; None when it is no error
+    (claims lost to other hosts again and again: the next pass tries again)."""
     if isinstance(exc, FleetExhausted | PoolExhausted):
         return "pool_exhausted"
     if isinstance(exc, ConsulUnavailable):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from bridge.model import KVEntry, service_id
+from bridge.model import ContainerEvent, KVEntry, service_id
 from bridge.protocols import ConsulUnavailable
 from tests.agent_world import NO_CHECK, STALE_AFTER, World, make_world
 from tests.fakes import FakeConsul
@@ -60,23 +60,40 @@ async def test_a_second_instance_on_one_host_waits_and_says_why(
     assert "held on this host by mcp-weather-1" in why and "one instance" in why
 
 
-async def test_a_renamed_container_keeps_its_services_port_at_once(
-    hosts: tuple[World, World],
-) -> None:
-    a, _ = hosts
-    await a.on(a.run("mcp-weather-1", labels=SHARED))
-    port = a.ports()["mcp-weather-1"]
-    await a.on(a.docker.rename("mcp-weather-1", "mcp-weather-2"))
-    assert a.ports() == {"mcp-weather-2": port}, "waited for the old name to go stale"
-    assert a.allocation_state("mcp-weather-1") is None
-    await a.full_pass()
-    registry = await a.agent.fleet.read()  # type: ignore[union-attr]
-    assert registry.users["weather"]["host-a"][0] == "mcp-weather-2"  # the lock follows
-    assert registry.services["weather"][0] == port
-    # A stopped instance is not gone: a second one still waits for it.
-    await a.on(a.docker.stop("mcp-weather-2"))
-    await a.on(a.run("mcp-weather-3", labels=SHARED))
-    assert "one instance" in a.agent.view.waiting["mcp-weather-3"].reason
+async def test_a_renamed_container_keeps_its_services_port_at_once(tmp_path: Path) -> None:
+    # The bind test sees the bridge's own listeners, as the real one does: during the
+    # pool step the old name's forwarder still listens on the port.
+    listening: set[int] = set()
+    a = await make_world(
+        tmp_path,
+        consul=FakeConsul("host-a"),
+        node_id="host-a",
+        port_scope="cluster",
+        port_range="11100-11109",
+        is_free=lambda port: port not in listening,
+    )
+    try:
+
+        async def on(event: ContainerEvent) -> None:
+            await a.on(event)
+            listening.clear()
+            listening.update(t.listen_port for t in a.forwarders.open.values())
+
+        await on(a.run("mcp-weather-1", labels=SHARED))
+        port = a.ports()["mcp-weather-1"]
+        await on(a.docker.rename("mcp-weather-1", "mcp-weather-2"))
+        assert a.ports() == {"mcp-weather-2": port}, "waited for the old name to go stale"
+        assert a.allocation_state("mcp-weather-1") is None
+        await a.full_pass()
+        registry = await a.agent.fleet.read()  # type: ignore[union-attr]
+        assert registry.users["weather"]["host-a"][0] == "mcp-weather-2"  # the lock follows
+        assert registry.services["weather"][0] == port
+        # A stopped instance is not gone: a second one still waits for it.
+        await on(a.docker.stop("mcp-weather-2"))
+        await on(a.run("mcp-weather-3", labels=SHARED))
+        assert "one instance" in a.agent.view.waiting["mcp-weather-3"].reason
+    finally:
+        await a.agent.close()
 
 
 async def test_running_containers_keep_their_ports_while_consul_is_away(

@@ -62,3 +62,22 @@ async def test_one_container_does_not_wait_and_a_burst_never_waits_long(
     triggers.on_event(start(1))
     await triggers.settle()
     assert naps and clock[0] <= BURST_SETTLE_MAX + max(naps)
+
+
+async def test_again_soon_backs_off_per_retry_not_per_pass() -> None:
+    triggers = Triggers()
+    triggers.take()
+    loop = asyncio.get_running_loop()
+    triggers.again_soon(True, most=30.0)
+    first = triggers.retry
+    assert first is not None and 0.4 < first.when() - loop.time() <= 0.5
+    for _ in range(5):  # passes that events woke before it fired
+        triggers.again_soon(True, most=30.0)
+    assert triggers.retry is first, "re-armed by passes it did not start"
+    await asyncio.sleep(0.55)
+    assert triggers.wake.is_set() and triggers.take().full
+    triggers.again_soon(True, most=30.0)  # the pass the timer started: still waiting
+    second = triggers.retry
+    assert second is not None and 0.9 < second.when() - loop.time() <= 1.0
+    triggers.again_soon(False, most=30.0)
+    triggers.cancel_retry()

@@ -189,7 +189,7 @@ class StubConsul:
     async def handle(self, request: web.Request) -> web.Response:
         self.came.append((self.time.now, request.path))
         queue = self.script.get(request.path) or []
-        default = Answer() if request.path == "/v1/status/leader" else Answer(body="{}")
+        default = Answer() if request.path == LEADER else Answer(body="{}")
         answer = queue.pop(0) if queue else default
         if answer.delay:
             await self.time.sleep(answer.delay)
@@ -246,53 +246,57 @@ def gaps(times: list[float]) -> list[float]:
     return [round(b - a, 6) for a, b in itertools.pairwise(times)]
 
 
+LEADER = "/v1/status/leader"
+
+
+async def ask_leader(
+    stub: tuple[StubConsul, Client], vt: VirtualTime, answers: list[Answer], **options: Any
+) -> tuple[Any, list[float]]:
+    """One `leader()` call against scripted answers: its result (or error), and when each
+    try reached the stub."""
+    consul_stub, client = stub
+    consul_stub.script[LEADER] = answers
+    (result,) = await vt.run(client(**options).leader())
+    return result, consul_stub.at(LEADER)
+
+
 # ---- the retry loop -----------------------------------------------------------------------
 
 
 async def test_the_same_request_goes_again_only_after_each_retry_after(
     stub: tuple[StubConsul, Client], vt: VirtualTime
 ) -> None:
-    consul_stub, client = stub
-    leader = "/v1/status/leader"
-    consul_stub.script[leader] = [Answer.limited("2"), Answer.limited("5"), Answer()]
-    (result,) = await vt.run(client().leader())
+    result, tries = await ask_leader(stub, vt, [Answer.limited("2"), Answer.limited("5"), Answer()])
     assert result == "127.0.0.1:8300"
     # Exactly as long as Consul asked (the backoff's own 0.1 s and 0.2 s lie within it).
-    assert gaps(consul_stub.at(leader)) == [2.0, 5.0]
+    assert gaps(tries) == [2.0, 5.0]
 
 
 async def test_a_long_retry_after_is_waited_for_thirty_seconds_only(
     stub: tuple[StubConsul, Client], vt: VirtualTime
 ) -> None:
-    consul_stub, client = stub
-    leader = "/v1/status/leader"
-    consul_stub.script[leader] = [Answer.limited("3600"), Answer()]
-    assert await vt.run(client().leader()) == ["127.0.0.1:8300"]
-    assert gaps(consul_stub.at(leader)) == [30.0]
+    result, tries = await ask_leader(stub, vt, [Answer.limited("3600"), Answer()])
+    assert result == "127.0.0.1:8300"
+    assert gaps(tries) == [30.0]
 
 
 async def test_a_retry_after_given_as_an_http_date_is_honoured(
     stub: tuple[StubConsul, Client], vt: VirtualTime
 ) -> None:
-    consul_stub, client = stub
-    leader = "/v1/status/leader"
     date = email.utils.formatdate(time.time() + 8, usegmt=True)  # 7 to 8 s from now
-    consul_stub.script[leader] = [Answer.limited(date), Answer()]
-    assert await vt.run(client().leader()) == ["127.0.0.1:8300"]
-    (gap,) = gaps(consul_stub.at(leader))
+    result, tries = await ask_leader(stub, vt, [Answer.limited(date), Answer()])
+    assert result == "127.0.0.1:8300"
+    (gap,) = gaps(tries)
     assert 6.0 < gap <= 8.0
 
 
 async def test_without_retry_after_it_backs_off_exponentially_and_gives_up_after_three_tries(
     stub: tuple[StubConsul, Client], vt: VirtualTime
 ) -> None:
-    consul_stub, client = stub
-    leader = "/v1/status/leader"
-    consul_stub.script[leader] = [Answer.limited() for _ in range(10)]
-    (error,) = await vt.run(client().leader())
+    error, tries = await ask_leader(stub, vt, [Answer.limited() for _ in range(10)])
     # Three tries, docs/operations.md; then the pass fails, and a later pass sends it again.
-    assert len(consul_stub.at(leader)) == 3
-    assert gaps(consul_stub.at(leader)) == [0.1, 0.2]
+    assert len(tries) == 3
+    assert gaps(tries) == [0.1, 0.2]
     assert isinstance(error, ConsulUnavailable), "a passing fault, not a refusal"
     assert isinstance(error.__cause__, RateLimited)
     assert "rate limited by Consul (RateLimited: 429 Too Many Requests" in str(error)
@@ -302,33 +306,27 @@ async def test_without_retry_after_it_backs_off_exponentially_and_gives_up_after
 async def test_the_backoff_doubles_with_each_try(
     stub: tuple[StubConsul, Client], vt: VirtualTime
 ) -> None:
-    consul_stub, client = stub
-    leader = "/v1/status/leader"
-    consul_stub.script[leader] = [Answer.limited() for _ in range(10)]
-    (error,) = await vt.run(client(attempts=6).leader())
+    error, tries = await ask_leader(stub, vt, [Answer.limited() for _ in range(10)], attempts=6)
     assert isinstance(error, ConsulUnavailable)
-    assert gaps(consul_stub.at(leader)) == [0.1, 0.2, 0.4, 0.8, 1.0]  # at most 1 s
+    assert gaps(tries) == [0.1, 0.2, 0.4, 0.8, 1.0]  # at most 1 s
 
 
 async def test_it_gives_up_after_three_tries_even_when_told_to_wait(
     stub: tuple[StubConsul, Client], vt: VirtualTime
 ) -> None:
-    consul_stub, client = stub
-    leader = "/v1/status/leader"
-    consul_stub.script[leader] = [Answer.limited("1") for _ in range(10)]
-    (error,) = await vt.run(client().leader())
+    error, tries = await ask_leader(stub, vt, [Answer.limited("1") for _ in range(10)])
     assert isinstance(error, ConsulUnavailable)
-    assert gaps(consul_stub.at(leader)) == [1.0, 1.0]
+    assert gaps(tries) == [1.0, 1.0]
 
 
 async def test_an_unreadable_retry_after_is_backed_off_as_if_absent(
     stub: tuple[StubConsul, Client], vt: VirtualTime
 ) -> None:
-    consul_stub, client = stub
-    leader = "/v1/status/leader"
-    consul_stub.script[leader] = [Answer.limited("soon"), Answer.limited("-1"), Answer()]
-    assert await vt.run(client().leader()) == ["127.0.0.1:8300"]
-    assert gaps(consul_stub.at(leader)) == [0.1, 0.2]
+    result, tries = await ask_leader(
+        stub, vt, [Answer.limited("soon"), Answer.limited("-1"), Answer()]
+    )
+    assert result == "127.0.0.1:8300"
+    assert gaps(tries) == [0.1, 0.2]
 
 
 async def test_a_retry_after_holds_every_request_of_the_client(
@@ -336,10 +334,10 @@ async def test_a_retry_after_holds_every_request_of_the_client(
 ) -> None:
     consul_stub, client = stub
     consul = client(attempts=1)
-    consul_stub.script["/v1/status/leader"] = [Answer.limited("4")]
+    consul_stub.script[LEADER] = [Answer.limited("4")]
     (error,) = await vt.run(consul.leader())
     assert isinstance(error, ConsulUnavailable)
-    (limited_at,) = consul_stub.at("/v1/status/leader")
+    (limited_at,) = consul_stub.at(LEADER)
     assert await vt.run(consul.own_services()) == [{}]
     (listed_at,) = consul_stub.at("/v1/agent/services")
     assert listed_at - limited_at == 4.0
@@ -353,7 +351,7 @@ async def test_a_request_waiting_out_a_retry_after_waits_out_a_longer_one_that_c
     consul_stub, client = stub
     consul = client(attempts=1)
     start = vt.now
-    consul_stub.script["/v1/status/leader"] = [Answer.limited("2"), Answer()]
+    consul_stub.script[LEADER] = [Answer.limited("2"), Answer()]
     # On its way at once, answered a second later: "4 s"
     consul_stub.script["/v1/agent/services"] = [Answer.limited("4", delay=1.0)]
 
@@ -365,7 +363,7 @@ async def test_a_request_waiting_out_a_retry_after_waits_out_a_longer_one_that_c
     assert isinstance(first, ConsulUnavailable) and isinstance(slow, ConsulUnavailable)
     assert waiting == "127.0.0.1:8300"
     # ... and, told at start + 1 to wait 4 s, sends at start + 5, not at start + 2.
-    assert [t - start for t in consul_stub.at("/v1/status/leader")] == [0.0, 5.0]
+    assert [t - start for t in consul_stub.at(LEADER)] == [0.0, 5.0]
 
 
 def test_a_429_is_a_passing_fault_and_refusals_are_not() -> None:

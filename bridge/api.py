@@ -44,9 +44,7 @@ def build_app(agent: Agent) -> web.Application:
                 "range": str(state.port_range),
                 "free": state.free_count(),
                 "holders": state.holders(),
-                "tiers": tier_rows(layout, state.reserved, (a.port for a in allocations))
-                if layout.names()
-                else [],
+                "tiers": tier_rows(layout, state.reserved, (a.port for a in allocations)),
                 "allocations": [
                     allocation_row(a, now, agent.settings.stale_after, layout) for a in allocations
                 ],

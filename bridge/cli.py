@@ -46,9 +46,7 @@ def _ports_report(settings: Settings, snap: StoreSnapshot, now: float) -> dict[s
         "free": len(span) - len(reserved) - used,
         "cursor": snap.cursor,
         "cursors": {tier_label(t): port for t, port in snap.cursors.items()},
-        "tiers": tier_rows(layout, reserved, (a.port for a in snap.allocations))
-        if layout.names()
-        else [],
+        "tiers": tier_rows(layout, reserved, (a.port for a in snap.allocations)),
         "allocations": [
             allocation_row(a, now, settings.stale_after, layout) for a in snap.allocations
         ],

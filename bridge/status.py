@@ -114,9 +114,10 @@ class View:
             log.warning("container_waiting", container=name, reason=waiting.reason)
             if waiting.kind is not None:
                 metrics.error(waiting.kind)
-        notes = {n: m.note for n, m in result.services.items() if m.note}
-        for name, note in changed({n: m.note for n, m in self.managed.items()}, notes).items():
-            log.warning("port_outside_tier", container=name, reason=note)
+        for name, m in result.services.items():  # the pass's services only, not all held
+            known = self.managed.get(name)
+            if m.note and (known is None or known.note != m.note):
+                log.warning("port_outside_tier", container=name, reason=m.note)
         scope.merge_into(self.skipped, result.skipped)
         scope.merge_into(self.waiting, result.waiting)
         scope.merge_into(self.managed, result.services)
@@ -247,7 +248,9 @@ def tier_rows(
     layout: TierLayout, reserved: frozenset[int], held: Iterable[int]
 ) -> list[dict[str, Any]]:
     """Use per tier, for `mcp-bridge ports` and /v1/ports: each named tier in the order
-    configured, then the untiered rest (when the tiers leave any)."""
+    configured, then the untiered rest (when the tiers leave any); none without tiers."""
+    if not layout.names():
+        return []
     taken = Counter(layout.of(port) for port in held if port not in reserved)
     rows = []
     for name in [*layout.names(), UNTIERED]:

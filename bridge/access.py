@@ -50,7 +50,6 @@ class AllowList:
         for net in networks:
             key = (net.version, net.prefixlen)
             by_length.setdefault(key, set()).add(int(net.network_address))
-        self.size = sum(len(v) for v in by_length.values())
         # Longest prefixes first: the usual host entries are found at once.
         self._v4 = [
             (((1 << 32) - 1) ^ ((1 << (32 - plen)) - 1), nets)

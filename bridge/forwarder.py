@@ -13,7 +13,6 @@ import contextlib
 import errno
 import resource
 import socket
-import struct
 import time
 from collections.abc import Callable, Collection, Mapping
 
@@ -21,14 +20,13 @@ import structlog
 
 from bridge.model import ForwarderCounters, ForwardTarget, container_of
 from bridge.net import family
-from bridge.relay import Link, close_spare_pipes
+from bridge.relay import Link, close_spare_pipes, reset_close
 
 log = structlog.get_logger("bridge.forwarder")
 
 ACCEPT_BATCH = 64
 ACCEPT_RETRY_DELAY = 1.0  # after EMFILE, as asyncio's own servers do
 REFUSAL_LOG_INTERVAL = 10.0  # seconds: at most one connection_refused per service and reason
-_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
 
 
 class RefusalLog:
@@ -118,9 +116,7 @@ class Forwarder:
             if refused is not None:
                 # At once, before anything reaches the container; a reset, so the client
                 # is not left waiting.
-                with contextlib.suppress(OSError):
-                    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
-                client.close()
+                reset_close(client)
                 self._refused(refused, addr[0])
                 continue
             client.setblocking(False)

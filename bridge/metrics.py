@@ -145,7 +145,7 @@ class _Live(Collector):
 
 
 def tier_use(pool: PoolState) -> dict[str, PoolUse]:
-    if len(pool.layout.tiers) == 1:  # no BRIDGE_PORT_TIERS: the pool metrics say it all
+    if not pool.layout.tiered:  # no BRIDGE_PORT_TIERS: the pool metrics say it all
         return {}
     return {
         tier_label(t): PoolUse(pool.capacity_of(t), pool.used_count(t), pool.free_count(t))
@@ -222,7 +222,7 @@ class PoolPressure:
         self.high: dict[str | None, bool] = {}  # None: the whole pool
 
     def note(self, state: PoolState) -> None:
-        tiers = [None, *state.layout.tiers] if len(state.layout.tiers) > 1 else [None]
+        tiers = [None, *state.layout.tiers] if state.layout.tiered else [None]
         for tier in tiers:
             used, size = state.used_count(tier), state.capacity_of(tier)
             high = used > POOL_WARN_RATIO * size

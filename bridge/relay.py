@@ -47,6 +47,15 @@ _SPLICE_FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
+
+
+def reset_close(sock: socket.socket) -> None:
+    """Close with a reset (RST), so the peer is not left waiting for a graceful end."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+    sock.close()
+
+
 _READING, _WRITING = "reading", "writing"
 SPARE_PIPES = 64  # empty pipes kept for reuse (two descriptors each)
 _SPARE_PIPES: list[tuple[int, int, int]] = []  # read end, write end, capacity
@@ -334,8 +343,8 @@ class Link:
             if sock is None:
                 continue
             if reset:
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
-            sock.close()
+                reset_close(sock)
+            else:
+                sock.close()
         self.counters.active -= 1
         self.forwarder.links.discard(self)

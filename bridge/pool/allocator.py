@@ -48,13 +48,15 @@ class PortTaken(PoolError):
 
 
 class PoolExhausted(PoolError):
+    WHAT = "port pool"  # what ran out, as the message names it
+
     def __init__(self, tier: Tier, holders: Mapping[str, int], *, tiered: bool = False) -> None:
         self.tier = tier.name
         self.holders = dict(holders)
         held = ", ".join(f"{count} {what}" for what, count in holders.items() if count)
         where = tier.describe() if tiered else str(tier)
         super().__init__(
-            f"port pool {where} exhausted: all {len(tier)} ports are taken"
+            f"{self.WHAT} {where} exhausted: all {len(tier)} ports are taken"
             f" ({held or 'nothing recorded'})"
         )
 
@@ -88,8 +90,8 @@ class PoolState:
         # Kept up to date by _set, so a full tier is known without walking it: a burst of
         # requests against a full pool must not cost a scan each.
         self._taken: Counter[str] = Counter()  # tier -> usable ports some allocation holds
-        self._capacity = {
-            name: sum(1 for p in tier.ports() if p not in self.reserved)
+        self._capacity = {  # counted over the reserved ports, not over the whole range
+            name: len(tier) - sum(1 for p in self.reserved if p in tier)
             for name, tier in self.layout.tiers.items()
         }
         self._tier_of: dict[int, str] = {}  # filled as ports are touched
@@ -153,9 +155,7 @@ class PoolState:
         for alloc in self._by_port.values():
             if alloc.port in span and alloc.port not in self.reserved:
                 counts[alloc.state if alloc.kind is AllocKind.POOL else "external"] += 1
-        counts["reserved"] = (len(span) if tier is None else len(self.layout[tier])) - (
-            self.capacity if tier is None else self._capacity[tier]
-        )
+        counts["reserved"] = len(span) - self.capacity_of(tier)
         counts["busy"] = sum(1 for p in self.last_busy if p in span)
         result = {
             what: counts[what]
@@ -335,7 +335,7 @@ class PoolState:
         return port not in self._by_port and is_free(port)
 
     def _scan(self, span: Tier, is_free: BindTest) -> int:
-        tiered = len(self.layout.tiers) > 1
+        tiered = self.layout.tiered
         if self._taken[span.name] >= self._capacity[span.name]:
             raise PoolExhausted(span, self.holders(span.name), tiered=tiered)
         busy: set[int] = set()

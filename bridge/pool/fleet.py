@@ -39,7 +39,7 @@ import structlog
 from bridge.config import PortRange, PortScope, Settings
 from bridge.model import KVEntry
 from bridge.pool.allocator import BindTest, PoolError, PoolExhausted
-from bridge.pool.tiers import UNTIERED, Tier, TierLayout, layout_for
+from bridge.pool.tiers import UNTIERED, TierLayout, layout_for
 from bridge.protocols import ConsulAPI, ConsulRejected, ConsulUnavailable
 from bridge.session import ConsulSession
 
@@ -48,18 +48,10 @@ log = structlog.get_logger("bridge.pool")
 ATTEMPTS = 8  # claims lost to another host before giving up for this pass
 
 
-class FleetExhausted(PoolError):
-    """No port of the tier left; the message has node scope's shape (PoolExhausted)."""
+class FleetExhausted(PoolExhausted):
+    """No port of the tier left in the fleet's registry; node scope's message, its name."""
 
-    def __init__(self, tier: Tier, holders: Mapping[str, int], *, tiered: bool) -> None:
-        self.tier = tier.name
-        self.holders = dict(holders)
-        held = ", ".join(f"{count} {what}" for what, count in holders.items() if count)
-        where = tier.describe() if tiered else str(tier)
-        super().__init__(
-            f"cluster port registry {where} exhausted: all {len(tier)} ports are taken"
-            f" ({held or 'nothing recorded'})"
-        )
+    WHAT = "cluster port registry"
 
 
 class FleetContended(PoolError):
@@ -226,7 +218,7 @@ class FleetPorts:
         claimed = sum(1 for p in registry.ports if p in span and p not in self.reserved)
         holders = {"claimed by services of the fleet": claimed, "reserved": reserved}
         holders["busy on this host"] = busy
-        raise FleetExhausted(span, holders, tiered=len(self.layout.tiers) > 1)
+        raise FleetExhausted(span, holders, tiered=self.layout.tiered)
 
     def _lock(self, service: str, owner: str, session: str) -> dict[str, Any]:
         key = f"{self.root}users/{service}/{self.node_id}"
@@ -335,7 +327,7 @@ class FleetPorts:
 def _wait_kind(exc: Exception) -> str | None:
     """The metrics error kind of a wait for the fleet's port; None when it is no error
     (claims lost to other hosts again and again: the next pass tries again)."""
-    if isinstance(exc, FleetExhausted | PoolExhausted):
+    if isinstance(exc, PoolExhausted):  # FleetExhausted too
         return "pool_exhausted"
     if isinstance(exc, ConsulUnavailable):
         return "consul_unavailable"

@@ -122,6 +122,11 @@ class TierLayout:
     def __getitem__(self, name: str) -> Tier:
         return self.tiers[name]
 
+    @property
+    def tiered(self) -> bool:
+        """BRIDGE_PORT_TIERS names at least one tier (else all is the untiered rest)."""
+        return len(self.tiers) > 1
+
     def names(self) -> list[str]:
         """The named tiers, in the order configured (UNTIERED not among them)."""
         return [n for n in self.tiers if n != UNTIERED]

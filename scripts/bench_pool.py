@@ -3,7 +3,7 @@
 Measures, in one run, each on a fresh store in its own temporary directory:
 
 1. single   - sequential durable allocations through the async API (one commit each);
-              also once with the real bind test (`bridge.net.bind_test("127.0.0.1")`).
+              also once with the real bind test (`bridge.core.net.bind_test("127.0.0.1")`).
 2. burst    - N concurrent `allocate` calls (`asyncio.gather`) on a fresh pool, repeated R
               times; group commit should fold the burst into a handful of durable writes.
 3. scaling  - per-allocation time with 100 ports already held vs 10,000 held, measured in
@@ -38,8 +38,8 @@ from typing import Any
 
 from benchkit.common import fmt_table, percentile, silence_structlog
 
-from bridge.config import PortRange
-from bridge.net import bind_test
+from bridge.core.model import PortRange
+from bridge.core.net import bind_test
 from bridge.pool.allocator import BindTest, always_free
 from bridge.pool.durable import DurablePool, GroupCommit
 

@@ -4,7 +4,7 @@ One run, three paths to the same local target server, all on 127.0.0.1:
 
 - direct        client -> target
 - docker-proxy  client -> /usr/sbin/docker-proxy (Debian's docker.io, a Go process) -> target
-- mcp-bridge    client -> bridge.forwarder.Forwarder in its own Python process -> target
+- mcp-bridge    client -> bridge.forward.listeners.Forwarder in its own Python process -> target
 
 Every server runs in a process of its own: the target (`--serve-target`: blocking threads
 with 1 MiB recv_into buffers for bulk, one epoll thread for echo), docker-proxy, and the
@@ -25,7 +25,7 @@ Measures, in interleaved rounds (direct, docker-proxy, mcp-bridge, direct, ...):
                path, `mcp-bridge+allow`, is a forwarder whose allow list holds
                `--allow-cidrs` (1000) networks of every prefix length, the client's last,
                so every connection pays for the whole decision.
-4. decision  - the access decision alone (bridge.access.Access.refuse) against the same
+4. decision  - the access decision alone (bridge.core.access.Access.refuse) against the same
                list, for addresses inside and outside it: p50/p99 in microseconds.
 
 Connection-rate goals: >= 10,000 per second and >= docker-proxy's rate, with and without
@@ -93,7 +93,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--docker-proxy", default=DOCKER_PROXY, metavar="PATH")
     parser.add_argument("--profile-forwarder", metavar="FILE", help="cProfile the forwarder")
     parser.add_argument(
-        "--forwarder-module", metavar="FILE", help="a modified copy of bridge/forwarder.py"
+        "--forwarder-module", metavar="FILE", help="a modified copy of bridge/forward/listeners.py"
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     # Child-process modes, used by the benchmark itself.

@@ -7,4 +7,5 @@ scripts/bootstrap.sh
 .venv/bin/ruff check bridge tests scripts
 .venv/bin/ruff format --check bridge tests scripts
 .venv/bin/mypy
+.venv/bin/lint-imports --no-cache
 .venv/bin/pytest "$@"

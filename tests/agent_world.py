@@ -10,9 +10,9 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge.agent import Agent
-from bridge.checks import CheckRunner
-from bridge.model import AllocState, ContainerEvent
+from bridge.core.model import AllocState, ContainerEvent
+from bridge.loop.agent import Agent
+from bridge.mcp.checks import CheckRunner
 from bridge.pool.allocator import BindTest, always_free
 from tests.builders import NODE, make_settings
 from tests.fakes import FakeConsul, FakeDocker, FakeForwarders, settle

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from bridge.config import Settings, load_settings
-from bridge.model import MANAGED_BY, Container, PortBinding, Registration, service_id
+from bridge.core.config import Settings, load_settings
+from bridge.core.model import MANAGED_BY, Container, PortBinding, Registration, service_id
 
 NODE = "n1"
 ADVERTISE = "10.0.0.5"

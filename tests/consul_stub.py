@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.consul_client import ConsulClient
+from bridge.consul.client import ConsulClient
 
 LEADER = '"127.0.0.1:8300"'  # what the stub answers on LEADER_PATH
 LEADER_PATH = "/v1/status/leader"

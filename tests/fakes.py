@@ -15,7 +15,7 @@ import itertools
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
-from bridge.model import (
+from bridge.core.model import (
     MANAGED_BY,
     Container,
     ContainerEvent,
@@ -25,7 +25,7 @@ from bridge.model import (
     KVEntry,
     Registration,
 )
-from bridge.protocols import (
+from bridge.core.protocols import (
     ConsulRejected,
     ConsulUnavailable,
     DockerUnavailable,

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import re
 
-from bridge.config import Settings
-from bridge.labels import parse_labels
-from bridge.model import Container, LabelError, ServiceSpec
+from bridge.core.config import Settings
+from bridge.core.model import Container, LabelError, ServiceSpec
+from bridge.labels.parse import parse_labels
 from tests.builders import make_container, make_settings
 
 DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")

@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bridge.config import Settings
-from bridge.labels import parse_labels
-from bridge.model import Container, PortBinding, Registration, ServiceSpec
-from bridge.registration import build_registration, resolve_endpoint
+from bridge.core.config import Settings
+from bridge.core.model import Container, PortBinding, Registration, ServiceSpec
+from bridge.core.registration import build_registration, resolve_endpoint
+from bridge.labels.parse import parse_labels
 from tests.builders import ADVERTISE, NODE, make_container, make_settings
 
 NOW = 1_000_000.0

@@ -24,8 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 
-from bridge.config import PortRange
-from bridge.model import Allocation, AllocKind, AllocState
+from bridge.core.model import Allocation, AllocKind, AllocState, PortRange
 from bridge.pool.tiers import UNTIERED, Tier, TierLayout
 
 BindTest = Callable[[int], bool]  # can a port be bound right now (net.bind_test)

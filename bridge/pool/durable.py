@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 import structlog
 from tenacity import retry_if_exception_type, retry_if_not_exception_type
 
-from bridge.config import PortRange
-from bridge.model import Allocation, LiveClaim
+from bridge.core.model import Allocation, LiveClaim, PortRange
+from bridge.core.retry import retry_forever
 from bridge.pool.allocator import BindTest, Changes, PoolState, always_free
 from bridge.pool.repair import rebuild
 from bridge.pool.store import (
@@ -34,7 +34,6 @@ from bridge.pool.store import (
     move_aside,
 )
 from bridge.pool.tiers import TierLayout
-from bridge.retry import retry_forever
 
 T = TypeVar("T")
 RebuildSource = Callable[[], Iterable[LiveClaim]]

@@ -36,12 +36,11 @@ from typing import Any
 
 import structlog
 
-from bridge.config import PortRange, PortScope, Settings
-from bridge.model import KVEntry
+from bridge.core.config import PortScope, Settings
+from bridge.core.model import KVEntry, PortRange
+from bridge.core.protocols import ConsulAPI, ConsulRejected, ConsulUnavailable, SessionAPI
 from bridge.pool.allocator import BindTest, PoolError, PoolExhausted
 from bridge.pool.tiers import UNTIERED, TierLayout, layout_for
-from bridge.protocols import ConsulAPI, ConsulRejected, ConsulUnavailable
-from bridge.session import ConsulSession
 
 log = structlog.get_logger("bridge.pool")
 
@@ -97,7 +96,7 @@ class FleetPorts:
         reserved: Iterable[int] = (),
         layout: TierLayout | None = None,
         clock: Callable[[], float],
-        session: ConsulSession | None = None,
+        session: SessionAPI,
     ) -> None:
         self.consul = consul
         self.node_id = node_id
@@ -106,7 +105,7 @@ class FleetPorts:
         self.reserved = frozenset(reserved)
         self.clock = clock
         self.root = f"{consul.kv_prefix}/ports/"
-        self.session = session or ConsulSession(consul, f"mcp-bridge {node_id}")
+        self.session = session  # the bridge's own: the node id claim holds its lock with it
 
     @classmethod
     def for_settings(
@@ -114,7 +113,7 @@ class FleetPorts:
         consul: ConsulAPI,
         settings: Settings,
         clock: Callable[[], float],
-        session: ConsulSession,
+        session: SessionAPI,
     ) -> FleetPorts | None:
         """The fleet's registry in cluster port scope; None in node scope."""
         if settings.port_scope is not PortScope.CLUSTER:

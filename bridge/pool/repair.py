@@ -4,8 +4,6 @@
   Consul services; the input of a rebuild.
 - `rebuild`: a pool from those claims, after the store was lost or found corrupt, so that
   no running container loses its port and none is handed out twice.
-- `sweep`: release the ports of containers gone for longer than `stale_after`. Better to
-  leak a port for a while than to hand it out while its old owner may come back.
 """
 
 from __future__ import annotations
@@ -15,21 +13,22 @@ from collections.abc import Callable, Iterable
 
 import structlog
 
-from bridge.config import PortRange, Settings
-from bridge.labels import parse_labels
-from bridge.model import (
+from bridge.core.config import Settings
+from bridge.core.model import (
     Allocation,
     AllocKind,
     AllocState,
     ExposeMode,
     LiveClaim,
+    PortRange,
     ServiceSpec,
     published_binding,
 )
+from bridge.core.protocols import ConsulAPI, DockerAPI
+from bridge.core.retry import retry_forever
+from bridge.labels.parse import parse_labels
 from bridge.pool.allocator import PoolState
 from bridge.pool.tiers import TierLayout
-from bridge.protocols import ConsulAPI, DockerAPI
-from bridge.retry import retry_forever
 
 log = structlog.get_logger("bridge.pool")
 
@@ -112,17 +111,3 @@ def rebuild(
         if tier is not None:
             cursors[tier] = max(cursors.get(tier, a.port), a.port)
     return PoolState(port_range, reserved, by_port.values(), cursors, layout), conflicts
-
-
-def sweep(state: PoolState, *, now: float, stale_after: float) -> list[Allocation]:
-    """Release allocations whose owner has been gone for `stale_after` seconds."""
-    stale = [
-        a
-        for a in state.allocations()
-        if a.state is AllocState.ORPHANED
-        and a.missing_since is not None
-        and now - a.missing_since >= stale_after
-    ]
-    for alloc in stale:
-        state.release(alloc.owner)
-    return stale

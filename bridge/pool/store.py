@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bridge.model import Allocation, AllocKind, AllocState
+from bridge.core.model import Allocation, AllocKind, AllocState
 from bridge.pool.allocator import Changes
 from bridge.pool.tiers import UNTIERED
 

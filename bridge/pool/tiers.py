@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from bridge.config import PortRange, parse_port_range
+from bridge.core.model import PortRange, parse_port_range
 
 UNTIERED = ""  # the tier name of the part of the range no tier owns
 UNTIERED_LABEL = "untiered"  # how reports, metrics and tags name it

@@ -1,7 +1,8 @@
 """What one pass asks of the pool, applied in one durable transaction.
 
 `pool_work` is pure over the pass's listing and specs; `apply_pool_work` runs inside the
-pool's transaction (GroupCommit.run) and is pure over PoolState.
+pool's transaction (GroupCommit.run) and is pure over PoolState, as is `sweep` (the
+stale allocations a full pass releases).
 """
 
 from __future__ import annotations
@@ -9,9 +10,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from bridge.model import Allocation, Container, ExposeMode, ServiceSpec, published_binding
+from bridge.core.model import (
+    Allocation,
+    AllocState,
+    Container,
+    ExposeMode,
+    ServiceSpec,
+    published_binding,
+)
 from bridge.pool.allocator import BindTest, PoolError, PoolState
-from bridge.pool.repair import sweep
 
 
 @dataclass(slots=True)
@@ -88,3 +95,18 @@ def apply_pool_work(
         except PoolError as exc:
             out.errors[name] = exc
     return out
+
+
+def sweep(state: PoolState, *, now: float, stale_after: float) -> list[Allocation]:
+    """Release allocations whose owner has been gone for `stale_after` seconds. Better to
+    leak a port for a while than to hand it out while its old owner may come back."""
+    stale = [
+        a
+        for a in state.allocations()
+        if a.state is AllocState.ORPHANED
+        and a.missing_since is not None
+        and now - a.missing_since >= stale_after
+    ]
+    for alloc in stale:
+        state.release(alloc.owner)
+    return stale

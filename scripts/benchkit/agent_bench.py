@@ -262,15 +262,15 @@ class Bench(Rig):
 
 
 IMPORT_STEPS = (
-    "bridge.config",
+    "bridge.core.config",
     "bridge.pool.durable",
-    "bridge.docker_engine",
-    "bridge.consul_client",
-    "bridge.metrics",
-    "bridge.checks",
-    "bridge.api",
-    "bridge.agent",
-    "bridge.cli",
+    "bridge.docker.engine",
+    "bridge.consul.client",
+    "bridge.loop.metrics",
+    "bridge.mcp.checks",
+    "bridge.surface.api",
+    "bridge.loop.agent",
+    "bridge.surface.cli",
 )
 _RSS_SCRIPT = """
 import importlib, json, sys
@@ -292,7 +292,7 @@ def import_breakdown() -> dict[str, Any]:
     """Where start-up time and memory go before the first service: `python -X importtime`
     summed by top-level package, and RSS after each of the agent's layers is imported."""
     timed = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", "import bridge.cli, bridge.agent"],
+        [sys.executable, "-X", "importtime", "-c", "import bridge.surface.cli, bridge.loop.agent"],
         capture_output=True, text=True, cwd=ROOT, check=True,
     )  # fmt: skip
     by_package: dict[str, float] = {}

@@ -27,7 +27,7 @@ from benchkit.common import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "mcp-bridge/busybox:local"
-CONCURRENCY = 32  # bridge.consul_apply.APPLY_CONCURRENCY
+CONCURRENCY = 32  # bridge.consul.apply.APPLY_CONCURRENCY
 PORT_BASE = 28000  # pool for the bench's agent: below the ephemeral range, above the tests'
 
 

@@ -216,6 +216,6 @@ def report(args: argparse.Namespace, rounds: Rounds) -> dict[str, Any]:
         "rounds": args.rounds,
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
-        "forwarder_module": args.forwarder_module or "bridge.forwarder",
+        "forwarder_module": args.forwarder_module or "bridge.forward.listeners",
         "quick": bool(args.quick),
     }

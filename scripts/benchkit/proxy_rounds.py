@@ -240,7 +240,7 @@ def decision_times(count: int, cidrs: int) -> dict[str, float]:
     list never uses): microseconds."""
     import ipaddress
 
-    from bridge.access import Access
+    from bridge.core.access import Access
 
     listed = allow_list(cidrs)
     access = Access(allow=listed)

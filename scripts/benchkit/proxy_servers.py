@@ -164,7 +164,7 @@ def serve_target(port: int) -> int:
 def load_forwarder(path: str | None) -> ModuleType:
     """bridge.forwarder, or a modified copy of it loaded from a file (for experiments)."""
     if path is None:
-        return importlib.import_module("bridge.forwarder")
+        return importlib.import_module("bridge.forward.listeners")
     spec = importlib.util.spec_from_file_location("bench_forwarder_variant", path)
     if spec is None or spec.loader is None:
         raise SystemExit(f"cannot load {path}")
@@ -196,8 +196,8 @@ def allow_list(count: int) -> tuple[str, ...]:
 async def run_forwarder(
     module: ModuleType, listen_port: int, target_port: int, allow: int = 0
 ) -> None:
-    from bridge.access import Access
-    from bridge.model import ForwardTarget
+    from bridge.core.access import Access
+    from bridge.core.model import ForwardTarget
 
     access = Access(allow=allow_list(allow)) if allow else Access()
     target = ForwardTarget(listen_port, LOOPBACK, target_port, access)

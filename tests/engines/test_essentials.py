@@ -16,7 +16,7 @@ import docker
 import pytest
 import requests
 
-from bridge.docker_engine import DockerEngine
+from bridge.docker.engine import DockerEngine
 from tests.engines.dind import SUITES, Engine, running
 from tests.integration.conftest import Bridge, bridge_world, build_image, wait_for
 from tests.integration.world import invariant, store_allocations

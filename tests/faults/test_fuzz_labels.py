@@ -16,12 +16,12 @@ import urllib.request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.config import Settings
-from bridge.consul_client import ConsulClient
-from bridge.labels import KNOWN_LABELS, parse_labels
-from bridge.model import Container, LabelError, PortBinding, ServiceSpec
-from bridge.protocols import ConsulRejected
-from bridge.registration import EndpointError, build_registration, resolve_endpoint
+from bridge.consul.client import ConsulClient
+from bridge.core.config import Settings
+from bridge.core.model import Container, LabelError, PortBinding, ServiceSpec
+from bridge.core.protocols import ConsulRejected
+from bridge.core.registration import EndpointError, build_registration, resolve_endpoint
+from bridge.labels.parse import KNOWN_LABELS, parse_labels
 from tests.integration.conftest import consul_url
 
 PREFIX = "fz."

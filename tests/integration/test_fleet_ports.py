@@ -13,8 +13,9 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from bridge.config import PortRange
-from bridge.consul_client import ConsulClient
+from bridge.consul.client import ConsulClient
+from bridge.consul.session import ConsulSession
+from bridge.core.model import PortRange
 from bridge.pool.fleet import FleetContended, FleetExhausted, FleetPorts
 from tests.integration.conftest import consul_url
 
@@ -41,8 +42,11 @@ class FleetMachine(RuleBasedStateMachine):
         self.hosts: list[FleetPorts] = []
         for i in range(BRIDGES):
             consul = ConsulClient(consul_url(), f"host{i}", kv_prefix=prefix)
+            session = ConsulSession(consul, f"mcp-bridge host{i}")
             self.hosts.append(
-                FleetPorts(consul, node_id=f"host{i}", port_range=RANGE, clock=self.clock)
+                FleetPorts(
+                    consul, node_id=f"host{i}", port_range=RANGE, clock=self.clock, session=session
+                )
             )
         self.prefix = prefix
         self.ports: dict[str, int] = {}  # the model: service -> port, while claimed

@@ -1,0 +1,110 @@
+"""The Docker adapter against what real engines said: events and listings recorded from
+Engine 20.10 (bookworm), 26.1 (trixie) and 28.5 (sid) by tests/engines/record.py."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.core.model import ContainerEvent, ServiceSpec
+from bridge.core.registration import resolve_endpoint
+from bridge.docker.engine import _parse_event, parse_row
+from bridge.labels.parse import parse_labels
+from bridge.loop.triggers import Pending, Triggers
+from tests.builders import make_container, make_settings
+
+RECORDINGS = Path(__file__).parents[2] / "fixtures" / "engines"
+SUITES = ("bookworm", "trixie", "sid")
+
+
+def recording(suite: str) -> dict[str, Any]:
+    return dict(json.loads((RECORDINGS / f"{suite}.json").read_text()))
+
+
+def events(raw: list[dict[str, Any]]) -> list[ContainerEvent]:
+    return [e for e in map(_parse_event, raw) if e is not None]
+
+
+def story(parsed: list[ContainerEvent]) -> set[tuple[str, str | None, str | None]]:
+    """What happened to the first container, without ids, times, order or the HEALTHCHECK's
+    execs (their count depends on timing): (action, name, old name)."""
+    web = next(e.container_id for e in parsed if e.name == "rec-web")
+    return {
+        (e.action, e.name, e.old_name)
+        for e in parsed
+        if e.container_id == web and not e.action.startswith("exec_")
+    }
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_every_engine_tells_the_same_story(suite: str) -> None:
+    told = story(events(recording(suite)["events"]))
+    assert told == story(events(recording("bookworm")["events"]))
+    assert ("rename", "rec-renamed", "rec-web") in told
+    assert ("health_status: unhealthy", "rec-web", None) in told  # with its suffix
+    assert ("network_connect", None, None) in told  # names the container by id only
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_the_fields_api_1_52_drops_are_not_needed(suite: str) -> None:
+    # /events of API 1.52 (Engine 29) no longer carries status, id and from.
+    raw = recording(suite)["events"]
+    stripped = [{k: v for k, v in e.items() if k not in ("status", "id", "from")} for e in raw]
+    assert events(stripped) == events(raw)
+
+
+async def test_which_recorded_events_make_the_agent_look_again() -> None:
+    triggers = Triggers()
+    parsed = events(recording("sid")["events"])
+    web = next(e.container_id for e in parsed if e.action == "start")
+    triggers.seen([make_container("rec-web", cid=web)], Pending(full=True))
+    taken = {e.action for e in parsed if triggers.on_event(e)}
+    assert taken >= {"start", "die", "destroy", "rename", "stop", "kill", "network_connect"}
+    assert {a for a in taken if a.startswith("health_status")} == {
+        "health_status: healthy",
+        "health_status: unhealthy",
+    }
+    assert not {a for a in taken if a.startswith("exec_") or a == "create"}
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_a_port_published_on_both_families_is_one_endpoint(suite: str) -> None:
+    row = recording(suite)["containers"]["published_healthy"]
+    container = parse_row(row)
+    families = {b.host_ip for b in container.published[8080]}
+    assert families == {"0.0.0.0", "::"}  # listed twice, one port (26+ by design)
+    assert container.health == "healthy"
+    spec = parse_labels(container, make_settings())
+    assert isinstance(spec, ServiceSpec)
+    endpoint = resolve_endpoint(spec, None, "10.0.0.5")
+    assert (endpoint.address, endpoint.port) == ("10.0.0.5", container.published[8080][0].host_port)
+    unhealthy = parse_row(recording(suite)["containers"]["unhealthy"])
+    assert unhealthy.health == "unhealthy"
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_an_ipv6_only_binding_registers_that_address(suite: str) -> None:
+    row = recording(suite)["containers"]["ipv6_only"]
+    container = parse_row(row)
+    labelled = dataclasses.replace(container, labels={"mcp.port": "8080"})
+    spec = parse_labels(labelled, make_settings(name_pattern="^rec-"))
+    assert isinstance(spec, ServiceSpec), spec
+    endpoint = resolve_endpoint(spec, None, "10.0.0.5")
+    assert endpoint.address == "::1"
+    assert endpoint.port == row["Ports"][0]["PublicPort"]
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_every_engine_lists_its_states_at_its_own_api_version(suite: str) -> None:
+    recorded = recording(suite)
+    assert recorded["client_api"] == recorded["api"]  # not an old client's view of it
+    rows = recorded["containers"]
+    assert parse_row(rows["published_healthy"]).running
+    stopped = parse_row(rows["stopped"])
+    assert not stopped.running and stopped.name == "rec-renamed"
+    two = parse_row(rows["two_networks"])
+    assert "rec-net" in two.networks

@@ -1,5 +1,5 @@
 """A stub Consul on a real socket and a virtual clock, for py-consul's own client in
-unit tests (tests/unit/test_consul_retry.py, test_consul_explain.py): requests answered
+unit tests (tests/unit/consul/test_consul_retry.py, test_consul_explain.py): requests answered
 from a script, each request's arrival time kept, and nothing waiting for real."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""An MCP server on aiohttp for the probe's unit tests (tests/unit/test_probe.py): it plays
+"""An MCP server on aiohttp for the probe's unit tests (tests/unit/mcp/test_probe.py): it plays
 each kind of answer, era by era, as a test tells it, and records what it was sent."""
 
 from __future__ import annotations

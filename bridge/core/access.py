@@ -2,7 +2,7 @@
 (`mcp.allow`, BRIDGE_ALLOW) and a limit of concurrent connections (`mcp.max_connections`,
 BRIDGE_MAX_CONNECTIONS). The forwarder decides on accept, before anything reaches the
 container; in `published` and `internal` modes connections do not pass through the bridge,
-so it cannot decide there (labels.py refuses the labels).
+so it cannot decide there (labels/parse.py refuses the labels).
 
 This is network access control, not authentication: who a client is, is the MCP server's
 business (MCP authorization).

@@ -1,5 +1,5 @@
 """The reconciler's pure core: what Docker says should exist, against what Consul and the
-pool hold, into a plan of actions. No I/O; passes.py gathers the inputs and applies.
+pool hold, into a plan of actions. No I/O; loop/passes.py gathers the inputs and applies.
 
 Level-triggered: the same inputs always give the same plan, and applying a plan twice
 changes nothing the second time, so replayed events and repeated passes are harmless.
@@ -285,7 +285,7 @@ def records_to_forget(
     forget = {f"{base}{sid}/tools" for sid in withdrawn}
     for key in listed or ():
         sid, _, leaf = key.removeprefix(base).partition("/")
-        # Only tool records: `<base>owner` is the node id's lock (ownership.py).
+        # Only tool records: `<base>owner` is the node id's lock (consul/ownership.py).
         if key.startswith(base) and leaf == "tools" and sid not in keep:
             forget.add(key)
     return tuple(sorted(forget))

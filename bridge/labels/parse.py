@@ -5,7 +5,7 @@ input (anyone who can start a container writes them), so every value is checked 
 closed rule before it can reach a Consul payload, and the first rule broken is reported in a
 fixed order so the same container always gets the same error. This module decides which
 containers are managed and the labels that decide the endpoint (name, port, host port,
-expose mode, network); label_values.py holds the rules of the others.
+expose mode, network); labels/values.py holds the rules of the others.
 """
 
 from __future__ import annotations

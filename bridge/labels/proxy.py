@@ -4,7 +4,7 @@ the port comes from) and `allow` / `max_connections` (who may connect, how many 
 
 In `published` and `internal` modes the container's own port is registered and clients
 reach it without the bridge, so these labels there are an error that says why, never a
-silent no-op. Pure; labels.py calls them after the expose mode is known.
+silent no-op. Pure; labels/parse.py calls them after the expose mode is known.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The rules for the values of the labels that do not decide the endpoint: transport,
-path, tags, meta and the check. Pure; labels.py calls them in the contract's order.
+path, tags, meta and the check. Pure; labels/parse.py calls them in the contract's order.
 
 Each broken rule raises Bad, which labels.parse_labels turns into a LabelError naming the
 label, the value and the rule.

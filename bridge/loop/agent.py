@@ -1,6 +1,6 @@
 """The asyncio agent: watches Docker, keeps Consul and the pool equal to it.
 
-One pass at a time (passes.py). Events only say "look at container X again" (triggers.py)
+One pass at a time (loop/passes.py). Events only say "look at container X again" (loop/triggers.py)
 and wake the loop; a full pass (start-up, every BRIDGE_RESYNC_INTERVAL, every Docker
 reconnect, after a failure) relists everything and re-reads what Consul holds, which
 repairs whatever was missed.

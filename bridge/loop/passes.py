@@ -1,7 +1,7 @@
 """One reconcile pass, step by step: look, read labels, pool, forwarders, plan, apply, checks,
 records.
 
-Each step's logic is pure (reconcile.py, registration.py, pool/work.py); this module does
+Each step's logic is pure (core/reconcile.py, core/registration.py, pool/work.py); this module does
 only the I/O between them, through the adapters' Protocols, and returns what happened as a
 PassResult. It changes nothing the agent holds: the agent merges the result into its view.
 """

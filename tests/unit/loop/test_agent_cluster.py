@@ -182,7 +182,7 @@ async def test_cluster_scope_claims_inside_the_tier(tmp_path: Path) -> None:
         await b.agent.close()
 
 
-# ---- node scope's pool rules, in cluster scope (tests/unit/test_agent.py, test_ports.py) ----
+# ---- node scope's pool rules, in cluster scope (tests/unit/loop/test_agent.py, test_ports.py) ----
 
 
 @asynccontextmanager

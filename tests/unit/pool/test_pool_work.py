@@ -36,7 +36,7 @@ def pool_step(
     busy: frozenset[int] = frozenset(),
     settings: Settings = SETTINGS,
 ) -> tuple[PoolWork, Any]:
-    """The pool's step of a pass (passes.py, step 3) on its own: the pass's own pure
+    """The pool's step of a pass (loop/passes.py, step 3) on its own: the pass's own pure
     functions, labels read as the pass reads them, with no I/O around them."""
     specs, _ = read_labels(containers, settings)
     work = pool_work(containers, specs, complete=complete, gone=gone, sweep=sweep)

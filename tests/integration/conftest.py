@@ -15,26 +15,26 @@ import http.client
 import json
 import os
 import secrets
-import signal
 import socket
 import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import docker
 import pytest
 
+from tests.integration.agent_process import WAIT as WAIT
+from tests.integration.agent_process import AgentProcess
+from tests.integration.agent_process import wait_for as wait_for
+
 ROOT = Path(__file__).parents[2]
 SERVICES = ROOT / "scripts" / "local-services.sh"
 IMAGE = "mcp-bridge/busybox:local"
 TEST_LABEL = "mcp-bridge-test"
-WAIT = 60.0  # a liveness bound for polling, not a timing assertion
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -106,22 +106,6 @@ def consul_put(path: str, body: Any = None) -> None:
         pass
 
 
-def wait_for(
-    what: str, predicate: Callable[[], Any], timeout: float = WAIT, interval: float = 0.1
-) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-        except (OSError, urllib.error.URLError, ValueError, KeyError) as exc:
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"gave up waiting for {what}; last saw {last!r}")
-
-
 def mcp_initialize(url: str) -> dict[str, Any]:
     """POST an MCP `initialize` as a streamable-HTTP client does; the JSON-RPC result.
 
@@ -179,87 +163,6 @@ def free_tcp_port() -> int:
 
 
 _range_counter = iter(range(100))
-
-
-@dataclass
-class AgentProcess:
-    """One `mcp-bridge run`, as a user starts it."""
-
-    env: dict[str, str]
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-    starts: int = 0
-    _log_offset: int = field(default=0)
-
-    @property
-    def node_id(self) -> str:
-        return self.env["BRIDGE_NODE_ID"]
-
-    @property
-    def http(self) -> str:
-        return "http://" + self.env["BRIDGE_HTTP_ADDR"]
-
-    def start(self, wait_ready: bool = True, prefix: Sequence[str] = ()) -> AgentProcess:
-        """`prefix` runs the agent under a wrapper, e.g. setpriv to drop capabilities."""
-        assert self.proc is None or self.proc.poll() is not None, "already running"
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "bridge", "run"],
-            env={**os.environ, **self.env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-        log.close()
-        self.starts += 1
-        if wait_ready:
-            wait_for("agent ready", self.ready)
-        return self
-
-    def ready(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(
-                f"agent exited with {self.proc.returncode}:\n{self.logs()[-3000:]}"
-            )
-        try:
-            with urllib.request.urlopen(self.http + "/readyz", timeout=2) as r:
-                return bool(json.load(r)["ready"])
-        except urllib.error.HTTPError:
-            return False
-
-    def status(self) -> dict[str, Any]:
-        with urllib.request.urlopen(self.http + "/v1/status", timeout=10) as r:
-            return dict(json.load(r))
-
-    def status_ports(self) -> dict[str, Any]:
-        with urllib.request.urlopen(self.http + "/v1/ports", timeout=10) as r:
-            return dict(json.load(r))
-
-    def stop(self) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=30)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        found = []
-        for line in self.logs().splitlines():
-            if line.startswith("{"):
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    continue
-                if event.get("event") == name:
-                    found.append(event)
-        return found
 
 
 @dataclass

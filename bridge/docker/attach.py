@@ -1,0 +1,193 @@
+"""A container's stdin and stdout over Docker's attach API, on the event loop.
+
+`POST /containers/{id}/attach?stream=1&stdin=1&stdout=1&stderr=1` upgrades the HTTP
+connection to a raw stream: what the bridge writes goes to the container's stdin, and
+without a TTY what the container writes comes back as frames, each an 8-byte header
+(stream: 1 stdout, 2 stderr; then the payload's length, big-endian) and its payload. A frame
+may be split across reads and one read may hold several; `readexactly` takes care of both.
+
+Why not the SDK's `attach_socket`: it is a blocking socket (an `ssl.SSLSocket` over TLS,
+which asyncio cannot drive), so each attached container would hold a thread. Here the
+upgrade is one request on an asyncio connection made from the same DOCKER_HOST,
+DOCKER_TLS_VERIFY and DOCKER_CERT_PATH the SDK reads: unix socket, TCP and TLS alike, and
+500 attached containers are 500 sockets, not 500 threads.
+
+Closing the attach connection does not close the server's stdin for a container run with
+`docker run -d -i` (OpenStdin, not StdinOnce): the bridge may attach again later.
+Output written while nobody is attached is lost, and `logs=1` would replay old output as
+if new, so it is never asked for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import ssl
+import struct
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+STDOUT, STDERR = 1, 2
+HEADER = struct.Struct(">BxxxL")
+MAX_HEAD = 64 * 1024  # the engine's answer to the upgrade: a status line and a few headers
+DEFAULT_SOCKET = "/var/run/docker.sock"
+ATTACH_WAIT = 10.0  # seconds for the connection and the upgrade; the stream itself has none
+
+
+class AttachFailed(Exception):
+    """The engine would not attach; `reason` says why in words for `status`."""
+
+    def __init__(self, reason: str, *, gone: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.gone = gone  # the container is not there, or not running: not the engine's fault
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where the engine's API listens, as DOCKER_HOST and the TLS variables say."""
+
+    unix_path: str | None = None
+    host: str = ""
+    port: int = 0
+    tls: ssl.SSLContext | None = None
+
+    def __str__(self) -> str:
+        if self.unix_path is not None:
+            return f"unix://{self.unix_path}"
+        return f"{'https' if self.tls else 'tcp'}://{self.host}:{self.port}"
+
+
+def endpoint_from_env(env: Mapping[str, str] | None = None) -> Endpoint:
+    """The engine as the Docker SDK (and CLI) would find it from these variables."""
+    env = os.environ if env is None else env
+    docker_host = env.get("DOCKER_HOST") or f"unix://{DEFAULT_SOCKET}"
+    parts = urlsplit(docker_host)
+    if parts.scheme in ("unix", "http+unix"):
+        return Endpoint(unix_path=parts.path or DEFAULT_SOCKET)
+    if parts.scheme not in ("tcp", "http", "https"):
+        raise AttachFailed(f"DOCKER_HOST {docker_host}: attach needs unix:// or tcp://")
+    verify = bool(env.get("DOCKER_TLS_VERIFY"))
+    tls = _tls_context(Path(env.get("DOCKER_CERT_PATH") or Path.home() / ".docker"), verify)
+    use_tls = verify or parts.scheme == "https"
+    port = parts.port or (2376 if use_tls else 2375)
+    return Endpoint(host=parts.hostname or "127.0.0.1", port=port, tls=tls if use_tls else None)
+
+
+def _tls_context(cert_path: Path, verify: bool) -> ssl.SSLContext:
+    """The engine's CA verifies it and the client certificate proves us, as for the SDK;
+    the CA named here wins over any bundle the environment points at."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    if verify:
+        context.load_verify_locations(cafile=str(cert_path / "ca.pem"))
+    else:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    cert, key = cert_path / "cert.pem", cert_path / "key.pem"
+    if cert.is_file() and key.is_file():
+        context.load_cert_chain(str(cert), str(key))
+    return context
+
+
+class Attached:
+    """One attach connection: `write` to the container's stdin, `frames` from its output."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+
+    async def write(self, data: bytes) -> None:
+        self._writer.write(data)
+        await self._writer.drain()  # backpressure: a server that stops reading slows us
+
+    async def frames(self) -> AsyncIterator[tuple[int, bytes]]:
+        """(stream, payload) until the container's output ends (it stopped, or the
+        connection went). A stream number other than stdout or stderr ends it too: the
+        engine sent something that is not the multiplexed stream (a TTY's raw bytes)."""
+        while True:
+            try:
+                head = await self._reader.readexactly(HEADER.size)
+                stream, size = HEADER.unpack(head)
+                payload = await self._reader.readexactly(size) if size else b""
+            except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+                return
+            if stream not in (0, STDOUT, STDERR):
+                return
+            yield stream, payload
+
+    async def close(self) -> None:
+        self._writer.close()
+        with contextlib.suppress(OSError, ssl.SSLError, asyncio.TimeoutError):
+            await asyncio.wait_for(self._writer.wait_closed(), 2.0)
+
+
+async def attach(endpoint: Endpoint, container_id: str) -> Attached:
+    """Attach to a running container's stdin, stdout and stderr (never its old logs)."""
+    try:
+        async with asyncio.timeout(ATTACH_WAIT):
+            if endpoint.unix_path is not None:
+                reader, writer = await asyncio.open_unix_connection(endpoint.unix_path)
+            else:
+                reader, writer = await asyncio.open_connection(
+                    endpoint.host, endpoint.port, ssl=endpoint.tls,
+                    server_hostname=endpoint.host if endpoint.tls else None,
+                )  # fmt: skip
+            path = f"/containers/{quote(container_id, safe='')}/attach"
+            writer.write(
+                f"POST {path}?stream=1&stdin=1&stdout=1&stderr=1 HTTP/1.1\r\n"
+                "Host: docker\r\nContent-Length: 0\r\n"
+                "Connection: Upgrade\r\nUpgrade: tcp\r\n\r\n".encode("ascii")
+            )
+            await writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.LimitOverrunError as exc:
+        raise AttachFailed(f"attach to {endpoint}: the engine's answer is too long") from exc
+    except (OSError, ssl.SSLError, TimeoutError, asyncio.IncompleteReadError) as exc:
+        raise AttachFailed(f"attach to {endpoint}: {type(exc).__name__}: {exc}") from exc
+    status, headers = _status(head)
+    if status in (101, 200):  # 101 with the upgrade; engines that hijack without it say 200
+        return Attached(reader, writer)
+    detail = await _error_body(reader, headers)
+    writer.close()
+    if status == 404:
+        raise AttachFailed(f"no such container: {detail}", gone=True)
+    if status == 409:
+        raise AttachFailed(f"container is not running: {detail}", gone=True)
+    if status in (403, 405):
+        # A socket proxy that lets GETs through only: everything else keeps working.
+        raise AttachFailed(
+            f"the Docker API refused attach (HTTP {status}: {detail}); attach is a POST: a"
+            " socket proxy in front of the engine must allow POST /containers/*/attach"
+        )
+    raise AttachFailed(f"attach: HTTP {status}: {detail}")
+
+
+def _status(head: bytes) -> tuple[int, dict[str, str]]:
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name:
+            headers[name.strip().lower()] = value.strip()
+    try:
+        return int(parts[1]), headers
+    except (IndexError, ValueError):
+        return 0, headers
+
+
+async def _error_body(reader: asyncio.StreamReader, headers: Mapping[str, str]) -> str:
+    """The engine's message ({"message": ...}), best effort and short."""
+    with contextlib.suppress(Exception):
+        length = int(headers.get("content-length", "0"))
+        if 0 < length <= MAX_HEAD:
+            data = await asyncio.wait_for(reader.readexactly(length), 2.0)
+            text = data.decode("utf-8", "replace")
+            with contextlib.suppress(ValueError, AttributeError):
+                return str(json.loads(text).get("message", text))[:300]
+            return text[:300]
+    return "no detail"

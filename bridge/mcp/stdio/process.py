@@ -1,0 +1,219 @@
+"""One attached stdio server process, shared by many clients: the asyncio side of the mux.
+
+One task reads the server's output (stdout through the framing into the mux; stderr only
+counted and kept for `status`, never parsed); writes go out one whole line at a time under
+one lock. A client is a Channel: answers to its requests resolve the waits of `request`,
+everything else for it (notifications, server requests) lands in its queue.
+
+When the output ends (the process exited, the container stopped or restarted, the engine
+went away) every pending request is answered at once with a JSON-RPC error saying so, and
+`ended` is set: nobody is left hanging. A new process is a new StdioServer with a new mux
+nonce, so an answer from the old one can never reach a new client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from bridge.mcp.stdio.lines import Lines, encode
+from bridge.mcp.stdio.mux import (
+    NOT_ROUTABLE,
+    PROCESS_ENDED,
+    TIMED_OUT,
+    Delivery,
+    Mux,
+    Outcome,
+    error,
+)
+
+STDOUT = 1
+INVALID_REQUEST = -32600
+STDERR_KEPT = 20  # the server's last stderr lines, for status
+
+
+class Stream(Protocol):
+    """An attach stream (docker/attach.py's Attached), as this side uses it."""
+
+    async def write(self, data: bytes) -> None: ...
+
+    def frames(self) -> Any: ...  # an async iterator of (stream, payload)
+
+    async def close(self) -> None: ...
+
+
+@dataclass(eq=False)
+class Channel:
+    """One client of the shared process."""
+
+    key: Hashable
+    queue: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
+    waiting: dict[Any, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Counters:
+    requests: int = 0
+    answered: int = 0
+    failed: int = 0  # answered by the bridge with an error: process ended, timed out
+    skipped_lines: int = 0
+    oversize_lines: int = 0
+    stray_answers: int = 0
+    stderr_lines: int = 0
+
+
+class StdioServer:
+    def __init__(
+        self,
+        stream: Stream,
+        *,
+        max_message: int,
+        request_timeout: float,
+        clock: Callable[[], float] = time.monotonic,
+        on_skipped: Callable[[str], None] | None = None,
+    ) -> None:
+        self._stream = stream
+        self._lines = Lines(max_message)
+        self.mux = Mux(secrets.token_hex(6))
+        self.request_timeout = request_timeout
+        self._clock = clock
+        self._channels: dict[Hashable, Channel] = {}
+        self._write_lock = asyncio.Lock()
+        self._on_skipped = on_skipped  # called once, with the first line that was not JSON
+        self.stderr: deque[str] = deque(maxlen=STDERR_KEPT)
+        self.counters = Counters()
+        self.ended = asyncio.Event()
+        self.why_ended: str | None = None
+        self._stderr_partial = b""
+
+    # ---- clients ----------------------------------------------------------------------
+
+    def open(
+        self, key: Hashable, capabilities: Iterable[str] = (), *, listens: bool = False
+    ) -> Channel:
+        channel = Channel(key)
+        self._channels[key] = channel
+        self.mux.open(key, capabilities, listens=listens)
+        return channel
+
+    async def close(self, channel: Channel, *, cancel: bool) -> None:
+        self._channels.pop(channel.key, None)
+        for waiter in channel.waiting.values():
+            waiter.cancel()
+        await self._apply(self.mux.close(channel.key, cancel=cancel))
+
+    async def request(self, channel: Channel, message: dict[str, Any]) -> dict[str, Any]:
+        """Send a request; its answer (or the bridge's error) when it comes."""
+        rid = message.get("id")
+        if self.ended.is_set():
+            return error(rid, PROCESS_ENDED, self.why_ended or "the server's process ended")
+        if rid in channel.waiting:  # its answer could not be told from the other's
+            return error(rid, INVALID_REQUEST, f"request id {rid!r} is already in flight")
+        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        channel.waiting[rid] = waiter
+        self.counters.requests += 1
+        try:
+            await self._apply(self.mux.request(channel.key, message, self._clock()))
+            return await waiter
+        finally:
+            channel.waiting.pop(rid, None)
+
+    async def send(self, channel: Channel, message: dict[str, Any]) -> None:
+        """A notification, or an answer to a server request the channel was given."""
+        if "method" in message:
+            await self._apply(self.mux.notify(channel.key, message))
+        else:
+            await self._apply(self.mux.respond(channel.key, message))
+
+    async def write_raw(self, message: dict[str, Any]) -> None:
+        """The bridge's own message, past the mux (its `notifications/initialized`)."""
+        await self._apply(Outcome(to_server=[message]))
+
+    # ---- the process ----------------------------------------------------------------------
+
+    async def run(self, why_ended: Callable[[], Awaitable[str]] | None = None) -> None:
+        """Read the server's output until it ends, then answer everything still pending."""
+        expiry = asyncio.create_task(self._expire_loop(), name="stdio-expiry")
+        try:
+            async for stream, payload in self._stream.frames():
+                if stream == STDOUT:
+                    await self._from_server(payload)
+                else:
+                    self._from_stderr(payload)
+        finally:
+            expiry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await expiry
+            why = "the server's output ended (its process exited or the container stopped)"
+            if why_ended is not None:
+                with contextlib.suppress(Exception):
+                    why = await why_ended()
+            self.why_ended = why
+            self.ended.set()
+            self._deliver(self.mux.end(why))
+            await self._stream.close()
+
+    async def _from_server(self, payload: bytes) -> None:
+        lines = self._lines
+        for message in lines.feed(payload):
+            await self._apply(self.mux.from_server(message))
+        first = lines.first_skipped
+        if first is not None and self.counters.skipped_lines == 0 and self._on_skipped:
+            self._on_skipped(first)
+        self.counters.skipped_lines = lines.skipped
+        self.counters.oversize_lines = lines.oversize
+        self.counters.stray_answers = self.mux.stray
+
+    def _from_stderr(self, payload: bytes) -> None:
+        text = self._stderr_partial + payload
+        *complete, self._stderr_partial = text.split(b"\n")
+        self._stderr_partial = self._stderr_partial[-4096:]
+        for line in complete:
+            self.counters.stderr_lines += 1
+            self.stderr.append(line[:500].decode("utf-8", "replace"))
+
+    async def _expire_loop(self) -> None:
+        while True:
+            await asyncio.sleep(min(1.0, self.request_timeout / 4))
+            await self._apply(self.mux.expire(self._clock(), self.request_timeout))
+
+    # ---- delivering -------------------------------------------------------------------
+
+    async def _apply(self, out: Outcome) -> None:
+        self._deliver(out)
+        if out.to_server and not self.ended.is_set():
+            data = b"".join(encode(m) for m in out.to_server)
+            async with self._write_lock:
+                with contextlib.suppress(ConnectionError, OSError):
+                    # A write that fails means the process is going: the reader sees the
+                    # output end and answers every pending request.
+                    await self._stream.write(data)
+
+    def _deliver(self, out: Outcome) -> None:
+        for delivery in out.to_clients:
+            self._deliver_one(delivery)
+
+    def _deliver_one(self, delivery: Delivery) -> None:
+        channel = self._channels.get(delivery.client)
+        if channel is None:
+            return  # the client went away: its answer has nobody to go to
+        message = delivery.message
+        waiter = channel.waiting.get(message.get("id")) if "method" not in message else None
+        if waiter is not None and not waiter.done():
+            self.counters.answered += 1
+            if "error" in message and _bridge_error(message):
+                self.counters.failed += 1
+            waiter.set_result(message)
+        else:
+            channel.queue.put_nowait(message)
+
+
+def _bridge_error(message: dict[str, Any]) -> bool:
+    code = (message.get("error") or {}).get("code")
+    return code in (PROCESS_ENDED, NOT_ROUTABLE, TIMED_OUT)

@@ -1,0 +1,185 @@
+"""The shared stdio process on its asyncio side (bridge/mcp/stdio/process.py, handshake.py)
+against an in-memory server: answers to the right channel under concurrency, nobody left
+hanging when the process ends, banners and stderr kept out of the protocol, one handshake
+per process and a health round trip the server itself answers. The real attach and real
+servers: tests/integration/test_stdio_process.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from bridge.mcp.stdio.handshake import Handshake, handshake, own_channel, round_trip
+from bridge.mcp.stdio.lines import encode
+from bridge.mcp.stdio.mux import PROCESS_ENDED, TIMED_OUT
+from bridge.mcp.stdio.process import StdioServer
+
+Handler = Callable[[dict[str, Any]], list[dict[str, Any]]]
+
+
+class FakeProcess:
+    """A stdio server: what is written to it is handled, what it says comes out framed."""
+
+    def __init__(self, handle: Handler) -> None:
+        self.handle = handle
+        self.seen: list[dict[str, Any]] = []
+        self._out: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue()
+
+    async def write(self, data: bytes) -> None:
+        for line in data.splitlines():
+            message = json.loads(line)
+            self.seen.append(message)
+            for said in self.handle(message):
+                self.say(said)
+
+    def say(self, message: dict[str, Any] | bytes, stream: int = 1) -> None:
+        self._out.put_nowait((stream, message if isinstance(message, bytes) else encode(message)))
+
+    def exit(self) -> None:
+        self._out.put_nowait(None)
+
+    async def frames(self) -> AsyncIterator[tuple[int, bytes]]:
+        while (frame := await self._out.get()) is not None:
+            yield frame
+
+    async def close(self) -> None:
+        pass
+
+
+def echo_server(message: dict[str, Any]) -> list[dict[str, Any]]:
+    if "id" in message and message.get("method") == "tools/call":
+        return [{"jsonrpc": "2.0", "id": message["id"], "result": message["params"]}]
+    return []
+
+
+def started(handle: Handler, **kw: Any) -> tuple[FakeProcess, StdioServer, asyncio.Task[None]]:
+    process = FakeProcess(handle)
+    server = StdioServer(process, max_message=1 << 20, request_timeout=kw.pop("timeout", 60), **kw)
+    return process, server, asyncio.create_task(server.run())
+
+
+def call(rid: Any, **arguments: Any) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": arguments}
+
+
+async def test_concurrent_clients_with_one_id_each_get_their_own_answer() -> None:
+    _, server, task = started(echo_server)
+    channels = [server.open(f"c{n}") for n in range(20)]
+    answers = await asyncio.gather(
+        *(server.request(ch, call(n, who=ch.key, n=n)) for ch in channels for n in range(3))
+    )
+    assert [(a["id"], a["result"]) for a in answers] == [
+        (n, {"who": f"c{c}", "n": n}) for c in range(20) for n in range(3)
+    ]
+    assert not server.mux.pending
+    server._stream.exit()  # type: ignore[attr-defined]
+    await task
+
+
+async def test_a_second_request_with_an_id_in_flight_is_refused() -> None:
+    _, server, task = started(lambda m: [])
+    channel = server.open("a")
+    first = asyncio.create_task(server.request(channel, call(1)))
+    await asyncio.sleep(0)
+    second = await server.request(channel, call(1))
+    assert second["error"]["code"] == -32600 and not first.done()
+    server._stream.exit()  # type: ignore[attr-defined]
+    assert (await first)["error"]["code"] == PROCESS_ENDED
+    await task
+
+
+async def test_the_process_ending_mid_call_answers_every_waiter_at_once() -> None:
+    process, server, task = started(lambda m: [])  # a server that never answers
+    channel = server.open("a")
+    calls = [asyncio.create_task(server.request(channel, call(n))) for n in range(5)]
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    process.exit()
+    answers = await asyncio.wait_for(asyncio.gather(*calls), 5)
+    assert {a["error"]["code"] for a in answers} == {PROCESS_ENDED}
+    assert sorted(a["id"] for a in answers) == list(range(5))
+    await task
+    late = await server.request(channel, call(9))  # after the end: answered, not queued
+    assert late["error"]["code"] == PROCESS_ENDED and server.ended.is_set()
+
+
+async def test_banners_are_skipped_and_stderr_never_enters_the_protocol() -> None:
+    said: list[str] = []
+    process, server, task = started(echo_server, on_skipped=said.append)
+    process.say(b"Starting server v1.2 on stdio\n")
+    process.say(b'{"jsonrpc":"2.0","id":1,"result":{}}\n', stream=2)  # on stderr: not an answer
+    process.say(b"another banner\n")
+    answer = await server.request(server.open("a"), call(1, x=1))
+    assert answer["result"] == {"x": 1}
+    assert said == ["Starting server v1.2 on stdio"]  # once per container, the first
+    assert server.counters.skipped_lines == 2 and server.counters.stderr_lines == 1
+    assert list(server.stderr) == ['{"jsonrpc":"2.0","id":1,"result":{}}']
+    process.exit()
+    await task
+
+
+async def test_a_request_past_its_time_is_answered_and_cancelled() -> None:
+    process, server, task = started(lambda m: [], timeout=0.2)
+    answer = await asyncio.wait_for(server.request(server.open("a"), call(3)), 5)
+    assert answer["error"]["code"] == TIMED_OUT and answer["id"] == 3
+    cancelled = [m for m in process.seen if m.get("method") == "notifications/cancelled"]
+    assert cancelled and cancelled[0]["params"]["requestId"] == process.seen[0]["id"]
+    process.exit()
+    await task
+
+
+def handshake_only(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """A server of the handshake era: no server/discover."""
+    method, rid = message.get("method"), message.get("id")
+    if method == "server/discover":
+        return [{"jsonrpc": "2.0", "id": rid, "error": {"code": -32601, "message": "nope"}}]
+    if method == "initialize":
+        result = {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {"tools": {}},
+            "serverInfo": {"name": "old", "version": "1"},
+        }
+        return [{"jsonrpc": "2.0", "id": rid, "result": result}]
+    if method == "ping":
+        return [{"jsonrpc": "2.0", "id": rid, "result": {}}]
+    return []
+
+
+def modern(message: dict[str, Any]) -> list[dict[str, Any]]:
+    if message.get("method") == "server/discover":
+        result = {
+            "supportedVersions": ["2025-11-25", "2026-07-28"],
+            "capabilities": {"tools": {"listChanged": True}},
+            "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "new", "version": "2"}},
+        }
+        return [{"jsonrpc": "2.0", "id": message["id"], "result": result}]
+    return []
+
+
+@pytest.mark.parametrize(
+    ("handle", "era", "version", "name", "check_method"),
+    [
+        (handshake_only, "handshake", "2025-06-18", "old", "ping"),
+        (modern, "modern", "2026-07-28", "new", "server/discover"),
+    ],
+)
+async def test_one_handshake_per_process_and_a_check_the_server_answers(
+    handle: Handler, era: str, version: str, name: str, check_method: str
+) -> None:
+    process, server, task = started(handle)
+    channel = own_channel(server)
+    shook: Handshake = await handshake(server, channel)
+    assert (shook.era, shook.version, shook.server_info["name"]) == (era, version, name)
+    for _ in range(3):
+        answer = await round_trip(server, channel, shook)
+        assert "result" in answer
+    methods = [m.get("method") for m in process.seen]
+    assert methods.count("initialize") == (1 if era == "handshake" else 0)
+    assert methods.count("notifications/initialized") == (1 if era == "handshake" else 0)
+    assert methods[-3:] == [check_method] * 3
+    process.exit()
+    await task

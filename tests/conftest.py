@@ -10,6 +10,10 @@ from typing import Any
 
 import pytest
 
+# testcontainers starts its reaper (Ryuk) from a public image no registry here serves: off.
+# Every container a test starts carries the test label, and the sessions' clean-up removes it.
+os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:

@@ -13,7 +13,10 @@ DOCKER_TLS_VERIFY and DOCKER_CERT_PATH the SDK reads: unix socket, TCP and TLS a
 500 attached containers are 500 sockets, not 500 threads.
 
 Closing the attach connection does not close the server's stdin for a container run with
-`docker run -d -i` (OpenStdin, not StdinOnce): the bridge may attach again later.
+`docker run -d -i` (OpenStdin, not StdinOnce): the bridge may attach again later. The
+stream ends when the container stops; an attach to a stopped container is held by the
+engine until the container starts again (as `docker start -a` uses it), so the bridge
+attaches to running containers and drops the attach when it sees one stop.
 Output written while nobody is attached is lost, and `logs=1` would replay old output as
 if new, so it is never asked for.
 """
@@ -155,8 +158,8 @@ async def attach(endpoint: Endpoint, container_id: str) -> Attached:
     writer.close()
     if status == 404:
         raise AttachFailed(f"no such container: {detail}", gone=True)
-    if status == 409:
-        raise AttachFailed(f"container is not running: {detail}", gone=True)
+    if status == 409:  # e.g. paused
+        raise AttachFailed(f"the engine cannot attach now: {detail}", gone=True)
     if status in (403, 405):
         # A socket proxy that lets GETs through only: everything else keeps working.
         raise AttachFailed(

@@ -22,7 +22,7 @@ client. This is where the faults of the tools that went before are prevented:
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,6 +120,19 @@ class Mux:
             if asker == client:
                 out.extend(self._refuse_asked(our_id, "the client went away"))
         return out
+
+    def client_of(self, client_id: Any, owned: Callable[[ClientKey], bool]) -> ClientKey | None:
+        """The channel of a pending request with this client id, among those `owned` (a
+        session's requests each have a channel of their own)."""
+        for pending in self.pending.values():
+            if pending.client_id == client_id and owned(pending.client):
+                return pending.client
+        return None
+
+    def asker_of(self, our_id: str) -> ClientKey | None:
+        """Who was given the server request the bridge numbered `our_id`."""
+        asked = self._asked.get(our_id)
+        return asked[0] if asked else None
 
     # ---- client -> server -----------------------------------------------------------
 

@@ -68,7 +68,7 @@ async def serve_once(answer: bytes, path: Path) -> asyncio.AbstractServer:
     [
         (b"HTTP/1.1 404 Not Found\r\nContent-Length: 35\r\n\r\n"
          b'{"message":"No such container: c1"}', "No such container: c1", True),
-        (b"HTTP/1.1 409 Conflict\r\nContent-Length: 2\r\n\r\n{}", "not running", True),
+        (b"HTTP/1.1 409 Conflict\r\nContent-Length: 2\r\n\r\n{}", "cannot attach now", True),
         (b"HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno", "attach is a POST", False),
         (b"HTTP/1.1 500 Oops\r\n\r\n", "HTTP 500", False),
     ],

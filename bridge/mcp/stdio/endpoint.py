@@ -1,0 +1,304 @@
+"""A stdio server served as a Streamable HTTP MCP endpoint, to clients of both eras.
+
+POST carries one JSON-RPC message. A request is forwarded on a channel of its own, so its
+answer, its progress and any server request made while it runs come back on its own
+response: JSON, or an SSE stream when the client accepts one. Handshake-era clients get a
+session from the bridge (`initialize` is answered from the bridge's one handshake; GET opens
+the session's stream for list changes; DELETE ends it); 2026-07-28 requests are
+self-contained and checked as that revision says before they reach the server.
+
+Refused before anything reaches the server, each with its HTTP status and a JSON-RPC error:
+a foreign `Origin` (DNS rebinding: only BRIDGE_ALLOWED_ORIGINS, requests without one
+pass), a missing bearer token where one is set (401 with a challenge), a body that is not
+JSON, too large, a batch, an unknown or ended session (404). None of them disturbs anything
+else. While no process is attached, requests are answered 503 with a JSON-RPC error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import itertools
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from bridge.mcp.stdio import eras
+from bridge.mcp.stdio.handshake import Handshake
+from bridge.mcp.stdio.mux import PROCESS_ENDED, error
+from bridge.mcp.stdio.process import Channel, StdioServer
+from bridge.mcp.stdio.sessions import Session, Sessions, SessionsFull
+from bridge.mcp.wire import MODERN_VERSIONS
+
+JSON, SSE = "application/json", "text/event-stream"
+PARSE_ERROR, INVALID_REQUEST = -32700, -32600
+SESSION_HEADER = "Mcp-Session-Id"
+STREAM_HEADERS = {"Content-Type": SSE, "Cache-Control": "no-cache"}
+
+
+@dataclass(frozen=True, slots=True)
+class ServeRules:
+    path: str = "/mcp"
+    max_message: int = 4 << 20  # BRIDGE_STDIO_MAX_MESSAGE
+    max_sessions: int = 1000  # BRIDGE_STDIO_MAX_SESSIONS
+    session_idle: float = 1800.0  # BRIDGE_STDIO_SESSION_IDLE
+    allowed_origins: frozenset[str] = frozenset()  # BRIDGE_ALLOWED_ORIGINS
+    token: str | None = None  # BRIDGE_SERVE_TOKEN_FILE's content
+
+
+def rpc_error(
+    status: int, code: int, message: str, rid: Any = None, **headers: str
+) -> web.Response:
+    return web.json_response(error(rid, code, message), status=status, headers=headers)
+
+
+class StdioEndpoint:
+    def __init__(self, rules: ServeRules, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rules = rules
+        self.sessions = Sessions(rules.max_sessions, rules.session_idle, clock)
+        self.server: StdioServer | None = None
+        self.shook: Handshake | None = None
+        self._keys = itertools.count(1)
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_post(self.rules.path, self.post)
+        app.router.add_get(self.rules.path, self.get)
+        app.router.add_delete(self.rules.path, self.delete)
+
+    def serve(self, server: StdioServer, shook: Handshake) -> None:
+        """The process to serve from now on (after each attach and handshake)."""
+        self.server, self.shook = server, shook
+
+    async def gone(self) -> None:
+        """The process ended: its handshake sessions end with it (their ids answer 404)."""
+        self.server = self.shook = None
+        for session in self.sessions.end_all():
+            for stream in list(session.streams):
+                stream.cancel()
+
+    # ---- POST ---------------------------------------------------------------------------
+
+    async def post(self, request: web.Request) -> web.StreamResponse:
+        refused = self._guard(request)
+        if refused is not None:
+            return refused
+        if request.content_type != JSON:
+            return rpc_error(415, INVALID_REQUEST, "Content-Type must be application/json")
+        body = await request.content.read(self.rules.max_message + 1)
+        if len(body) > self.rules.max_message:
+            return rpc_error(413, INVALID_REQUEST, f"over {self.rules.max_message} bytes")
+        try:
+            message = json.loads(body)
+        except (ValueError, RecursionError):
+            return rpc_error(400, PARSE_ERROR, "Parse error: the body is not JSON")
+        if isinstance(message, list):
+            return rpc_error(400, INVALID_REQUEST, "batches are not supported")
+        if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
+            return rpc_error(400, INVALID_REQUEST, "not a JSON-RPC 2.0 message")
+        server, shook = self.server, self.shook
+        if server is None or shook is None or server.ended.is_set():
+            return rpc_error(503, PROCESS_ENDED, "the server is not running", message.get("id"))
+        if request.headers.get("MCP-Protocol-Version") in MODERN_VERSIONS:
+            return await self._modern(request, message, server, shook)
+        return await self._handshake_era(request, message, server, shook)
+
+    async def _modern(
+        self, request: web.Request, message: dict[str, Any], server: StdioServer, shook: Handshake
+    ) -> web.StreamResponse:
+        rid = message.get("id")
+        try:
+            eras.check_modern(message, {k.lower(): v for k, v in request.headers.items()})
+        except eras.Unsupported as exc:
+            body = error(rid, exc.code, exc.message)
+            if exc.data is not None:
+                body["error"]["data"] = exc.data
+            return web.json_response(body, status=400)
+        if "id" not in message:
+            if shook.era == "modern":
+                await server.write_raw(message)  # a notification: nothing to rewrite
+            return web.Response(status=202)
+        adapt = None
+        if shook.era == "handshake":
+            if message.get("method") == "server/discover":
+                result = eras.discover_result(shook)
+                return web.json_response({"jsonrpc": "2.0", "id": rid, "result": result})
+            method, version = str(message.get("method")), shook.version
+            message = eras.to_handshake_server(message)
+
+            def adapt(answer: dict[str, Any]) -> dict[str, Any]:
+                return eras.to_modern_result(method, version, answer)
+
+        # 2026-07-28: closing the response is a cancellation.
+        key = ("modern", next(self._keys))
+        return await self._forward(request, message, server, key, (), cancel=True, adapt=adapt)
+
+    async def _handshake_era(
+        self, request: web.Request, message: dict[str, Any], server: StdioServer, shook: Handshake
+    ) -> web.StreamResponse:
+        if message.get("method") == "initialize":
+            return self._initialize(message, server, shook)
+        session = self.sessions.get(request.headers.get(SESSION_HEADER))
+        if session is None:
+            if SESSION_HEADER not in request.headers:
+                return rpc_error(400, INVALID_REQUEST, f"{SESSION_HEADER} header required")
+            return rpc_error(404, -32001, "session not found", message.get("id"))
+        if "method" not in message:  # the answer to a server request it was given
+            asker = server.mux.asker_of(str(message.get("id")))
+            if isinstance(asker, tuple) and asker[0] == session.id:
+                await server.send(Channel(asker), message)
+            return web.Response(status=202)
+        if shook.era == "modern":
+            message = eras.to_modern_server(message, {name: {} for name in session.capabilities})
+        if "id" not in message:
+            # A cancellation names one of this session's requests, each on its own channel.
+            params = _params(message)
+            owner = server.mux.client_of(
+                params.get("requestId"), lambda key: isinstance(key, tuple) and key[0] == session.id
+            )
+            await server.send(Channel(owner) if owner is not None else session.channel, message)
+            return web.Response(status=202)
+        key = (session.id, next(self._keys))
+        # The handshake era: a disconnect is not a cancellation (the client cancels).
+        return await self._forward(
+            request, message, server, key, session.capabilities, cancel=False
+        )
+
+    def _initialize(
+        self, message: dict[str, Any], server: StdioServer, shook: Handshake
+    ) -> web.Response:
+        rid = message.get("id")
+        params = _params(message)
+        requested = params.get("protocolVersion")
+        try:
+            result = eras.initialize_result(shook, requested)
+        except eras.Unsupported as exc:
+            body = error(rid, exc.code, exc.message)
+            body["error"]["data"] = exc.data
+            return web.json_response(body, status=400)
+        caps = params.get("capabilities")
+        caps = caps if isinstance(caps, dict) else {}
+        for idle in self.sessions.idle_ones():
+            _end_streams(idle)
+        try:
+            session = self.sessions.new(
+                result["protocolVersion"],
+                frozenset(k for k in ("sampling", "elicitation", "roots") if k in caps),
+                lambda sid: server.open((sid, "session")),
+            )
+        except SessionsFull as exc:
+            return rpc_error(503, INVALID_REQUEST, str(exc), rid)
+        answer = {"jsonrpc": "2.0", "id": rid, "result": result}
+        return web.json_response(answer, headers={SESSION_HEADER: session.id})
+
+    async def _forward(
+        self,
+        request: web.Request,
+        message: dict[str, Any],
+        server: StdioServer,
+        key: Any,
+        capabilities: Any,
+        *,
+        cancel: bool,
+        adapt: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> web.StreamResponse:
+        """One request on a channel of its own; its answer as JSON, or its stream as SSE."""
+        channel = server.open(key, capabilities)
+        asked = asyncio.ensure_future(server.request(channel, message))
+        try:
+            if SSE not in request.headers.get("Accept", ""):
+                answer = await asked
+                return web.json_response(adapt(answer) if adapt else answer)
+            response = web.StreamResponse(
+                headers={"Content-Type": SSE, "Cache-Control": "no-cache"}
+            )
+            await response.prepare(request)
+            while not asked.done():
+                said = asyncio.ensure_future(channel.queue.get())
+                await asyncio.wait({asked, said}, return_when=asyncio.FIRST_COMPLETED)
+                if said.done():
+                    await _event(response, said.result())
+                else:
+                    said.cancel()
+            answer = asked.result()
+            await _event(response, adapt(answer) if adapt else answer)
+            return response
+        finally:
+            if not asked.done():
+                asked.cancel()
+            await server.close(channel, cancel=cancel and not asked.done())
+
+    # ---- GET and DELETE -----------------------------------------------------------------
+
+    async def get(self, request: web.Request) -> web.StreamResponse:
+        """A handshake session's stream: list changes and other news from the server."""
+        refused = self._guard(request)
+        if refused is not None:
+            return refused
+        if SSE not in request.headers.get("Accept", ""):
+            return web.Response(
+                status=406, text="GET opens an SSE stream: Accept text/event-stream"
+            )
+        session = self.sessions.get(request.headers.get(SESSION_HEADER))
+        server = self.server
+        if session is None or server is None:
+            return rpc_error(404, -32001, "session not found")
+        channel = server.open((session.id, "stream", next(self._keys)), listens=True)
+        response = web.StreamResponse(headers=STREAM_HEADERS)
+        task = asyncio.current_task()
+        session.streams.add(task)
+        try:
+            await response.prepare(request)
+            while True:
+                await _event(response, await channel.queue.get())
+        except (ConnectionResetError, asyncio.CancelledError):
+            return response
+        finally:
+            session.streams.discard(task)
+            await server.close(channel, cancel=False)
+
+    async def delete(self, request: web.Request) -> web.Response:
+        refused = self._guard(request)
+        if refused is not None:
+            return refused
+        session = self.sessions.end(request.headers.get(SESSION_HEADER) or "")
+        if session is None:
+            return rpc_error(404, -32001, "session not found")
+        _end_streams(session)
+        if self.server is not None:
+            await self.server.close(session.channel, cancel=False)
+        return web.Response(status=200)
+
+    # ---- who may ask --------------------------------------------------------------------
+
+    def _guard(self, request: web.Request) -> web.Response | None:
+        origin = request.headers.get("Origin")
+        if origin is not None and origin not in self.rules.allowed_origins:
+            return rpc_error(403, INVALID_REQUEST, f"Origin {origin!r} is not allowed")
+        token = self.rules.token
+        if token is not None:
+            given = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                return rpc_error(
+                    401, INVALID_REQUEST, "a bearer token is required",
+                    **{"WWW-Authenticate": 'Bearer realm="mcp-bridge"'},
+                )  # fmt: skip
+        return None
+
+
+def _params(message: dict[str, Any]) -> dict[str, Any]:
+    params = message.get("params")
+    return params if isinstance(params, dict) else {}
+
+
+def _end_streams(session: Session) -> None:
+    for stream in list(session.streams):
+        stream.cancel()
+
+
+async def _event(response: web.StreamResponse, message: dict[str, Any]) -> None:
+    data = json.dumps(message, separators=(",", ":"))
+    await response.write(f"event: message\ndata: {data}\n\n".encode())

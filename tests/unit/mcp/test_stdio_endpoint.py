@@ -1,0 +1,185 @@
+"""The stdio endpoint's HTTP side against an in-memory server (bridge/mcp/stdio/endpoint.py):
+hostile and malformed requests get their status and JSON-RPC error and disturb nothing;
+handshake sessions are the client's own (404 once unknown or ended); 2026-07-28 requests
+are checked as the revision says; nothing is served while no process is attached. Real
+servers and the SDK's clients: tests/integration/test_stdio_serve.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from bridge.mcp.stdio.endpoint import ServeRules, StdioEndpoint
+from bridge.mcp.stdio.handshake import Handshake
+from bridge.mcp.stdio.process import StdioServer
+from bridge.mcp.wire import CLIENT_CAPABILITIES_KEY, PROTOCOL_VERSION_KEY
+from tests.unit.mcp.test_stdio_process import FakeProcess, echo_server
+
+SHOOK = Handshake(
+    "handshake",
+    "2025-06-18",
+    {"protocolVersion": "2025-06-18", "capabilities": {"tools": {}}, "serverInfo": {"name": "s"}},
+)
+JSON_ONLY = {"Content-Type": "application/json", "Accept": "application/json"}
+HUGE = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "x", "params": {"s": "y" * 2000}}).encode()
+
+
+def initialize(rid: int = 1) -> dict[str, Any]:
+    params = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t"}}
+    return {"jsonrpc": "2.0", "id": rid, "method": "initialize", "params": params}
+
+
+def call(rid: int = 2, **params: Any) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": params}
+
+
+@pytest.fixture
+async def world(request: pytest.FixtureRequest) -> AsyncIterator[tuple[TestClient, StdioEndpoint]]:
+    rules = getattr(request, "param", ServeRules())
+    process = FakeProcess(echo_server)
+    server = StdioServer(process, max_message=1 << 20, request_timeout=30)
+    reading = asyncio.create_task(server.run())
+    endpoint = StdioEndpoint(rules)
+    endpoint.serve(server, SHOOK)
+    app = web.Application()
+    endpoint.add_routes(app)
+    async with TestClient(TestServer(app)) as client:
+        yield client, endpoint
+    process.exit()
+    await reading
+
+
+async def post(client: TestClient, body: Any, **headers: str) -> tuple[int, Any, Any]:
+    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    response = await client.post("/mcp", data=data, headers={**JSON_ONLY, **headers})
+    text = await response.text()
+    try:
+        parsed = json.loads(text) if text else None
+    except ValueError:
+        parsed = text
+    return response.status, parsed, response.headers
+
+
+async def session_of(client: TestClient) -> str:
+    status, body, headers = await post(client, initialize())
+    assert status == 200 and body["result"]["serverInfo"] == {"name": "s"}
+    assert body["result"]["protocolVersion"] == "2025-06-18"  # what the server negotiated
+    return str(headers["Mcp-Session-Id"])
+
+
+async def test_a_session_of_its_own_for_each_client(world: Any) -> None:
+    client, endpoint = world
+    first, second = await session_of(client), await session_of(client)
+    assert first != second and len(first) >= 40  # 256 random bits, url-safe
+    for sid in (first, second):
+        status, body, _ = await post(client, call(2, who=sid), **{"Mcp-Session-Id": sid})
+        assert status == 200 and body == {"jsonrpc": "2.0", "id": 2, "result": {"who": sid}}
+    assert len(endpoint.sessions) == 2
+
+
+async def test_an_ended_or_unknown_session_is_404_and_a_missing_one_400(world: Any) -> None:
+    client, _ = world
+    sid = await session_of(client)
+    response = await client.delete("/mcp", headers={"Mcp-Session-Id": sid})
+    assert response.status == 200
+    status, body, _ = await post(client, call(), **{"Mcp-Session-Id": sid})
+    assert status == 404 and body["error"]["message"] == "session not found"
+    assert (await post(client, call(), **{"Mcp-Session-Id": "guess"}))[0] == 404
+    assert (await post(client, call()))[0] == 400
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "code"),
+    [
+        (b"{not json", {}, 400, -32700),
+        (b"[]", {}, 400, -32600),  # a batch
+        (b'[{"jsonrpc":"2.0","id":1,"method":"ping"}]', {}, 400, -32600),
+        (b'{"id":1,"method":"ping"}', {}, 400, -32600),  # not JSON-RPC 2.0
+        (b'"a string"', {}, 400, -32600),
+        (json.dumps(initialize()).encode(), {"Content-Type": "text/plain"}, 415, -32600),
+        (HUGE, {}, 413, -32600),
+        (json.dumps(initialize()).encode(), {"Origin": "http://evil.example"}, 403, -32600),
+    ],
+)  # fmt: skip
+async def test_hostile_or_malformed_requests_get_their_status_and_error(
+    world: Any, body: bytes, headers: dict[str, str], status: int, code: int
+) -> None:
+    client, endpoint = world
+    endpoint.rules = ServeRules(max_message=1000)
+    got, answer, _ = await post(client, body, **headers)
+    assert (got, answer["error"]["code"]) == (status, code)
+    assert await session_of(client)  # nothing else disturbed
+
+
+@pytest.mark.parametrize("world", [ServeRules(token="s3cret")], indirect=True)
+async def test_a_bearer_token_is_required_where_one_is_set(world: Any) -> None:
+    client, _ = world
+    status, _, headers = await post(client, initialize())
+    assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
+    status, _, _ = await post(client, initialize(), Authorization="Bearer wrong")
+    assert status == 401
+    status, body, _ = await post(client, initialize(), Authorization="Bearer s3cret")
+    assert status == 200 and "result" in body
+
+
+@pytest.mark.parametrize(
+    "world", [ServeRules(allowed_origins=frozenset({"http://localhost:6274"}))], indirect=True
+)
+async def test_only_allowed_origins_and_requests_without_one_pass(world: Any) -> None:
+    client, _ = world
+    assert (await post(client, initialize(), Origin="http://localhost:6274"))[0] == 200
+    assert (await post(client, initialize(), Origin="http://localhost:6275"))[0] == 403
+    assert (await post(client, initialize()))[0] == 200
+
+
+@pytest.mark.parametrize("world", [ServeRules(max_sessions=2)], indirect=True)
+async def test_sessions_beyond_the_limit_are_refused_with_a_reason(world: Any) -> None:
+    client, _ = world
+    await session_of(client)
+    await session_of(client)
+    status, body, _ = await post(client, initialize())
+    assert status == 503 and "2 sessions" in body["error"]["message"]
+
+
+def modern(method: str, rid: int = 7, version: str = "2026-07-28") -> dict[str, Any]:
+    meta = {PROTOCOL_VERSION_KEY: version, CLIENT_CAPABILITIES_KEY: {}}
+    return {"jsonrpc": "2.0", "id": rid, "method": method, "params": {"_meta": meta}}
+
+
+async def test_modern_requests_are_checked_then_served(world: Any) -> None:
+    client, _ = world
+    headers = {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "server/discover"}
+    status, body, _ = await post(client, modern("server/discover"), **headers)
+    assert status == 200 and body["result"]["supportedVersions"] == ["2026-07-28"]
+    assert body["result"]["resultType"] == "complete"
+    wrong_method = {**headers, "Mcp-Method": "tools/list"}
+    status, body, _ = await post(client, modern("server/discover"), **wrong_method)
+    assert (status, body["error"]["code"]) == (400, -32020)
+    old = modern("server/discover", version="2025-06-18")
+    status, body, _ = await post(client, old, **headers)
+    assert (status, body["error"]["code"]) == (400, -32020)  # header and envelope disagree
+    status, body, _ = await post(
+        client, modern("tools/call", version="2099-01-01"),
+        **{"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call"},
+    )  # fmt: skip
+    assert status == 400 and body["error"]["code"] == -32020
+    call_headers = {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call"}
+    status, body, _ = await post(client, modern("tools/call"), **call_headers)
+    assert status == 200 and body["id"] == 7 and body["result"]["resultType"] == "complete"
+    assert PROTOCOL_VERSION_KEY not in body["result"].get("_meta", {})  # the envelope stayed out
+
+
+async def test_nothing_is_served_while_no_process_is_attached(world: Any) -> None:
+    client, endpoint = world
+    sid = await session_of(client)
+    await endpoint.gone()
+    status, body, _ = await post(client, call(), **{"Mcp-Session-Id": sid})
+    assert status == 503 and body["error"]["code"] == -32000 and body["id"] == 2
+    status, _, _ = await post(client, initialize())
+    assert status == 503

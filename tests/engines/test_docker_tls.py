@@ -1,7 +1,8 @@
 """Docker over TLS: an engine served with --tlsverify and a CA this test makes; the agent
 with DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH; a wrong CA and a missing client
 certificate each give one clear error, doctor says it too, nothing in Consul is removed,
-and fixing the files is enough: no restart."""
+and fixing the files is enough: no restart. The stdio attach reaches the same engine over
+the same TLS."""
 
 from __future__ import annotations
 
@@ -15,8 +16,17 @@ from pathlib import Path
 import docker
 import pytest
 
+from bridge.docker.attach import endpoint_from_env
 from tests.engines.dind import Engine
-from tests.integration.conftest import Bridge, bridge_world, build_image, wait_for
+from tests.integration.conftest import (
+    IMAGE,
+    TEST_LABEL,
+    Bridge,
+    bridge_world,
+    build_image,
+    wait_for,
+)
+from tests.integration.test_attach import ECHO, round_trip
 from tests.pki import Authority
 
 
@@ -142,3 +152,26 @@ def test_tls_works_and_a_wrong_ca_or_missing_certificate_says_why(
     for name, data in kept.items():
         (cert_path / name).write_bytes(data)
     wait_for("ready again", world.agent.ready)
+
+
+async def test_attach_over_tls_to_an_engine_with_tlsverify(
+    engine: Engine, certs: dict[str, Path]
+) -> None:
+    """The stdio attach on the same DOCKER_HOST and TLS files the SDK reads (an asyncio
+    connection, not the SDK's blocking socket): stdin in, stdout and stderr apart."""
+    assert engine.client is not None
+    echo = engine.client.containers.run(
+        IMAGE, ECHO, stdin_open=True, detach=True, labels={TEST_LABEL: "1"}
+    )
+    try:
+        env = {
+            "DOCKER_HOST": engine.url,
+            "DOCKER_TLS_VERIFY": "1",
+            "DOCKER_CERT_PATH": str(certs["client"]),
+        }
+        endpoint = endpoint_from_env(env)
+        assert str(endpoint).startswith("https://127.0.0.1:")
+        out, err = await round_trip(endpoint, echo.id, b"over tls")
+        assert (out, err) == (b"over tls\n", b"err over tls\n")
+    finally:
+        echo.remove(force=True)

@@ -1,7 +1,8 @@
 """Docker's attach API for real (bridge/docker/attach.py): stdin written, stdout and stderr
-apart, an attach that comes and goes without closing the server's stdin, a stopped
-container refused by name, and a real MCP server (the SDK fixture on stdio) answering
-`initialize` through it. Over TCP and TLS: tests/engines/test_docker_tls.py."""
+apart, an attach that comes and goes without closing the server's stdin, the stream's end
+when the container stops, a real MCP server (the SDK fixture on stdio) answering
+`initialize` through it, and a server killed mid-call with clients waiting. TCP and TLS:
+tests/unit/docker/test_attach_frames.py."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from testcontainers.core.container import DockerContainer
 
 from bridge.docker.attach import STDOUT, AttachFailed, Endpoint, attach, endpoint_from_env
 from bridge.mcp.stdio.lines import Lines, encode
+from bridge.mcp.stdio.mux import PROCESS_ENDED
+from bridge.mcp.stdio.process import StdioServer
 from tests.integration.conftest import IMAGE, TEST_LABEL, WAIT
 
 pytestmark = pytest.mark.usefixtures("services")
@@ -141,3 +144,31 @@ async def test_a_real_stdio_mcp_server_answers_initialize_through_attach(
     result = answers[0]["result"]
     assert result["protocolVersion"] == "2025-11-25"
     assert result["serverInfo"]["name"]
+
+
+async def test_killing_the_server_mid_call_answers_every_client_at_once() -> None:
+    """A server that reads and never answers, killed (SIGKILL) while three clients wait:
+    each gets a JSON-RPC error at once, none is left hanging, and a request after the
+    end is answered too, not queued."""
+    container = started(IMAGE, ["sh", "-c", "while read -r line; do :; done"])
+    try:
+        stream = await attach(endpoint_from_env(), container.get_wrapped_container().id)
+        server = StdioServer(stream, max_message=1 << 20, request_timeout=300)
+        reading = asyncio.create_task(server.run())
+        channels = [server.open(f"client {n}") for n in range(3)]
+        calls = [
+            asyncio.create_task(server.request(ch, {"jsonrpc": "2.0", "id": 1, "method": "x"}))
+            for ch in channels
+        ]
+        await asyncio.sleep(0.5)
+        assert not any(c.done() for c in calls)
+        await asyncio.to_thread(container.get_wrapped_container().kill)
+        async with asyncio.timeout(WAIT):
+            answers = await asyncio.gather(*calls)
+            await reading
+        assert [a["error"]["code"] for a in answers] == [PROCESS_ENDED] * 3
+        assert [a["id"] for a in answers] == [1, 1, 1]
+        late = await server.request(channels[0], {"jsonrpc": "2.0", "id": 2, "method": "x"})
+        assert late["error"]["code"] == PROCESS_ENDED and not server.mux.pending
+    finally:
+        container.stop()

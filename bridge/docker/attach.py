@@ -74,11 +74,19 @@ def endpoint_from_env(env: Mapping[str, str] | None = None) -> Endpoint:
         return Endpoint(unix_path=parts.path or DEFAULT_SOCKET)
     if parts.scheme not in ("tcp", "http", "https"):
         raise AttachFailed(f"DOCKER_HOST {docker_host}: attach needs unix:// or tcp://")
+    # As the SDK: TLS when DOCKER_TLS_VERIFY is set (the engine verified), or when only
+    # DOCKER_CERT_PATH is (a client certificate, the engine not verified).
     verify = bool(env.get("DOCKER_TLS_VERIFY"))
-    tls = _tls_context(Path(env.get("DOCKER_CERT_PATH") or Path.home() / ".docker"), verify)
-    use_tls = verify or parts.scheme == "https"
+    use_tls = verify or bool(env.get("DOCKER_CERT_PATH")) or parts.scheme == "https"
+    tls = None
+    if use_tls:
+        cert_path = Path(env.get("DOCKER_CERT_PATH") or Path.home() / ".docker")
+        try:
+            tls = _tls_context(cert_path, verify)
+        except (OSError, ssl.SSLError) as exc:
+            raise AttachFailed(f"TLS files in {cert_path}: {exc}") from exc
     port = parts.port or (2376 if use_tls else 2375)
-    return Endpoint(host=parts.hostname or "127.0.0.1", port=port, tls=tls if use_tls else None)
+    return Endpoint(host=parts.hostname or "127.0.0.1", port=port, tls=tls)
 
 
 def _tls_context(cert_path: Path, verify: bool) -> ssl.SSLContext:
@@ -116,8 +124,8 @@ class Attached:
                 head = await self._reader.readexactly(HEADER.size)
                 stream, size = HEADER.unpack(head)
                 payload = await self._reader.readexactly(size) if size else b""
-            except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
-                return
+            except (asyncio.IncompleteReadError, OSError, ssl.SSLError):
+                return  # the connection went (ConnectionError is an OSError too)
             if stream not in (0, STDOUT, STDERR):
                 return
             yield stream, payload
@@ -130,6 +138,7 @@ class Attached:
 
 async def attach(endpoint: Endpoint, container_id: str) -> Attached:
     """Attach to a running container's stdin, stdout and stderr (never its old logs)."""
+    writer: asyncio.StreamWriter | None = None
     try:
         async with asyncio.timeout(ATTACH_WAIT):
             if endpoint.unix_path is not None:
@@ -147,10 +156,14 @@ async def attach(endpoint: Endpoint, container_id: str) -> Attached:
             )
             await writer.drain()
             head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.LimitOverrunError as exc:
-        raise AttachFailed(f"attach to {endpoint}: the engine's answer is too long") from exc
-    except (OSError, ssl.SSLError, TimeoutError, asyncio.IncompleteReadError) as exc:
-        raise AttachFailed(f"attach to {endpoint}: {type(exc).__name__}: {exc}") from exc
+    except BaseException as exc:
+        if writer is not None:  # connected, then failed or cancelled: no socket left open
+            writer.close()
+        if isinstance(exc, asyncio.LimitOverrunError):
+            raise AttachFailed(f"attach to {endpoint}: the engine's answer is too long") from exc
+        if isinstance(exc, OSError | ssl.SSLError | TimeoutError | asyncio.IncompleteReadError):
+            raise AttachFailed(f"attach to {endpoint}: {type(exc).__name__}: {exc}") from exc
+        raise
     status, headers = _status(head)
     if status in (101, 200):  # 101 with the upgrade; engines that hijack without it say 200
         return Attached(reader, writer)

@@ -32,10 +32,11 @@ from bridge.mcp.stdio.handshake import Handshake
 from bridge.mcp.stdio.mux import PROCESS_ENDED, error
 from bridge.mcp.stdio.process import Channel, StdioServer
 from bridge.mcp.stdio.sessions import Session, Sessions, SessionsFull
-from bridge.mcp.wire import MODERN_VERSIONS
+from bridge.mcp.wire import HANDSHAKE_VERSIONS
 
 JSON, SSE = "application/json", "text/event-stream"
-PARSE_ERROR, INVALID_REQUEST = -32700, -32600
+PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND = -32700, -32600, -32601
+HANDSHAKE = ("initialize", "notifications/initialized")
 SESSION_HEADER = "Mcp-Session-Id"
 STREAM_HEADERS = {"Content-Type": SSE, "Cache-Control": "no-cache"}
 
@@ -88,9 +89,11 @@ class StdioEndpoint:
             return refused
         if request.content_type != JSON:
             return rpc_error(415, INVALID_REQUEST, "Content-Type must be application/json")
-        body = await request.content.read(self.rules.max_message + 1)
-        if len(body) > self.rules.max_message:
-            return rpc_error(413, INVALID_REQUEST, f"over {self.rules.max_message} bytes")
+        body = bytearray()
+        async for chunk in request.content.iter_chunked(65536):  # read() stops at what came
+            body += chunk
+            if len(body) > self.rules.max_message:
+                return rpc_error(413, INVALID_REQUEST, f"over {self.rules.max_message} bytes")
         try:
             message = json.loads(body)
         except (ValueError, RecursionError):
@@ -102,7 +105,8 @@ class StdioEndpoint:
         server, shook = self.server, self.shook
         if server is None or shook is None or server.ended.is_set():
             return rpc_error(503, PROCESS_ENDED, "the server is not running", message.get("id"))
-        if request.headers.get("MCP-Protocol-Version") in MODERN_VERSIONS:
+        said = request.headers.get("MCP-Protocol-Version")
+        if said is not None and said not in HANDSHAKE_VERSIONS:  # modern, or unknown: -32022
             return await self._modern(request, message, server, shook)
         return await self._handshake_era(request, message, server, shook)
 
@@ -117,10 +121,17 @@ class StdioEndpoint:
             if exc.data is not None:
                 body["error"]["data"] = exc.data
             return web.json_response(body, status=400)
+        method = message.get("method")
         if "id" not in message:
-            if shook.era == "modern":
-                await server.write_raw(message)  # a notification: nothing to rewrite
+            # 2026-07-28 cancels by closing the response, and has no handshake: a client's
+            # cancellation (its own id, which the server never saw) and `initialized` stop
+            # here; other notifications go on to a modern server.
+            if shook.era == "modern" and method not in ("notifications/cancelled", *HANDSHAKE):
+                await server.send(Channel(("modern", "notification")), message)
             return web.Response(status=202)
+        if not isinstance(method, str) or method in HANDSHAKE:
+            why = "initialize is not part of 2026-07-28" if method else "a request names a method"
+            return web.json_response(error(rid, METHOD_NOT_FOUND, why), status=404)
         adapt = None
         if shook.era == "handshake":
             if message.get("method") == "server/discover":
@@ -140,7 +151,7 @@ class StdioEndpoint:
         self, request: web.Request, message: dict[str, Any], server: StdioServer, shook: Handshake
     ) -> web.StreamResponse:
         if message.get("method") == "initialize":
-            return self._initialize(message, server, shook)
+            return await self._initialize(message, server, shook)
         session = self.sessions.get(request.headers.get(SESSION_HEADER))
         if session is None:
             if SESSION_HEADER not in request.headers:
@@ -152,7 +163,10 @@ class StdioEndpoint:
                 await server.send(Channel(asker), message)
             return web.Response(status=202)
         if shook.era == "modern":
-            message = eras.to_modern_server(message, {name: {} for name in session.capabilities})
+            if message.get("method") == "ping":  # 2026-07-28 has none: the bridge answers
+                return web.json_response({"jsonrpc": "2.0", "id": message.get("id"), "result": {}})
+            declared: dict[str, Any] = {name: {} for name in session.capabilities}
+            message = eras.to_modern_server(message, declared)
         if "id" not in message:
             # A cancellation names one of this session's requests, each on its own channel.
             params = _params(message)
@@ -167,7 +181,7 @@ class StdioEndpoint:
             request, message, server, key, session.capabilities, cancel=False
         )
 
-    def _initialize(
+    async def _initialize(
         self, message: dict[str, Any], server: StdioServer, shook: Handshake
     ) -> web.Response:
         rid = message.get("id")
@@ -183,6 +197,7 @@ class StdioEndpoint:
         caps = caps if isinstance(caps, dict) else {}
         for idle in self.sessions.idle_ones():
             _end_streams(idle)
+            await server.close(idle.channel, cancel=False)
         try:
             session = self.sessions.new(
                 result["protocolVersion"],
@@ -205,16 +220,19 @@ class StdioEndpoint:
         cancel: bool,
         adapt: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> web.StreamResponse:
-        """One request on a channel of its own; its answer as JSON, or its stream as SSE."""
-        channel = server.open(key, capabilities)
+        """One request on a channel of its own; its answer as JSON, or its stream as SSE
+        (with its progress, and any server request made for it, before the answer)."""
+        streams = SSE in request.headers.get("Accept", "")
+        # A JSON answer carries nothing but the answer: a server request for this one
+        # could never reach the client, so the channel declares no capability.
+        channel = server.open(key, capabilities if streams else ())
         asked = asyncio.ensure_future(server.request(channel, message))
+        said: asyncio.Future[dict[str, Any]] | None = None
         try:
-            if SSE not in request.headers.get("Accept", ""):
+            if not streams:
                 answer = await asked
                 return web.json_response(adapt(answer) if adapt else answer)
-            response = web.StreamResponse(
-                headers={"Content-Type": SSE, "Cache-Control": "no-cache"}
-            )
+            response = web.StreamResponse(headers=STREAM_HEADERS)
             await response.prepare(request)
             while not asked.done():
                 said = asyncio.ensure_future(channel.queue.get())
@@ -223,13 +241,18 @@ class StdioEndpoint:
                     await _event(response, said.result())
                 else:
                     said.cancel()
+            while not channel.queue.empty():  # what came with the answer goes before it
+                await _event(response, channel.queue.get_nowait())
             answer = asked.result()
             await _event(response, adapt(answer) if adapt else answer)
             return response
         finally:
+            if said is not None:
+                said.cancel()
+            answered = asked.done() and not asked.cancelled()
             if not asked.done():
                 asked.cancel()
-            await server.close(channel, cancel=cancel and not asked.done())
+            await server.close(channel, cancel=cancel and not answered)
 
     # ---- GET and DELETE -----------------------------------------------------------------
 
@@ -254,7 +277,7 @@ class StdioEndpoint:
             await response.prepare(request)
             while True:
                 await _event(response, await channel.queue.get())
-        except (ConnectionResetError, asyncio.CancelledError):
+        except ConnectionResetError:
             return response
         finally:
             session.streams.discard(task)
@@ -281,7 +304,8 @@ class StdioEndpoint:
         token = self.rules.token
         if token is not None:
             given = request.headers.get("Authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            presented = given.encode("utf-8", "surrogateescape")  # as the header came
+            if not hmac.compare_digest(presented, f"Bearer {token}".encode()):
                 return rpc_error(
                     401, INVALID_REQUEST, "a bearer token is required",
                     **{"WWW-Authenticate": 'Bearer realm="mcp-bridge"'},

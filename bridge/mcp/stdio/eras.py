@@ -21,6 +21,7 @@ from typing import Any
 from bridge.mcp.stdio.handshake import Handshake
 from bridge.mcp.wire import (
     CLIENT_CAPABILITIES_KEY,
+    CLIENT_INFO,
     CLIENT_INFO_KEY,
     HANDSHAKE_VERSIONS,
     LATEST_MODERN,
@@ -104,6 +105,7 @@ def to_modern_server(message: dict[str, Any], capabilities: dict[str, Any]) -> d
     meta = dict(params.get("_meta") or {})
     meta.setdefault(PROTOCOL_VERSION_KEY, LATEST_MODERN)
     meta.setdefault(CLIENT_CAPABILITIES_KEY, capabilities)
+    meta.setdefault(CLIENT_INFO_KEY, CLIENT_INFO)  # the client named itself to the bridge
     params["_meta"] = meta
     return dict(message, params=params)
 

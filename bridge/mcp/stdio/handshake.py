@@ -22,11 +22,10 @@ import itertools
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from bridge.mcp.stdio.mux import PROCESS_ENDED
+from bridge.mcp.stdio.mux import BRIDGE_KEY, PROCESS_ENDED
 from bridge.mcp.stdio.process import Channel, StdioServer
 from bridge.mcp.wire import CLIENT_INFO, LATEST_HANDSHAKE, LATEST_MODERN, modern_request
 
-BRIDGE_KEY = ("mcp-bridge", "own requests")  # the channel of the bridge's own requests
 # What the bridge declares in its one handshake: the server requests it can route.
 ROUTABLE = {"sampling": {}, "elicitation": {}, "roots": {"listChanged": True}}
 _ids = itertools.count(1)
@@ -57,7 +56,9 @@ class Handshake:
 
 
 def own_channel(server: StdioServer) -> Channel:
-    return server.open(BRIDGE_KEY, ROUTABLE)
+    """The bridge's own: it answers no server request (those go to clients, or are
+    refused), so it declares no capability of its own."""
+    return server.open(BRIDGE_KEY)
 
 
 async def handshake(server: StdioServer, channel: Channel) -> Handshake:

@@ -41,6 +41,7 @@ class Lines:
             if self._buffer:
                 self._buffer += piece
                 piece, self._buffer = bytes(self._buffer), bytearray()
+            piece = piece.removesuffix(b"\r")  # CRLF: the \r is no part of the message
             if len(piece) > self.max_message:
                 self.oversize += 1
                 continue
@@ -63,7 +64,7 @@ class Lines:
             return None  # blank lines are no message, and no fault either
         try:
             message = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than Python's
             message = None
         if isinstance(message, dict):
             return message
@@ -74,5 +75,6 @@ class Lines:
 
 
 def encode(message: dict[str, Any]) -> bytes:
-    """One message as a stdio line: compact JSON (never a raw newline inside) and '\\n'."""
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    """One message as a stdio line: compact JSON (never a raw newline inside) and '\\n'.
+    ASCII with escapes: a lone surrogate a peer sent (valid JSON) still encodes."""
+    return json.dumps(message, separators=(",", ":")).encode() + b"\n"

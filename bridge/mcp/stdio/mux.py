@@ -33,6 +33,12 @@ JsonId = str | int
 PROCESS_ENDED = -32000
 NOT_ROUTABLE = -32001
 TIMED_OUT = -32002
+CANCELLED = -32800  # the client cancelled it: what its own still-open request is told
+INVALID_REQUEST = -32600
+
+# The bridge's own requests (its one handshake, the health round trip): the only client
+# that may send `initialize`, and never one a server request is for.
+BRIDGE_KEY = ("mcp-bridge", "own requests")
 
 # Server-to-client requests, and the client capability each needs.
 CLIENT_CAPABILITY = {
@@ -138,6 +144,13 @@ class Mux:
 
     def request(self, client: ClientKey, message: dict[str, Any], now: float = 0.0) -> Outcome:
         """A client's request, written under an id of the bridge's own."""
+        if message.get("method") == "initialize" and client != BRIDGE_KEY:
+            # A live process has had its one handshake, the bridge's: a second one is
+            # refused by some servers and confuses others.
+            refusal = error(
+                message.get("id"), INVALID_REQUEST, "the bridge did this server's handshake"
+            )
+            return Outcome(to_clients=[Delivery(client, refusal)], done=[client])
         our_id = self._mint()
         rewritten = dict(message, id=our_id)
         params = message.get("params")
@@ -161,7 +174,14 @@ class Mux:
             for our_id, pending in self.pending.items():
                 if pending.client == client and pending.client_id == params.get("requestId"):
                     self._forget(our_id)
-                    return Outcome(to_server=[dict(message, params=dict(params, requestId=our_id))])
+                    # The server hears of it; the client's own request is told too, so
+                    # whatever waits on it (an open HTTP response) ends now.
+                    told = _failed(pending, CANCELLED, "cancelled by the client")
+                    return Outcome(
+                        to_server=[dict(message, params=dict(params, requestId=our_id))],
+                        to_clients=[told],
+                        done=[pending.client],
+                    )
             return Outcome()
         if message.get("method") == "notifications/initialized":
             return Outcome()  # the bridge did the handshake; the server had its one
@@ -203,6 +223,11 @@ class Mux:
             restored = dict(message, params=dict(params, progressToken=pending.progress))
             return Outcome(to_clients=[Delivery(pending.client, restored)])
         if message.get("method") == "notifications/cancelled":
+            for our_id, (asker, server_id) in list(self._asked.items()):
+                if server_id == params.get("requestId"):  # the server withdrew its request
+                    del self._asked[our_id]
+                    withdrawn = dict(message, params=dict(params, requestId=our_id))
+                    return Outcome(to_clients=[Delivery(asker, withdrawn)])
             pending = self._forget(str(params.get("requestId")))
             if pending is None:
                 return Outcome()
@@ -220,7 +245,7 @@ class Mux:
     def _server_request(self, message: dict[str, Any]) -> Outcome:
         method = str(message.get("method"))
         needed = CLIENT_CAPABILITY.get(method)
-        askers = {p.client for p in self.pending.values()}
+        askers = {p.client for p in self.pending.values() if p.client != BRIDGE_KEY}
         if method == "ping":
             return Outcome(to_server=[{"jsonrpc": "2.0", "id": message["id"], "result": {}}])
         if needed is None:

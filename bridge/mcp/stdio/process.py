@@ -1,9 +1,12 @@
 """One attached stdio server process, shared by many clients: the asyncio side of the mux.
 
 One task reads the server's output (stdout through the framing into the mux; stderr only
-counted and kept for `status`, never parsed); writes go out one whole line at a time under
-one lock. A client is a Channel: answers to its requests resolve the waits of `request`,
-everything else for it (notifications, server requests) lands in its queue.
+counted and kept for `status`, never parsed); one task writes, whole lines in order, from a
+queue nobody waits on: a server that stops reading its stdin cannot stall the reader, the
+timeouts or any client, and a write that stays stuck for WRITE_WAIT ends the attach (the
+process is as good as gone, and everyone waiting is answered). A client is a Channel:
+answers to its requests resolve the waits of `request`, everything else for it
+(notifications, server requests) lands in its queue, bounded.
 
 When the output ends (the process exited, the container stopped or restarted, the engine
 went away) every pending request is answered at once with a JSON-RPC error saying so, and
@@ -36,6 +39,8 @@ from bridge.mcp.stdio.mux import (
 STDOUT = 1
 INVALID_REQUEST = -32600
 STDERR_KEPT = 20  # the server's last stderr lines, for status
+WRITE_WAIT = 30.0  # seconds a write to the server's stdin may stay stuck
+QUEUE_LIMIT = 1000  # messages waiting for one channel's reader; older ones are dropped
 
 
 class Stream(Protocol):
@@ -66,6 +71,8 @@ class Counters:
     oversize_lines: int = 0
     stray_answers: int = 0
     stderr_lines: int = 0
+    dropped: int = 0  # messages for a channel whose reader fell QUEUE_LIMIT behind
+    bad_messages: int = 0  # messages the bridge could not route (logged, never fatal)
 
 
 class StdioServer:
@@ -84,7 +91,7 @@ class StdioServer:
         self.request_timeout = request_timeout
         self._clock = clock
         self._channels: dict[Hashable, Channel] = {}
-        self._write_lock = asyncio.Lock()
+        self._outbox: asyncio.Queue[bytes] = asyncio.Queue()
         self._on_skipped = on_skipped  # called once, with the first line that was not JSON
         self.stderr: deque[str] = deque(maxlen=STDERR_KEPT)
         self.counters = Counters()
@@ -106,7 +113,7 @@ class StdioServer:
         self._channels.pop(channel.key, None)
         for waiter in channel.waiting.values():
             waiter.cancel()
-        await self._apply(self.mux.close(channel.key, cancel=cancel))
+        self._apply(self.mux.close(channel.key, cancel=cancel))
 
     async def request(self, channel: Channel, message: dict[str, Any]) -> dict[str, Any]:
         """Send a request; its answer (or the bridge's error) when it comes."""
@@ -119,7 +126,7 @@ class StdioServer:
         channel.waiting[rid] = waiter
         self.counters.requests += 1
         try:
-            await self._apply(self.mux.request(channel.key, message, self._clock()))
+            self._apply(self.mux.request(channel.key, message, self._clock()))
             return await waiter
         finally:
             channel.waiting.pop(rid, None)
@@ -127,42 +134,50 @@ class StdioServer:
     async def send(self, channel: Channel, message: dict[str, Any]) -> None:
         """A notification, or an answer to a server request the channel was given."""
         if "method" in message:
-            await self._apply(self.mux.notify(channel.key, message))
+            self._apply(self.mux.notify(channel.key, message))
         else:
-            await self._apply(self.mux.respond(channel.key, message))
+            self._apply(self.mux.respond(channel.key, message))
 
     async def write_raw(self, message: dict[str, Any]) -> None:
         """The bridge's own message, past the mux (its `notifications/initialized`)."""
-        await self._apply(Outcome(to_server=[message]))
+        self._apply(Outcome(to_server=[message]))
 
     # ---- the process ----------------------------------------------------------------------
 
     async def run(self, why_ended: Callable[[], Awaitable[str]] | None = None) -> None:
         """Read the server's output until it ends, then answer everything still pending."""
-        expiry = asyncio.create_task(self._expire_loop(), name="stdio-expiry")
+        helpers = [
+            asyncio.create_task(self._expire_loop(), name="stdio-expiry"),
+            asyncio.create_task(self._write_loop(), name="stdio-writer"),
+        ]
         try:
             async for stream, payload in self._stream.frames():
                 if stream == STDOUT:
-                    await self._from_server(payload)
+                    self._from_server(payload)
                 else:
                     self._from_stderr(payload)
         finally:
-            expiry.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await expiry
+            # First, and with no await before it: nobody may be left waiting, whatever
+            # cancels this task (a shutdown) or fails below.
             why = "the server's output ended (its process exited or the container stopped)"
-            if why_ended is not None:
-                with contextlib.suppress(Exception):
-                    why = await why_ended()
             self.why_ended = why
             self.ended.set()
             self._deliver(self.mux.end(why))
+            for helper in helpers:
+                helper.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
             await self._stream.close()
+        if why_ended is not None:  # the reason in words, for status (the exit code)
+            with contextlib.suppress(Exception):
+                self.why_ended = await why_ended()
 
-    async def _from_server(self, payload: bytes) -> None:
+    def _from_server(self, payload: bytes) -> None:
         lines = self._lines
         for message in lines.feed(payload):
-            await self._apply(self.mux.from_server(message))
+            try:
+                self._apply(self.mux.from_server(message))
+            except Exception:  # one odd message must not end the session for everyone
+                self.counters.bad_messages += 1
         first = lines.first_skipped
         if first is not None and self.counters.skipped_lines == 0 and self._on_skipped:
             self._on_skipped(first)
@@ -181,19 +196,28 @@ class StdioServer:
     async def _expire_loop(self) -> None:
         while True:
             await asyncio.sleep(min(1.0, self.request_timeout / 4))
-            await self._apply(self.mux.expire(self._clock(), self.request_timeout))
+            self._apply(self.mux.expire(self._clock(), self.request_timeout))
+
+    async def _write_loop(self) -> None:
+        while True:
+            data = await self._outbox.get()
+            while not self._outbox.empty():  # what queued meanwhile goes in the same write
+                data += self._outbox.get_nowait()
+            try:
+                async with asyncio.timeout(WRITE_WAIT):
+                    await self._stream.write(data)
+            except (TimeoutError, ConnectionError, OSError):
+                # Stuck or broken: the process is as good as gone. Closing the attach ends
+                # the reader, which answers everyone still waiting.
+                await self._stream.close()
+                return
 
     # ---- delivering -------------------------------------------------------------------
 
-    async def _apply(self, out: Outcome) -> None:
+    def _apply(self, out: Outcome) -> None:
         self._deliver(out)
         if out.to_server and not self.ended.is_set():
-            data = b"".join(encode(m) for m in out.to_server)
-            async with self._write_lock:
-                with contextlib.suppress(ConnectionError, OSError):
-                    # A write that fails means the process is going: the reader sees the
-                    # output end and answers every pending request.
-                    await self._stream.write(data)
+            self._outbox.put_nowait(b"".join(encode(m) for m in out.to_server))
 
     def _deliver(self, out: Outcome) -> None:
         for delivery in out.to_clients:
@@ -210,8 +234,11 @@ class StdioServer:
             if "error" in message and _bridge_error(message):
                 self.counters.failed += 1
             waiter.set_result(message)
-        else:
-            channel.queue.put_nowait(message)
+            return
+        if channel.queue.qsize() >= QUEUE_LIMIT:  # a reader this far behind is not reading
+            channel.queue.get_nowait()
+            self.counters.dropped += 1
+        channel.queue.put_nowait(message)
 
 
 def _bridge_error(message: dict[str, Any]) -> bool:

@@ -183,3 +183,98 @@ async def test_nothing_is_served_while_no_process_is_attached(world: Any) -> Non
     assert status == 503 and body["error"]["code"] == -32000 and body["id"] == 2
     status, _, _ = await post(client, initialize())
     assert status == 503
+
+
+async def test_a_cancelled_request_ends_its_own_response() -> None:
+    """Review finding: a client's notifications/cancelled removed the pending entry but
+    left its POST waiting forever."""
+    process = FakeProcess(lambda m: [])  # never answers
+    server = StdioServer(process, max_message=1 << 20, request_timeout=300)
+    reading = asyncio.create_task(server.run())
+    endpoint = StdioEndpoint(ServeRules())
+    endpoint.serve(server, SHOOK)
+    app = web.Application()
+    endpoint.add_routes(app)
+    async with TestClient(TestServer(app)) as client:
+        sid = await session_of(client)
+        waiting = asyncio.create_task(post(client, call(5), **{"Mcp-Session-Id": sid}))
+        await asyncio.sleep(0.1)
+        cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 5}}
+        assert (await post(client, cancel, **{"Mcp-Session-Id": sid}))[0] == 202
+        status, body, _ = await asyncio.wait_for(waiting, 5)
+        assert status == 200 and body["error"]["code"] == -32800 and body["id"] == 5
+        sent = [m for m in process.seen if m.get("method") == "notifications/cancelled"]
+        assert sent and sent[0]["params"]["requestId"] == process.seen[0]["id"]
+        assert not server.mux.pending and len(server.mux.clients) == 1  # the session's own
+    process.exit()
+    await reading
+
+
+async def test_initialize_in_the_modern_era_never_reaches_the_server(world: Any) -> None:
+    """Review finding: a 2026-07-28 `initialize` went through to the live process."""
+    client, endpoint = world
+    headers = {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "initialize"}
+    status, body, _ = await post(client, modern("initialize"), **headers)
+    assert (status, body["error"]["code"]) == (404, -32601)
+    assert endpoint.server is not None
+    seen = endpoint.server._stream.seen  # type: ignore[attr-defined]
+    assert [m for m in seen if m.get("method") == "initialize"] == []
+
+
+async def test_a_large_body_in_many_chunks_is_read_whole(world: Any) -> None:
+    """Review finding: one read() returned only what had arrived, so a body sent in
+    chunks was cut short (400) and an oversize one was not told 413."""
+    client, endpoint = world
+    sid = await session_of(client)
+    endpoint.rules = ServeRules(max_message=400_000)
+    data = json.dumps(call(3, text="z" * 300_000)).encode()
+
+    async def chunks(blob: bytes) -> AsyncIterator[bytes]:
+        for start in range(0, len(blob), 1000):
+            yield blob[start : start + 1000]
+
+    headers = {**JSON_ONLY, "Mcp-Session-Id": sid}
+    response = await client.post("/mcp", data=chunks(data), headers=headers)
+    assert response.status == 200 and (await response.json())["result"]["text"] == "z" * 300_000
+    response = await client.post("/mcp", data=chunks(data + b" " * 200_000), headers=headers)
+    assert response.status == 413
+
+
+async def test_progress_that_came_with_the_answer_is_streamed_before_it() -> None:
+    """Review finding: progress queued in the same moment as the answer was dropped."""
+
+    def with_progress(message: dict[str, Any]) -> list[dict[str, Any]]:
+        if message.get("method") != "tools/call":
+            return []
+        token = message["params"]["_meta"]["progressToken"]
+        notes = [
+            {"jsonrpc": "2.0", "method": "notifications/progress",
+             "params": {"progressToken": token, "progress": n}}
+            for n in (1, 2, 3)
+        ]  # fmt: skip
+        return [*notes, {"jsonrpc": "2.0", "id": message["id"], "result": {}}]
+
+    process = FakeProcess(with_progress)
+    server = StdioServer(process, max_message=1 << 20, request_timeout=30)
+    reading = asyncio.create_task(server.run())
+    endpoint = StdioEndpoint(ServeRules())
+    endpoint.serve(server, SHOOK)
+    app = web.Application()
+    endpoint.add_routes(app)
+    async with TestClient(TestServer(app)) as client:
+        sid = await session_of(client)
+        body = call(4, _meta={"progressToken": "p"})
+        headers = {**JSON_ONLY, "Accept": "application/json, text/event-stream"}
+        response = await client.post(
+            "/mcp", data=json.dumps(body), headers={**headers, "Mcp-Session-Id": sid}
+        )
+        events = [
+            json.loads(line.removeprefix("data: "))
+            for line in (await response.text()).splitlines()
+            if line.startswith("data: ")
+        ]
+    assert [e.get("params", {}).get("progress") for e in events[:3]] == [1, 2, 3]
+    assert {e["params"]["progressToken"] for e in events[:3]} == {"p"}
+    assert events[3] == {"jsonrpc": "2.0", "id": 4, "result": {}}
+    process.exit()
+    await reading

@@ -183,3 +183,85 @@ async def test_one_handshake_per_process_and_a_check_the_server_answers(
     assert methods[-3:] == [check_method] * 3
     process.exit()
     await task
+
+
+class StuckStdin(FakeProcess):
+    """A server that stopped reading its stdin: every write blocks."""
+
+    async def write(self, data: bytes) -> None:
+        await asyncio.Event().wait()
+
+    async def close(self) -> None:
+        self.exit()
+
+
+async def test_a_server_that_stops_reading_cannot_stall_anyone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Review finding: writes under one lock with no timeout let a stuck stdin hang the
+    reader, the timeouts and every client. Writes go through one writer now, and a write
+    stuck for WRITE_WAIT ends the attach, answering everyone."""
+    monkeypatch.setattr("bridge.mcp.stdio.process.WRITE_WAIT", 0.3)
+    process = StuckStdin(echo_server)
+    server = StdioServer(process, max_message=1 << 20, request_timeout=60)
+    task = asyncio.create_task(server.run())
+    calls = [server.request(server.open(f"c{n}"), call(1)) for n in range(3)]
+    answers = await asyncio.wait_for(asyncio.gather(*calls), 10)
+    assert {a["error"]["code"] for a in answers} == {PROCESS_ENDED}
+    await asyncio.wait_for(task, 5)
+
+
+async def test_one_odd_line_does_not_end_the_session_for_everyone() -> None:
+    """Review finding: a line nested deeper than Python's recursion limit raised out of
+    the reader, and a lone surrogate could not be encoded: both ended the shared process
+    for every client while it still ran."""
+    process, server, task = started(echo_server)
+    process.say(b"[" * 100_000 + b"]" * 100_000 + b"\n")
+    surrogate = b'{"jsonrpc":"2.0","id":"x","method":"\\ud800/odd","params":{}}\n'
+    process.say(surrogate)  # a server request the bridge refuses, naming the method
+    answer = await asyncio.wait_for(server.request(server.open("a"), call(1, ok=True)), 5)
+    assert answer["result"] == {"ok": True} and not server.ended.is_set()
+    assert server.counters.skipped_lines == 1
+    refusal = [m for m in process.seen if m.get("id") == "x"]
+    assert refusal and refusal[0]["error"]["code"] == -32001
+    process.exit()
+    await task
+
+
+async def test_a_shutdown_mid_read_still_answers_everyone() -> None:
+    """Review finding: a cancel while the end's reason was being asked skipped the end."""
+    _, server, task = started(lambda m: [])
+    waiting = asyncio.create_task(server.request(server.open("a"), call(1)))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    answer = await asyncio.wait_for(waiting, 5)
+    assert answer["error"]["code"] == PROCESS_ENDED and server.ended.is_set()
+
+
+async def test_the_bridges_own_channel_takes_no_server_request() -> None:
+    """Review finding: the bridge's channel declared sampling, so a server request made
+    while only the health check was in flight went to a queue nobody reads."""
+    process, server, task = started(lambda m: [])
+    own = own_channel(server)
+    checking = asyncio.create_task(
+        server.request(own, {"jsonrpc": "2.0", "id": 1, "method": "ping"})
+    )
+    await asyncio.sleep(0.05)
+    process.say({"jsonrpc": "2.0", "id": 9, "method": "sampling/createMessage", "params": {}})
+    await asyncio.sleep(0.05)
+    refusal = [m for m in process.seen if m.get("id") == 9]
+    assert refusal and refusal[0]["error"]["code"] == -32001 and own.queue.empty()
+    process.exit()
+    await task
+    assert (await checking)["error"]["code"] == PROCESS_ENDED
+
+
+async def test_no_client_can_send_a_second_initialize() -> None:
+    process, server, task = started(handshake_only)
+    answer = await server.request(
+        server.open("a"), {"jsonrpc": "2.0", "id": 1, "method": "initialize"}
+    )
+    assert answer["error"]["code"] == -32600
+    assert [m for m in process.seen if m.get("method") == "initialize"] == []
+    process.exit()
+    await task

@@ -1,11 +1,13 @@
 """Real stdio MCP servers in containers, attached and served as Streamable HTTP by the
-bridge's stdio endpoint (bridge/mcp/stdio/), used by the official SDK's own client in both
-eras, several clients at once. Not yet through the agent: this proves the attach, the
-shared process, the one handshake and the era translation with real peers."""
+bridge's stdio endpoint (bridge/mcp/stdio/), used by the official SDK's own clients: the
+2.x `Client` in both eras, several at once, and the 1.x line's `streamablehttp_client`.
+Not yet through the agent: this proves the attach, the shared process, the one handshake
+and the era translation with real peers."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,12 +15,13 @@ from typing import Any
 import pytest
 from aiohttp import web
 from mcp import Client
+from testcontainers.core.container import DockerContainer
 
 from bridge.docker.attach import attach, endpoint_from_env
 from bridge.mcp.stdio.endpoint import ServeRules, StdioEndpoint
 from bridge.mcp.stdio.handshake import handshake, own_channel, round_trip
 from bridge.mcp.stdio.process import StdioServer
-from tests.integration.conftest import free_tcp_port
+from tests.integration.conftest import TEST_LABEL, WAIT, free_tcp_port
 from tests.integration.test_attach import started
 
 pytestmark = pytest.mark.usefixtures("services")
@@ -78,4 +81,53 @@ async def test_a_handshake_only_server_serves_clients_of_both_eras(
         assert shook.era == "handshake"  # SDK 1.x: no server/discover
         results = await asyncio.gather(*(use(url, mode, n) for n in range(4)))
         assert results == [["echo", f"client {n}"] for n in range(4)]
+        assert not server.mux.pending
+
+
+# The SDK's 1.x line as a client (it cannot share a venv with 2.x): its own image, on the
+# host's network so that it reaches the endpoint on loopback.
+V1_CLIENT = """
+import asyncio, json, sys
+from mcp import ClientSession
+from mcp.client.streamable_http import streamablehttp_client
+
+async def main(url):
+    async with streamablehttp_client(url) as (read, write, _):
+        async with ClientSession(read, write) as session:
+            done = await session.initialize()
+            tools = await session.list_tools()
+            said = await session.call_tool("echo", {"text": "from sdk 1.x"})
+            print(json.dumps([done.protocolVersion, [t.name for t in tools.tools],
+                              said.content[0].text]))
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def v1_client(image: str, url: str) -> list[Any]:
+    client = (
+        DockerContainer(image)
+        .with_kwargs(network_mode="host", entrypoint="python3", labels={TEST_LABEL: "1"})
+        .with_command(["-c", V1_CLIENT, url])
+    )
+    client.start()
+    try:
+        wrapped = client.get_wrapped_container()
+        code = wrapped.wait(timeout=WAIT)["StatusCode"]
+        out = wrapped.logs(stdout=True, stderr=False).decode()
+        assert code == 0, wrapped.logs().decode()[-3000:]
+        return list(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        client.stop()
+
+
+@pytest.mark.parametrize("server_image", ["mcp_server_image", "mcp_server_v1_image"])
+async def test_the_sdk_1x_client_uses_either_server(
+    server_image: str, mcp_server_v1_image: str, request: pytest.FixtureRequest
+) -> None:
+    image = request.getfixturevalue(server_image)
+    async with served(image) as (url, server, _):
+        said = await asyncio.to_thread(v1_client, mcp_server_v1_image, url)
+        assert said[1:] == [["echo"], "from sdk 1.x"]
+        assert said[0].startswith("20")  # the handshake revision it was answered with
         assert not server.mux.pending

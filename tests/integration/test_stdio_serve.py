@@ -1,6 +1,7 @@
 """Real stdio MCP servers in containers, attached and served as Streamable HTTP by the
 bridge's stdio endpoint (bridge/mcp/stdio/), used by the official SDK's own clients: the
-2.x `Client` in both eras, several at once, and the 1.x line's `streamablehttp_client`.
+2.x `Client` in both eras, the 1.x line's `streamablehttp_client`, and the TypeScript
+SDK's client (scripts/install-node-clients.sh), several at once.
 Not yet through the agent: this proves the attach, the shared process, the one handshake
 and the era translation with real peers."""
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,7 +23,7 @@ from bridge.docker.attach import attach, endpoint_from_env
 from bridge.mcp.stdio.endpoint import ServeRules, StdioEndpoint
 from bridge.mcp.stdio.handshake import handshake, own_channel, round_trip
 from bridge.mcp.stdio.process import StdioServer
-from tests.integration.conftest import TEST_LABEL, WAIT, free_tcp_port
+from tests.integration.conftest import ROOT, TEST_LABEL, WAIT, free_tcp_port
 from tests.integration.test_attach import started
 
 pytestmark = pytest.mark.usefixtures("services")
@@ -42,12 +44,13 @@ async def served(image: str, **env: str) -> AsyncIterator[tuple[str, StdioServer
         endpoint.serve(server, shook)
         app = web.Application()
         endpoint.add_routes(app)
-        runner = web.AppRunner(app)
+        runner = web.AppRunner(app, handler_cancellation=True)
         await runner.setup()
         port = free_tcp_port()
         await web.TCPSite(runner, "127.0.0.1", port).start()
         yield f"http://127.0.0.1:{port}/mcp", server, (shook, own)
         assert "result" in await round_trip(server, own, shook)
+        await endpoint.gone()  # its sessions' streams end (clients may leave them open)
         reading.cancel()
     finally:
         if runner is not None:
@@ -130,4 +133,38 @@ async def test_the_sdk_1x_client_uses_either_server(
         said = await asyncio.to_thread(v1_client, mcp_server_v1_image, url)
         assert said[1:] == [["echo"], "from sdk 1.x"]
         assert said[0].startswith("20")  # the handshake revision it was answered with
+        assert not server.mux.pending
+
+
+@pytest.fixture(scope="module")
+def ts_client() -> str:
+    """client.mjs on the official TypeScript SDK, installed by its script when missing."""
+    done = subprocess.run(
+        [str(ROOT / "scripts" / "install-node-clients.sh")],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.strip()
+
+
+@pytest.mark.parametrize("server_image", ["mcp_server_image", "mcp_server_v1_image"])
+async def test_the_typescript_sdk_client_uses_either_server(
+    server_image: str, ts_client: str, request: pytest.FixtureRequest
+) -> None:
+    image = request.getfixturevalue(server_image)
+    async with served(image) as (url, server, _):
+
+        async def one(n: int) -> dict[str, Any]:
+            node = await asyncio.create_subprocess_exec(
+                "node", ts_client, url, f"ts client {n}",
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            out, err = await asyncio.wait_for(node.communicate(), WAIT)
+            assert node.returncode == 0, err.decode()[-3000:]
+            return dict(json.loads(out.decode().strip().splitlines()[-1]))
+
+        said = await asyncio.gather(*(one(n) for n in range(4)))
+        assert [(s["tools"], s["said"]) for s in said] == [
+            (["echo"], f"ts client {n}") for n in range(4)
+        ]
         assert not server.mux.pending

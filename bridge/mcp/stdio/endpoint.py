@@ -38,6 +38,7 @@ JSON, SSE = "application/json", "text/event-stream"
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND = -32700, -32600, -32601
 HANDSHAKE = ("initialize", "notifications/initialized")
 SESSION_HEADER = "Mcp-Session-Id"
+KEEP_ALIVE = 15.0  # seconds between comment lines on an idle GET stream
 STREAM_HEADERS = {"Content-Type": SSE, "Cache-Control": "no-cache"}
 
 
@@ -276,7 +277,14 @@ class StdioEndpoint:
         try:
             await response.prepare(request)
             while True:
-                await _event(response, await channel.queue.get())
+                try:
+                    said = await asyncio.wait_for(channel.queue.get(), KEEP_ALIVE)
+                except TimeoutError:
+                    # A comment line now and then: a client that went away is noticed
+                    # (the write fails) even where the server does not cancel handlers.
+                    await response.write(b": keep-alive\n\n")
+                    continue
+                await _event(response, said)
         except ConnectionResetError:
             return response
         finally:

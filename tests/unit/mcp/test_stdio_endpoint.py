@@ -278,3 +278,24 @@ async def test_progress_that_came_with_the_answer_is_streamed_before_it() -> Non
     assert events[3] == {"jsonrpc": "2.0", "id": 4, "result": {}}
     process.exit()
     await reading
+
+
+async def test_an_idle_session_stream_says_keep_alive_and_carries_list_changes(
+    world: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review finding: a GET stream whose client had gone lived on until the next
+    notification; a comment line now and then makes the write fail instead."""
+    monkeypatch.setattr("bridge.mcp.stdio.endpoint.KEEP_ALIVE", 0.05)
+    client, endpoint = world
+    sid = await session_of(client)
+    headers = {"Accept": "text/event-stream", "Mcp-Session-Id": sid}
+    async with client.get("/mcp", headers=headers) as response:
+        assert response.status == 200
+        assert await asyncio.wait_for(response.content.readline(), 5) == b": keep-alive\n"
+        process = endpoint.server._stream  # type: ignore[union-attr]
+        process.say({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
+        lines = []
+        while not lines or not lines[-1].startswith(b"data:"):
+            lines.append(await asyncio.wait_for(response.content.readline(), 5))
+        assert b"notifications/tools/list_changed" in lines[-1]
+    assert (await client.get("/mcp", headers={"Accept": "application/json"})).status == 406

@@ -17,45 +17,39 @@ else. While no process is attached, requests are answered 503 with a JSON-RPC er
 from __future__ import annotations
 
 import asyncio
-import hmac
 import itertools
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from bridge.mcp.stdio import eras
 from bridge.mcp.stdio.handshake import Handshake
+from bridge.mcp.stdio.http import (
+    HANDSHAKE,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    JSON,
+    KEEP_ALIVE,
+    METHOD_NOT_FOUND,
+    PARSE_ERROR,
+    PER_CONNECTION,
+    SESSION_HEADER,
+    SSE,
+    STREAM_HEADERS,
+    ServeRules,
+    event,
+    params_of,
+    refuse,
+    rpc_error,
+)
 from bridge.mcp.stdio.mux import PROCESS_ENDED, error
 from bridge.mcp.stdio.process import Channel, StdioServer
 from bridge.mcp.stdio.sessions import Session, Sessions, SessionsFull
+from bridge.mcp.stdio.shared import LEVELS, Shared
 from bridge.mcp.wire import HANDSHAKE_VERSIONS
-
-JSON, SSE = "application/json", "text/event-stream"
-PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND = -32700, -32600, -32601
-HANDSHAKE = ("initialize", "notifications/initialized")
-SESSION_HEADER = "Mcp-Session-Id"
-KEEP_ALIVE = 15.0  # seconds between comment lines on an idle GET stream
-STREAM_HEADERS = {"Content-Type": SSE, "Cache-Control": "no-cache"}
-
-
-@dataclass(frozen=True, slots=True)
-class ServeRules:
-    path: str = "/mcp"
-    max_message: int = 4 << 20  # BRIDGE_STDIO_MAX_MESSAGE
-    max_sessions: int = 1000  # BRIDGE_STDIO_MAX_SESSIONS
-    session_idle: float = 1800.0  # BRIDGE_STDIO_SESSION_IDLE
-    allowed_origins: frozenset[str] = frozenset()  # BRIDGE_ALLOWED_ORIGINS
-    token: str | None = None  # BRIDGE_SERVE_TOKEN_FILE's content
-
-
-def rpc_error(
-    status: int, code: int, message: str, rid: Any = None, **headers: str
-) -> web.Response:
-    return web.json_response(error(rid, code, message), status=status, headers=headers)
 
 
 class StdioEndpoint:
@@ -65,6 +59,7 @@ class StdioEndpoint:
         self.server: StdioServer | None = None
         self.shook: Handshake | None = None
         self._keys = itertools.count(1)
+        self.shared = Shared()
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post(self.rules.path, self.post)
@@ -78,6 +73,7 @@ class StdioEndpoint:
     async def gone(self) -> None:
         """The process ended: its handshake sessions end with it (their ids answer 404)."""
         self.server = self.shook = None
+        self.shared = Shared()  # the next process starts with nothing set
         for session in self.sessions.end_all():
             for stream in list(session.streams):
                 stream.cancel()
@@ -85,7 +81,7 @@ class StdioEndpoint:
     # ---- POST ---------------------------------------------------------------------------
 
     async def post(self, request: web.Request) -> web.StreamResponse:
-        refused = self._guard(request)
+        refused = refuse(request, self.rules)
         if refused is not None:
             return refused
         if request.content_type != JSON:
@@ -163,6 +159,8 @@ class StdioEndpoint:
             if isinstance(asker, tuple) and asker[0] == session.id:
                 await server.send(Channel(asker), message)
             return web.Response(status=202)
+        if message.get("method") in PER_CONNECTION and "id" in message:
+            return await self._per_connection(message, session, server, shook)
         if shook.era == "modern":
             if message.get("method") == "ping":  # 2026-07-28 has none: the bridge answers
                 return web.json_response({"jsonrpc": "2.0", "id": message.get("id"), "result": {}})
@@ -170,7 +168,7 @@ class StdioEndpoint:
             message = eras.to_modern_server(message, declared)
         if "id" not in message:
             # A cancellation names one of this session's requests, each on its own channel.
-            params = _params(message)
+            params = params_of(message)
             owner = server.mux.client_of(
                 params.get("requestId"), lambda key: isinstance(key, tuple) and key[0] == session.id
             )
@@ -182,11 +180,60 @@ class StdioEndpoint:
             request, message, server, key, session.capabilities, cancel=False
         )
 
+    async def _per_connection(
+        self, message: dict[str, Any], session: Session, server: StdioServer, shook: Handshake
+    ) -> web.Response:
+        """logging/setLevel and resources/(un)subscribe, shared out among the sessions."""
+        rid, method, params = message.get("id"), message.get("method"), params_of(message)
+        if method == "logging/setLevel":
+            level = params.get("level")
+            if level not in LEVELS:
+                return web.json_response(error(rid, INVALID_PARAMS, f"no log level {level!r}"))
+            ask = self.shared.set_level(session.id, str(level))
+            if ask is not None and shook.era == "handshake":
+                await self._ask(server, "logging/setLevel", {"level": ask})
+            return web.json_response({"jsonrpc": "2.0", "id": rid, "result": {}})
+        uri = params.get("uri")
+        if not isinstance(uri, str):
+            return web.json_response(error(rid, INVALID_PARAMS, f"{method} names a uri"))
+        first = method == "resources/subscribe" and self.shared.subscribe(session.id, uri)
+        last = method == "resources/unsubscribe" and self.shared.unsubscribe(session.id, uri)
+        if first or last:
+            answer = await self._ask(server, str(method), {"uri": uri})
+            if "error" in answer:  # the server refused: this session holds nothing
+                self.shared.unsubscribe(session.id, uri)
+                return web.json_response(dict(answer, id=rid))
+        return web.json_response({"jsonrpc": "2.0", "id": rid, "result": {}})
+
+    async def _ask(
+        self, server: StdioServer, method: str, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A request of the bridge's own, on a channel of its own."""
+        channel = server.open(("mcp-bridge", "shared", next(self._keys)))
+        try:
+            ask = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+            return await server.request(channel, ask)
+        finally:
+            await server.close(channel, cancel=False)
+
+    async def _session_ended(self, session: Session) -> None:
+        _end_streams(session)
+        server = self.server
+        if server is None:
+            return
+        await server.close(session.channel, cancel=False)
+        level, released = self.shared.forget(session.id)
+        if self.shook is not None and self.shook.era == "handshake":
+            if level is not None:
+                await self._ask(server, "logging/setLevel", {"level": level})
+            for uri in released:
+                await self._ask(server, "resources/unsubscribe", {"uri": uri})
+
     async def _initialize(
         self, message: dict[str, Any], server: StdioServer, shook: Handshake
     ) -> web.Response:
         rid = message.get("id")
-        params = _params(message)
+        params = params_of(message)
         requested = params.get("protocolVersion")
         try:
             result = eras.initialize_result(shook, requested)
@@ -197,8 +244,7 @@ class StdioEndpoint:
         caps = params.get("capabilities")
         caps = caps if isinstance(caps, dict) else {}
         for idle in self.sessions.idle_ones():
-            _end_streams(idle)
-            await server.close(idle.channel, cancel=False)
+            await self._session_ended(idle)
         try:
             session = self.sessions.new(
                 result["protocolVersion"],
@@ -239,13 +285,13 @@ class StdioEndpoint:
                 said = asyncio.ensure_future(channel.queue.get())
                 await asyncio.wait({asked, said}, return_when=asyncio.FIRST_COMPLETED)
                 if said.done():
-                    await _event(response, said.result())
+                    await event(response, said.result())
                 else:
                     said.cancel()
             while not channel.queue.empty():  # what came with the answer goes before it
-                await _event(response, channel.queue.get_nowait())
+                await event(response, channel.queue.get_nowait())
             answer = asked.result()
-            await _event(response, adapt(answer) if adapt else answer)
+            await event(response, adapt(answer) if adapt else answer)
             return response
         finally:
             if said is not None:
@@ -259,7 +305,7 @@ class StdioEndpoint:
 
     async def get(self, request: web.Request) -> web.StreamResponse:
         """A handshake session's stream: list changes and other news from the server."""
-        refused = self._guard(request)
+        refused = refuse(request, self.rules)
         if refused is not None:
             return refused
         if SSE not in request.headers.get("Accept", ""):
@@ -270,6 +316,8 @@ class StdioEndpoint:
         server = self.server
         if session is None or server is None:
             return rpc_error(404, -32001, "session not found")
+        if session.streams:  # each message goes out on one stream only, as the spec says
+            return rpc_error(409, INVALID_REQUEST, "this session's stream is already open")
         channel = server.open((session.id, "stream", next(self._keys)), listens=True)
         response = web.StreamResponse(headers=STREAM_HEADERS)
         task = asyncio.current_task()
@@ -284,7 +332,8 @@ class StdioEndpoint:
                     # (the write fails) even where the server does not cancel handlers.
                     await response.write(b": keep-alive\n\n")
                     continue
-                await _event(response, said)
+                if self.shared.wants(session.id, said):  # its log level, its subscriptions
+                    await event(response, said)
         except ConnectionResetError:
             return response
         finally:
@@ -292,45 +341,18 @@ class StdioEndpoint:
             await server.close(channel, cancel=False)
 
     async def delete(self, request: web.Request) -> web.Response:
-        refused = self._guard(request)
+        refused = refuse(request, self.rules)
         if refused is not None:
             return refused
         session = self.sessions.end(request.headers.get(SESSION_HEADER) or "")
         if session is None:
             return rpc_error(404, -32001, "session not found")
-        _end_streams(session)
-        if self.server is not None:
-            await self.server.close(session.channel, cancel=False)
+        await self._session_ended(session)
         return web.Response(status=200)
 
     # ---- who may ask --------------------------------------------------------------------
-
-    def _guard(self, request: web.Request) -> web.Response | None:
-        origin = request.headers.get("Origin")
-        if origin is not None and origin not in self.rules.allowed_origins:
-            return rpc_error(403, INVALID_REQUEST, f"Origin {origin!r} is not allowed")
-        token = self.rules.token
-        if token is not None:
-            given = request.headers.get("Authorization", "")
-            presented = given.encode("utf-8", "surrogateescape")  # as the header came
-            if not hmac.compare_digest(presented, f"Bearer {token}".encode()):
-                return rpc_error(
-                    401, INVALID_REQUEST, "a bearer token is required",
-                    **{"WWW-Authenticate": 'Bearer realm="mcp-bridge"'},
-                )  # fmt: skip
-        return None
-
-
-def _params(message: dict[str, Any]) -> dict[str, Any]:
-    params = message.get("params")
-    return params if isinstance(params, dict) else {}
 
 
 def _end_streams(session: Session) -> None:
     for stream in list(session.streams):
         stream.cancel()
-
-
-async def _event(response: web.StreamResponse, message: dict[str, Any]) -> None:
-    data = json.dumps(message, separators=(",", ":"))
-    await response.write(f"event: message\ndata: {data}\n\n".encode())

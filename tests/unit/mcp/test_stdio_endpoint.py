@@ -299,3 +299,52 @@ async def test_an_idle_session_stream_says_keep_alive_and_carries_list_changes(
             lines.append(await asyncio.wait_for(response.content.readline(), 5))
         assert b"notifications/tools/list_changed" in lines[-1]
     assert (await client.get("/mcp", headers={"Accept": "application/json"})).status == 406
+
+
+async def test_log_levels_and_subscriptions_are_shared_out_among_sessions(world: Any) -> None:
+    client, endpoint = world
+    a, b = await session_of(client), await session_of(client)
+    seen = endpoint.server._stream.seen  # type: ignore[union-attr]
+
+    async def ask(sid: str, method: str, **params: Any) -> Any:
+        body = {"jsonrpc": "2.0", "id": 9, "method": method, "params": params}
+        status, answer, _ = await post(client, body, **{"Mcp-Session-Id": sid})
+        assert status == 200 and answer == {"jsonrpc": "2.0", "id": 9, "result": {}}, answer
+
+    await ask(a, "logging/setLevel", level="error")
+    await ask(b, "logging/setLevel", level="info")
+    await ask(a, "logging/setLevel", level="warning")  # info still wanted: nothing sent
+    await ask(a, "resources/subscribe", uri="file:///x")
+    await ask(b, "resources/subscribe", uri="file:///x")
+    await ask(a, "resources/unsubscribe", uri="file:///x")
+    sent = [
+        (m["method"], m["params"])
+        for m in seen
+        if m.get("method", "").startswith(("logging", "resources"))
+    ]
+    assert sent == [
+        ("logging/setLevel", {"level": "error"}),
+        ("logging/setLevel", {"level": "info"}),
+        ("resources/subscribe", {"uri": "file:///x"}),
+    ]
+    assert (await client.delete("/mcp", headers={"Mcp-Session-Id": b})).status == 200
+    sent = [
+        (m["method"], m["params"])
+        for m in seen
+        if m.get("method", "").startswith(("logging", "resources"))
+    ]
+    assert sent[-2:] == [
+        ("logging/setLevel", {"level": "warning"}),
+        ("resources/unsubscribe", {"uri": "file:///x"}),
+    ]
+
+
+async def test_one_stream_per_session(world: Any) -> None:
+    client, _ = world
+    sid = await session_of(client)
+    headers = {"Accept": "text/event-stream", "Mcp-Session-Id": sid}
+    async with client.get("/mcp", headers=headers) as first:
+        assert first.status == 200
+        await asyncio.sleep(0.05)
+        second = await client.get("/mcp", headers=headers)
+        assert second.status == 409

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from bridge.mcp.stdio.handshake import Handshake, handshake, own_channel, round_trip
+from bridge.mcp.stdio.http import PER_CONNECTION
 from bridge.mcp.stdio.lines import encode
 from bridge.mcp.stdio.mux import PROCESS_ENDED, TIMED_OUT
 from bridge.mcp.stdio.process import StdioServer
@@ -51,8 +52,11 @@ class FakeProcess:
 
 
 def echo_server(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """tools/call answered with its own params; the per-connection requests with {}."""
     if "id" in message and message.get("method") == "tools/call":
         return [{"jsonrpc": "2.0", "id": message["id"], "result": message["params"]}]
+    if "id" in message and message.get("method") in PER_CONNECTION:
+        return [{"jsonrpc": "2.0", "id": message["id"], "result": {}}]
     return []
 
 

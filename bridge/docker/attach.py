@@ -134,6 +134,12 @@ class Attached:
         self._writer.close()
         with contextlib.suppress(OSError, ssl.SSLError, asyncio.TimeoutError):
             await asyncio.wait_for(self._writer.wait_closed(), 2.0)
+        self.abort()  # still open: unsent data held it (close waits to send it first)
+
+    def abort(self) -> None:
+        """Drop the connection now, unsent data and all: a closed transport with data it
+        cannot send would wait for the peer forever, and the reader with it."""
+        self._writer.transport.abort()
 
 
 async def attach(endpoint: Endpoint, container_id: str) -> Attached:

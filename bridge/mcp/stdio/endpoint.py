@@ -60,6 +60,7 @@ class StdioEndpoint:
         self.shook: Handshake | None = None
         self._keys = itertools.count(1)
         self.shared = Shared()
+        self._background: set[asyncio.Task[None]] = set()  # asks of ended sessions
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post(self.rules.path, self.post)
@@ -131,6 +132,9 @@ class StdioEndpoint:
             return web.json_response(error(rid, METHOD_NOT_FOUND, why), status=404)
         adapt = None
         if shook.era == "handshake":
+            if method in PER_CONNECTION:  # shared among the handshake sessions (shared.py)
+                why = f"{method} is shared by this server's sessions: use the handshake era"
+                return web.json_response(error(rid, METHOD_NOT_FOUND, why), status=404)
             if message.get("method") == "server/discover":
                 result = eras.discover_result(shook)
                 return web.json_response({"jsonrpc": "2.0", "id": rid, "result": result})
@@ -161,10 +165,12 @@ class StdioEndpoint:
             return web.Response(status=202)
         if message.get("method") in PER_CONNECTION and "id" in message:
             return await self._per_connection(message, session, server, shook)
+        streams = SSE in request.headers.get("Accept", "")
         if shook.era == "modern":
             if message.get("method") == "ping":  # 2026-07-28 has none: the bridge answers
                 return web.json_response({"jsonrpc": "2.0", "id": message.get("id"), "result": {}})
-            declared: dict[str, Any] = {name: {} for name in session.capabilities}
+            # Only a streamed answer can carry a server request back to the client.
+            declared: dict[str, Any] = {n: {} for n in session.capabilities} if streams else {}
             message = eras.to_modern_server(message, declared)
         if "id" not in message:
             # A cancellation names one of this session's requests, each on its own channel.
@@ -185,13 +191,18 @@ class StdioEndpoint:
     ) -> web.Response:
         """logging/setLevel and resources/(un)subscribe, shared out among the sessions."""
         rid, method, params = message.get("id"), message.get("method"), params_of(message)
+        if shook.era == "modern":  # 2026-07-28 has neither: levels and listens go per request
+            return web.json_response(error(rid, METHOD_NOT_FOUND, f"{method}: not in 2026-07-28"))
         if method == "logging/setLevel":
             level = params.get("level")
             if level not in LEVELS:
                 return web.json_response(error(rid, INVALID_PARAMS, f"no log level {level!r}"))
             ask = self.shared.set_level(session.id, str(level))
-            if ask is not None and shook.era == "handshake":
-                await self._ask(server, "logging/setLevel", {"level": ask})
+            if ask is not None:
+                answer = await self._ask(server, "logging/setLevel", {"level": ask})
+                if "error" in answer:  # refused: asked again next time
+                    self.shared.sent_level = None
+                    return web.json_response(dict(answer, id=rid))
             return web.json_response({"jsonrpc": "2.0", "id": rid, "result": {}})
         uri = params.get("uri")
         if not isinstance(uri, str):
@@ -200,8 +211,8 @@ class StdioEndpoint:
         last = method == "resources/unsubscribe" and self.shared.unsubscribe(session.id, uri)
         if first or last:
             answer = await self._ask(server, str(method), {"uri": uri})
-            if "error" in answer:  # the server refused: this session holds nothing
-                self.shared.unsubscribe(session.id, uri)
+            if "error" in answer:  # refused: nobody holds it (the sessions that joined
+                self.shared.subscribers.pop(uri, None)  # meanwhile get no updates either)
                 return web.json_response(dict(answer, id=rid))
         return web.json_response({"jsonrpc": "2.0", "id": rid, "result": {}})
 
@@ -217,17 +228,25 @@ class StdioEndpoint:
             await server.close(channel, cancel=False)
 
     async def _session_ended(self, session: Session) -> None:
+        """Its streams and channel closed, its level and subscriptions let go of, at once;
+        what the server must hear of it is asked in the background, not in the way of the
+        request that ended the session (a hung server would hold it)."""
         _end_streams(session)
         server = self.server
+        level, released = self.shared.forget(session.id)
         if server is None:
             return
         await server.close(session.channel, cancel=False)
-        level, released = self.shared.forget(session.id)
-        if self.shook is not None and self.shook.era == "handshake":
-            if level is not None:
-                await self._ask(server, "logging/setLevel", {"level": level})
-            for uri in released:
-                await self._ask(server, "resources/unsubscribe", {"uri": uri})
+        asks = [("logging/setLevel", {"level": level})] if level is not None else []
+        asks += [("resources/unsubscribe", {"uri": uri}) for uri in released]
+        if asks:
+            task = asyncio.create_task(self._ask_all(server, asks))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _ask_all(self, server: StdioServer, asks: list[tuple[str, dict[str, Any]]]) -> None:
+        for method, params in asks:
+            await self._ask(server, method, params)
 
     async def _initialize(
         self, message: dict[str, Any], server: StdioServer, shook: Handshake

@@ -245,7 +245,7 @@ class Mux:
     def _server_request(self, message: dict[str, Any]) -> Outcome:
         method = str(message.get("method"))
         needed = CLIENT_CAPABILITY.get(method)
-        askers = {p.client for p in self.pending.values() if p.client != BRIDGE_KEY}
+        askers = {p.client for p in self.pending.values() if not _bridges(p.client)}
         if method == "ping":
             return Outcome(to_server=[{"jsonrpc": "2.0", "id": message["id"], "result": {}}])
         if needed is None:
@@ -309,6 +309,11 @@ def _cancelled(our_id: str, why: str) -> dict[str, Any]:
         "method": "notifications/cancelled",
         "params": {"requestId": our_id, "reason": why},
     }
+
+
+def _bridges(client: ClientKey) -> bool:
+    """The bridge's own channels (its handshake, health check, shared requests)."""
+    return isinstance(client, tuple) and client[:1] == BRIDGE_KEY[:1]
 
 
 def _failed(pending: Pending, code: int, why: str) -> Delivery:

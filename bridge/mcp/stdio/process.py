@@ -52,6 +52,8 @@ class Stream(Protocol):
 
     async def close(self) -> None: ...
 
+    def abort(self) -> None: ...
+
 
 @dataclass(eq=False)
 class Channel:
@@ -200,16 +202,17 @@ class StdioServer:
 
     async def _write_loop(self) -> None:
         while True:
-            data = await self._outbox.get()
+            pieces = [await self._outbox.get()]
             while not self._outbox.empty():  # what queued meanwhile goes in the same write
-                data += self._outbox.get_nowait()
+                pieces.append(self._outbox.get_nowait())
             try:
                 async with asyncio.timeout(WRITE_WAIT):
-                    await self._stream.write(data)
+                    await self._stream.write(b"".join(pieces))
             except (TimeoutError, ConnectionError, OSError):
-                # Stuck or broken: the process is as good as gone. Closing the attach ends
-                # the reader, which answers everyone still waiting.
-                await self._stream.close()
+                # Stuck or broken: the process is as good as gone. Aborting the attach (a
+                # close would wait to send what is stuck) ends the reader, which answers
+                # everyone still waiting.
+                self._stream.abort()
                 return
 
     # ---- delivering -------------------------------------------------------------------

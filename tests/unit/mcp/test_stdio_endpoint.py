@@ -328,11 +328,15 @@ async def test_log_levels_and_subscriptions_are_shared_out_among_sessions(world:
         ("resources/subscribe", {"uri": "file:///x"}),
     ]
     assert (await client.delete("/mcp", headers={"Mcp-Session-Id": b})).status == 200
-    sent = [
-        (m["method"], m["params"])
-        for m in seen
-        if m.get("method", "").startswith(("logging", "resources"))
-    ]
+    for _ in range(100):  # asked in the background, not in the DELETE's way
+        sent = [
+            (m["method"], m["params"])
+            for m in seen
+            if m.get("method", "").startswith(("logging", "resources"))
+        ]
+        if len(sent) == 5:
+            break
+        await asyncio.sleep(0.02)
     assert sent[-2:] == [
         ("logging/setLevel", {"level": "warning"}),
         ("resources/unsubscribe", {"uri": "file:///x"}),
@@ -348,3 +352,15 @@ async def test_one_stream_per_session(world: Any) -> None:
         await asyncio.sleep(0.05)
         second = await client.get("/mcp", headers=headers)
         assert second.status == 409
+
+
+async def test_shared_requests_stay_off_the_modern_path_to_a_handshake_server(world: Any) -> None:
+    """Review finding: a 2026-07-28 setLevel or unsubscribe reached a handshake server
+    past the sharing, acting for every session."""
+    client, endpoint = world
+    for method in ("logging/setLevel", "resources/unsubscribe"):
+        headers = {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": method}
+        status, body, _ = await post(client, modern(method), **headers)
+        assert (status, body["error"]["code"]) == (404, -32601)
+    seen = endpoint.server._stream.seen  # type: ignore[union-attr]
+    assert not [m for m in seen if str(m.get("method")).startswith(("logging", "resources"))]

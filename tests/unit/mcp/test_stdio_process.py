@@ -50,6 +50,9 @@ class FakeProcess:
     async def close(self) -> None:
         pass
 
+    def abort(self) -> None:
+        self.exit()
+
 
 def echo_server(message: dict[str, Any]) -> list[dict[str, Any]]:
     """tools/call answered with its own params; the per-connection requests with {}."""
@@ -196,7 +199,7 @@ class StuckStdin(FakeProcess):
         await asyncio.Event().wait()
 
     async def close(self) -> None:
-        self.exit()
+        pass  # as a real transport with unsent data: a close does not end the reader
 
 
 async def test_a_server_that_stops_reading_cannot_stall_anyone(

@@ -41,11 +41,10 @@ from bridge.mcp.stdio.http import (
     STREAM_HEADERS,
     ServeRules,
     event,
-    params_of,
     refuse,
     rpc_error,
 )
-from bridge.mcp.stdio.mux import PROCESS_ENDED, error
+from bridge.mcp.stdio.mux import PROCESS_ENDED, error, params_of
 from bridge.mcp.stdio.process import Channel, StdioServer
 from bridge.mcp.stdio.sessions import Session, Sessions, SessionsFull
 from bridge.mcp.stdio.shared import LEVELS, Shared
@@ -115,10 +114,7 @@ class StdioEndpoint:
         try:
             eras.check_modern(message, {k.lower(): v for k, v in request.headers.items()})
         except eras.Unsupported as exc:
-            body = error(rid, exc.code, exc.message)
-            if exc.data is not None:
-                body["error"]["data"] = exc.data
-            return web.json_response(body, status=400)
+            return web.json_response(exc.answer(rid), status=400)
         method = message.get("method")
         if "id" not in message:
             # 2026-07-28 cancels by closing the response, and has no handshake: a client's
@@ -254,12 +250,7 @@ class StdioEndpoint:
         rid = message.get("id")
         params = params_of(message)
         requested = params.get("protocolVersion")
-        try:
-            result = eras.initialize_result(shook, requested)
-        except eras.Unsupported as exc:
-            body = error(rid, exc.code, exc.message)
-            body["error"]["data"] = exc.data
-            return web.json_response(body, status=400)
+        result = eras.initialize_result(shook, requested)
         caps = params.get("capabilities")
         caps = caps if isinstance(caps, dict) else {}
         for idle in self.sessions.idle_ones():

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from bridge.mcp.stdio.handshake import Handshake
+from bridge.mcp.stdio.mux import error
 from bridge.mcp.wire import (
     CLIENT_CAPABILITIES_KEY,
     CLIENT_INFO,
@@ -40,6 +41,13 @@ class Unsupported(Exception):
     def __init__(self, code: int, message: str, data: Any = None) -> None:
         super().__init__(message)
         self.code, self.message, self.data = code, message, data
+
+    def answer(self, rid: Any) -> dict[str, Any]:
+        """The JSON-RPC error answer, with its data (the supported versions) when any."""
+        body = error(rid, self.code, self.message)
+        if self.data is not None:
+            body["error"]["data"] = self.data
+        return body
 
 
 def initialize_result(shook: Handshake, requested: Any) -> dict[str, Any]:

@@ -57,11 +57,6 @@ def refuse(request: web.Request, rules: ServeRules) -> web.Response | None:
     return None
 
 
-def params_of(message: dict[str, Any]) -> dict[str, Any]:
-    params = message.get("params")
-    return params if isinstance(params, dict) else {}
-
-
 async def event(response: web.StreamResponse, message: dict[str, Any]) -> None:
     data = json.dumps(message, separators=(",", ":"))
     await response.write(f"event: message\ndata: {data}\n\n".encode())

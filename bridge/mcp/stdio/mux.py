@@ -170,7 +170,7 @@ class Mux:
         """A client's notification. A cancellation names the client's id: it is rewritten
         to ours, and dropped when that request is not (or no longer) pending."""
         if message.get("method") == "notifications/cancelled":
-            params = _params(message)
+            params = params_of(message)
             for our_id, pending in self.pending.items():
                 if pending.client == client and pending.client_id == params.get("requestId"):
                     self._forget(our_id)
@@ -214,7 +214,7 @@ class Mux:
         return Outcome(to_clients=[Delivery(pending.client, answer)], done=[pending.client])
 
     def _notification(self, message: dict[str, Any]) -> Outcome:
-        params = _params(message)
+        params = params_of(message)
         if message.get("method") == "notifications/progress":
             our_id = self._progress.get(str(params.get("progressToken")))
             pending = self.pending.get(our_id) if our_id else None
@@ -320,6 +320,6 @@ def _failed(pending: Pending, code: int, why: str) -> Delivery:
     return Delivery(pending.client, error(pending.client_id, code, why))
 
 
-def _params(message: dict[str, Any]) -> dict[str, Any]:
+def params_of(message: dict[str, Any]) -> dict[str, Any]:
     params = message.get("params")
     return params if isinstance(params, dict) else {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ from bridge.mcp.stdio.endpoint import ServeRules, StdioEndpoint
 from bridge.mcp.stdio.handshake import Handshake
 from bridge.mcp.stdio.process import StdioServer
 from bridge.mcp.wire import CLIENT_CAPABILITIES_KEY, PROTOCOL_VERSION_KEY
-from tests.unit.mcp.test_stdio_process import FakeProcess, echo_server
+from tests.unit.mcp.test_stdio_process import FakeProcess, Handler, echo_server
 
 SHOOK = Handshake(
     "handshake",
@@ -39,13 +40,15 @@ def call(rid: int = 2, **params: Any) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": params}
 
 
-@pytest.fixture
-async def world(request: pytest.FixtureRequest) -> AsyncIterator[tuple[TestClient, StdioEndpoint]]:
-    rules = getattr(request, "param", ServeRules())
-    process = FakeProcess(echo_server)
+@asynccontextmanager
+async def serving(
+    handle: Handler, rules: ServeRules | None = None
+) -> AsyncIterator[tuple[TestClient, StdioEndpoint]]:
+    """An endpoint over an in-memory server that answers as `handle` says."""
+    process = FakeProcess(handle)
     server = StdioServer(process, max_message=1 << 20, request_timeout=30)
     reading = asyncio.create_task(server.run())
-    endpoint = StdioEndpoint(rules)
+    endpoint = StdioEndpoint(rules or ServeRules())
     endpoint.serve(server, SHOOK)
     app = web.Application()
     endpoint.add_routes(app)
@@ -53,6 +56,12 @@ async def world(request: pytest.FixtureRequest) -> AsyncIterator[tuple[TestClien
         yield client, endpoint
     process.exit()
     await reading
+
+
+@pytest.fixture
+async def world(request: pytest.FixtureRequest) -> AsyncIterator[tuple[TestClient, StdioEndpoint]]:
+    async with serving(echo_server, getattr(request, "param", None)) as served:
+        yield served
 
 
 async def post(client: TestClient, body: Any, **headers: str) -> tuple[int, Any, Any]:
@@ -188,14 +197,10 @@ async def test_nothing_is_served_while_no_process_is_attached(world: Any) -> Non
 async def test_a_cancelled_request_ends_its_own_response() -> None:
     """Review finding: a client's notifications/cancelled removed the pending entry but
     left its POST waiting forever."""
-    process = FakeProcess(lambda m: [])  # never answers
-    server = StdioServer(process, max_message=1 << 20, request_timeout=300)
-    reading = asyncio.create_task(server.run())
-    endpoint = StdioEndpoint(ServeRules())
-    endpoint.serve(server, SHOOK)
-    app = web.Application()
-    endpoint.add_routes(app)
-    async with TestClient(TestServer(app)) as client:
+    async with serving(lambda m: []) as (client, endpoint):  # a server that never answers
+        server = endpoint.server
+        assert server is not None
+        process = server._stream  # type: ignore[attr-defined]
         sid = await session_of(client)
         waiting = asyncio.create_task(post(client, call(5), **{"Mcp-Session-Id": sid}))
         await asyncio.sleep(0.1)
@@ -206,8 +211,6 @@ async def test_a_cancelled_request_ends_its_own_response() -> None:
         sent = [m for m in process.seen if m.get("method") == "notifications/cancelled"]
         assert sent and sent[0]["params"]["requestId"] == process.seen[0]["id"]
         assert not server.mux.pending and len(server.mux.clients) == 1  # the session's own
-    process.exit()
-    await reading
 
 
 async def test_initialize_in_the_modern_era_never_reaches_the_server(world: Any) -> None:
@@ -254,14 +257,7 @@ async def test_progress_that_came_with_the_answer_is_streamed_before_it() -> Non
         ]  # fmt: skip
         return [*notes, {"jsonrpc": "2.0", "id": message["id"], "result": {}}]
 
-    process = FakeProcess(with_progress)
-    server = StdioServer(process, max_message=1 << 20, request_timeout=30)
-    reading = asyncio.create_task(server.run())
-    endpoint = StdioEndpoint(ServeRules())
-    endpoint.serve(server, SHOOK)
-    app = web.Application()
-    endpoint.add_routes(app)
-    async with TestClient(TestServer(app)) as client:
+    async with serving(with_progress) as (client, _):
         sid = await session_of(client)
         body = call(4, _meta={"progressToken": "p"})
         headers = {**JSON_ONLY, "Accept": "application/json, text/event-stream"}
@@ -276,8 +272,6 @@ async def test_progress_that_came_with_the_answer_is_streamed_before_it() -> Non
     assert [e.get("params", {}).get("progress") for e in events[:3]] == [1, 2, 3]
     assert {e["params"]["progressToken"] for e in events[:3]} == {"p"}
     assert events[3] == {"jsonrpc": "2.0", "id": 4, "result": {}}
-    process.exit()
-    await reading
 
 
 async def test_an_idle_session_stream_says_keep_alive_and_carries_list_changes(

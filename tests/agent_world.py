@@ -15,7 +15,7 @@ from bridge.loop.agent import Agent
 from bridge.mcp.checks import CheckRunner
 from bridge.pool.allocator import BindTest, always_free
 from tests.builders import NODE, make_settings
-from tests.fakes import FakeConsul, FakeDocker, FakeForwarders, settle
+from tests.fakes import FakeConsul, FakeDocker, FakeForwarders, FakeStdio, settle
 
 NO_CHECK = {"mcp.check": "none"}
 STALE_AFTER = 60.0
@@ -36,6 +36,7 @@ class World:
     consul: FakeConsul
     forwarders: FakeForwarders
     clock: Clock
+    stdio: FakeStdio
 
     def run(self, name: str, **kw: Any) -> ContainerEvent:
         kw.setdefault("labels", NO_CHECK)
@@ -85,7 +86,7 @@ async def make_world(
     """`is_free`: the agent's bind test (every port free unless a test says otherwise);
     `checks`: what makes its check runner (one with a fake prober, say)."""
     docker, consul = docker or FakeDocker(), consul or FakeConsul(NODE)
-    forwarders, clock = FakeForwarders(), Clock()
+    forwarders, clock, stdio = FakeForwarders(), Clock(), FakeStdio()
     values = {
         "state_file": str(tmp_path / "state" / "state.db"),
         "port_range": "11100-11103",
@@ -99,10 +100,11 @@ async def make_world(
         docker=docker,
         consul=consul,
         forwarders=forwarders,
+        stdio=stdio,
         checks=checks,
         clock=clock,
         is_free=is_free,
     )
     await agent.start()
     agent.view.docker_connected = True  # the watch says so in a running agent
-    return World(agent, docker, consul, forwarders, clock)
+    return World(agent, docker, consul, forwarders, clock, stdio)

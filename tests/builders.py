@@ -6,7 +6,14 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from bridge.core.config import Settings, load_settings
-from bridge.core.model import MANAGED_BY, Container, PortBinding, Registration, service_id
+from bridge.core.model import (
+    MANAGED_BY,
+    Container,
+    PortBinding,
+    Registration,
+    Stdin,
+    service_id,
+)
 
 NODE = "n1"
 ADVERTISE = "10.0.0.5"
@@ -43,6 +50,7 @@ def make_container(
     cid: str = "c0ffee00c0ffee00",
     image: str = "example/mcp:1",
     health: str | None = None,
+    stdin: Stdin | None = None,
 ) -> Container:
     return Container(
         id=cid,
@@ -54,6 +62,7 @@ def make_container(
         published=dict(published or {}),
         networks={"bridge": CONTAINER_IP} if networks is None else dict(networks),
         health=health,
+        stdin=stdin,
     )
 
 

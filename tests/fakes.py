@@ -24,6 +24,8 @@ from bridge.core.model import (
     ForwardTarget,
     KVEntry,
     Registration,
+    Stdin,
+    StdioTarget,
 )
 from bridge.core.protocols import (
     ConsulRejected,
@@ -51,6 +53,7 @@ class FakeDocker:
         self.queue: EventQueue | None = None
         self.down: str | None = None
         self.listings: list[frozenset[str] | None] = []  # what each list() asked for
+        self.inspected: list[str] = []  # the ids stdin_of() was asked for
         self.engine = EngineVersion("20.10.24", "1.41")
         self._ids = itertools.count(1)
 
@@ -61,7 +64,23 @@ class FakeDocker:
             raise DockerUnavailable(self.down)
         wanted = None if ids is None else frozenset(ids)
         self.listings.append(wanted)
-        return [c for cid, c in self.containers.items() if wanted is None or cid in wanted]
+        # As a listing row: without the stdin settings, which only an inspect gives.
+        return [
+            dataclasses.replace(c, stdin=None)
+            for cid, c in self.containers.items()
+            if wanted is None or cid in wanted
+        ]
+
+    async def stdin_of(self, ids: Iterable[str]) -> dict[str, Stdin]:
+        if self.down:
+            raise DockerUnavailable(self.down)
+        found = {}
+        for cid in ids:
+            self.inspected.append(cid)
+            c = self.containers.get(cid)
+            if c is not None:
+                found[cid] = c.stdin or Stdin(open=False, tty=False, once=False)
+        return found
 
     async def events(self, queue: EventQueue) -> FakeStream:
         if self.down:
@@ -274,6 +293,35 @@ class FakeConsul:
 
     async def close(self) -> None:
         pass
+
+
+class FakeStdio:
+    """Served stdio servers by service id; a port in `taken` cannot be bound. Nothing is
+    attached, so their checks say so (the real set is proven in the stdio suites)."""
+
+    def __init__(self) -> None:
+        self.open: dict[str, StdioTarget] = {}
+        self.taken: set[int] = set()
+        self.served: dict[str, Any] = {}
+
+    async def sync(
+        self, desired: Mapping[str, StdioTarget], scope: Collection[str] | None = None
+    ) -> dict[str, str]:
+        considered = list(self.open) if scope is None else [s for s in scope if s in self.open]
+        for sid in considered:
+            if sid not in desired:
+                del self.open[sid]
+        errors = {}
+        for sid, target in desired.items():
+            if target.listen_port in self.taken:
+                errors[sid] = f"cannot listen on 0.0.0.0:{target.listen_port}: address in use"
+                self.open.pop(sid, None)
+            else:
+                self.open[sid] = target
+        return errors
+
+    async def close(self) -> None:
+        self.open.clear()
 
 
 class FakeForwarders:

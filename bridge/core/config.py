@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    ByteSize,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bridge.core.access import parse_networks
@@ -76,6 +84,17 @@ def _parse_allow(value: Any) -> tuple[str, ...]:
     return tuple(str(n) for n in parse_networks(str(value)))
 
 
+def _parse_origins(value: Any) -> tuple[str, ...]:
+    if isinstance(value, tuple):
+        return value
+    origins = tuple(o.strip().rstrip("/") for o in str(value).split(",") if o.strip())
+    for origin in origins:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path:
+            raise ValueError(f"{origin!r} is not an origin such as https://app.example.com")
+    return origins
+
+
 _NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
 
@@ -133,6 +152,15 @@ class Settings(BaseSettings):
     kv_prefix: str = "mcp-bridge"
     log_format: LogFormat = LogFormat.CONSOLE
     log_level: LogLevel = LogLevel.INFO
+    # Served stdio servers (mcp/stdio/): limits, and who may use the endpoints.
+    stdio_max_message: ByteSize = Field(ByteSize(4 << 20), ge=1024)
+    stdio_request_timeout: Duration = 300.0
+    stdio_max_sessions: int = Field(1000, ge=1)
+    stdio_session_idle: Duration = 1800.0
+    allowed_origins: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_parse_origins)] = ()
+    serve_token_file: Path | None = None
+    serve_tls_cert: Path | None = None
+    serve_tls_key: Path | None = None
 
     @field_validator("consul_url")
     @classmethod
@@ -149,7 +177,9 @@ class Settings(BaseSettings):
             raise ValueError("expected 1-63 characters of letters, digits, '.', '_' or '-'")
         return value
 
-    @field_validator("resync_interval", "tools_interval")
+    @field_validator(
+        "resync_interval", "tools_interval", "stdio_request_timeout", "stdio_session_idle"
+    )
     @classmethod
     def _positive(cls, value: float) -> float:
         if value <= 0:
@@ -199,6 +229,14 @@ class Settings(BaseSettings):
             check_tiers(value, span)
         return value
 
+    @model_validator(mode="after")
+    def _serve_tls_pair(self) -> Settings:
+        if (self.serve_tls_cert is None) != (self.serve_tls_key is None):
+            raise ValueError(
+                "BRIDGE_SERVE_TLS_CERT and BRIDGE_SERVE_TLS_KEY go together: set both or neither"
+            )
+        return self
+
     @property
     def tier_layout(self) -> TierLayout:
         """The range cut into BRIDGE_PORT_TIERS and the untiered rest."""
@@ -229,8 +267,11 @@ def load_settings(env_file: str | Path | None = None, **overrides: Any) -> Setti
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
-            field = str(error["loc"][0]) if error["loc"] else "?"
             message = error["msg"].removeprefix("Value error, ")
+            if not error["loc"]:  # a rule over several settings: the message names them
+                lines.append(f"invalid settings: {message}")
+                continue
+            field = str(error["loc"][0])
             lines.append(
                 f"invalid setting {_variable_for(field)}={error.get('input')!s:.200}: {message}"
             )

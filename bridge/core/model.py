@@ -103,6 +103,18 @@ class CheckKind(enum.StrEnum):
 class Transport(enum.StrEnum):
     STREAMABLE_HTTP = "streamable-http"
     SSE = "sse"
+    STDIO = "stdio"  # stdin/stdout of the container's process, served by the bridge
+
+
+@dataclass(frozen=True, slots=True)
+class Stdin:
+    """How a container was created with respect to stdin, from its inspect: what decides
+    whether the bridge can serve it over stdio. Fixed at creation, so read once per
+    container id (the listing does not carry it)."""
+
+    open: bool  # OpenStdin: `docker run -i`, compose `stdin_open: true`
+    tty: bool  # Tty: `-t`; a terminal mangles the JSON lines
+    once: bool  # StdinOnce: the first attach to detach would close the server's stdin
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +136,8 @@ class Container:
     published: Mapping[int, tuple[PortBinding, ...]]  # container TCP port -> host bindings
     networks: Mapping[str, str]  # network name -> the container's IP on it ("" if none)
     health: str | None = None  # healthy / unhealthy / starting, from a HEALTHCHECK
+    # From one inspect, for the containers whose transport may be stdio; None: not read.
+    stdin: Stdin | None = None
 
     @property
     def running(self) -> bool:
@@ -145,7 +159,7 @@ class ServiceSpec:
 
     container: Container
     name: str  # Consul service name
-    port: int  # the container port the MCP server listens on
+    port: int  # the container port the MCP server listens on; 0 for stdio
     expose: ExposeMode  # never AUTO here: resolved from what the container publishes
     host_port: int | None  # preferred pool port (proxy mode)
     network: str | None  # the network whose address to use (internal, proxy); None if none
@@ -242,6 +256,18 @@ class ForwardTarget:
     access: Access = field(default_factory=Access)
 
 
+@dataclass(frozen=True, slots=True)
+class StdioTarget:
+    """One stdio service as the bridge serves it: its pool port, and the container whose
+    process it attaches to (by id: a re-created container is another process)."""
+
+    listen_port: int
+    container_id: str
+    container: str  # the name, for logs
+    path: str
+    access: Access = field(default_factory=Access)
+
+
 @dataclass(slots=True)
 class ForwarderCounters:
     active: int = 0
@@ -267,6 +293,7 @@ class CheckTarget:
     interval: float
     timeout: float
     tools: bool = True  # keep the server's tool inventory (label mcp.tools)
+    stdio: bool = False  # probed in-process through the attached stdio server
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,8 @@ from bridge.core.model import (
     ForwardTarget,
     KVEntry,
     Registration,
+    Stdin,
+    StdioTarget,
 )
 
 
@@ -55,6 +57,10 @@ class DockerAPI(Protocol):
         ...
 
     async def version(self) -> EngineVersion: ...
+
+    async def stdin_of(self, ids: Iterable[str]) -> dict[str, Stdin]:
+        """How these containers were created with respect to stdin (gone ones left out)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -118,5 +124,17 @@ class ForwarderSetAPI(Protocol):
         ...
 
     def counters(self) -> dict[str, ForwarderCounters]: ...
+
+    async def close(self) -> None: ...
+
+
+class StdioSetAPI(Protocol):
+    """The stdio servers the bridge attaches to and serves (mcp/stdio/served.py)."""
+
+    async def sync(
+        self, desired: Mapping[str, StdioTarget], scope: Collection[str] | None = None
+    ) -> dict[str, str]:
+        """Serve exactly `desired` (within `scope`); service id -> error for failures."""
+        ...
 
     async def close(self) -> None: ...

@@ -22,6 +22,8 @@ from bridge.core.model import (
     LabelError,
     Registration,
     ServiceSpec,
+    StdioTarget,
+    Transport,
     check_id,
     parse_service_id,
     service_id,
@@ -186,7 +188,22 @@ def forward_targets(services: Iterable[ManagedService]) -> dict[str, ForwardTarg
             m.registration.port, m.spec.address or "", m.spec.port, m.spec.access
         )
         for m in services
-        if m.spec.expose is ExposeMode.PROXY
+        if m.spec.expose is ExposeMode.PROXY and m.spec.transport is not Transport.STDIO
+    }
+
+
+def stdio_targets(services: Iterable[ManagedService]) -> dict[str, StdioTarget]:
+    """The stdio servers to serve, each on its pool port."""
+    return {
+        m.registration.service_id: StdioTarget(
+            m.registration.port,
+            m.spec.container.id,
+            m.spec.container.name,
+            m.spec.path,
+            m.spec.access,
+        )
+        for m in services
+        if m.spec.transport is Transport.STDIO
     }
 
 
@@ -218,10 +235,11 @@ def check_targets(
             check_id=check_id(reg.service_id, kind),
             kind=kind,
             url=_probe_url(m),
-            transport=spec.transport.value,
+            transport=reg.meta.get("transport", spec.transport.value),
             interval=spec.check.interval,
             timeout=spec.check.timeout,
             tools=spec.tools,
+            stdio=spec.transport is Transport.STDIO,
         )
     return targets
 

@@ -18,6 +18,7 @@ from bridge.core.model import (
     ExposeMode,
     Registration,
     ServiceSpec,
+    Transport,
     check_id,
     published_binding,
     service_id,
@@ -138,6 +139,12 @@ def build_registration(
             "path": spec.path,
         }
     )
+    if spec.transport is Transport.STDIO:
+        # Clients speak Streamable HTTP to the registered address (the bridge serves the
+        # process); what the container itself speaks is kept apart.
+        del meta["container_port"]
+        meta["transport"] = Transport.STREAMABLE_HTTP.value
+        meta["container_transport"] = Transport.STDIO.value
     if endpoint.host_port is not None:
         meta["host_port"] = str(endpoint.host_port)
     tags: tuple[str, ...] = ("mcp", *spec.tags)

@@ -23,7 +23,7 @@ import docker.errors
 import requests
 import structlog
 
-from bridge.core.model import Container, ContainerEvent, EngineVersion, PortBinding
+from bridge.core.model import Container, ContainerEvent, EngineVersion, PortBinding, Stdin
 from bridge.core.protocols import DockerAPI, DockerUnavailable, EventQueue, EventStream, StreamEnded
 from bridge.core.retry import retry_forever
 
@@ -113,6 +113,15 @@ def parse_inspect(obj: Mapping[str, Any]) -> Container:
         published=_in_order(published),
         networks=_networks(settings),
         health=health if health in ("healthy", "unhealthy", "starting") else None,
+        stdin=parse_stdin(config),
+    )
+
+
+def parse_stdin(config: Mapping[str, Any]) -> Stdin:
+    return Stdin(
+        open=bool(config.get("OpenStdin")),
+        tty=bool(config.get("Tty")),
+        once=bool(config.get("StdinOnce")),
     )
 
 
@@ -174,6 +183,26 @@ class DockerEngine:
             filters = {"id": wanted}
         rows = await self._call(lambda: self._api().containers(all=True, filters=filters))
         return [parse_row(r) for r in rows]
+
+    async def stdin_of(self, ids: Iterable[str]) -> dict[str, Stdin]:
+        """How these containers were created with respect to stdin (a gone one is left
+        out): one inspect each, which the pass asks once per container id."""
+        wanted = sorted(set(ids))
+        found = await self._call(lambda: self._inspect_each(wanted)) if wanted else []
+        return {c.id: c.stdin for c in found if c.stdin is not None}
+
+    async def started_at(self, container_id: str) -> str:
+        """When the container's running process started (State.StartedAt): with the id,
+        the name of one process. Empty when the container is gone."""
+
+        def read() -> str:
+            try:
+                state = self._api().inspect_container(container_id).get("State") or {}
+            except docker.errors.NotFound:
+                return ""
+            return str(state.get("StartedAt") or "") if state.get("Running") else ""
+
+        return await self._call(read)
 
     def _inspect_each(self, ids: Iterable[str]) -> builtins.list[Container]:
         found = []

@@ -15,8 +15,8 @@ import re
 from collections.abc import Mapping
 
 from bridge.core.config import Settings
-from bridge.core.model import Container, ExposeMode, LabelError, ServiceSpec
-from bridge.labels import proxy, values
+from bridge.core.model import Container, ExposeMode, LabelError, ServiceSpec, Transport
+from bridge.labels import proxy, stdio, values
 from bridge.labels.values import BRIDGE_META_KEYS, META, Bad, choice, show
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "KNOWN_LABELS",
     "MAX_VALUE_CHARS",
     "is_managed",
+    "needs_stdin",
     "parse_labels",
 ]
 
@@ -73,6 +74,17 @@ def is_managed(container: Container, settings: Settings) -> bool:
     return settings.name_pattern.search(container.name) is not None
 
 
+def needs_stdin(container: Container, settings: Settings) -> bool:
+    """Whether the pass must read this container's stdin settings (one inspect per
+    container) before its labels can be judged: managed and maybe a stdio server."""
+    return (
+        container.running
+        and container.stdin is None
+        and is_managed(container, settings)
+        and stdio.needs_stdin(container, settings.label_prefix)
+    )
+
+
 def parse_labels(container: Container, settings: Settings) -> ServiceSpec | LabelError | None:
     """None when unmanaged, else the validated spec or the first LabelError found."""
     if not is_managed(container, settings):
@@ -110,6 +122,8 @@ def _parse(container: Container, settings: Settings) -> ServiceSpec:
             raise Bad(suffix, own[suffix], _unknown_reason(suffix, prefix))
 
     name = _name(container, own, prefix)
+    if stdio.wants_stdio(container, own):
+        return _parse_stdio(container, own, ordered, settings, name)
     port = _port(container, own, prefix)
     host_port = _host_port(own, settings)
     expose = _expose(container, own, settings, port, prefix)
@@ -145,6 +159,38 @@ def _parse(container: Container, settings: Settings) -> ServiceSpec:
         tools=tools,
         tier=tier,
         access=access,
+    )
+
+
+def _parse_stdio(
+    container: Container,
+    own: Mapping[str, str],
+    ordered: list[str],
+    settings: Settings,
+    name: str,
+) -> ServiceSpec:
+    """A stdio server: served by the bridge on a pool port, so always proxy (whatever
+    BRIDGE_EXPOSE says), with no port or network of its own."""
+    prefix = settings.label_prefix
+    stdio.check(container, own, prefix)
+    host_port = _host_port(own, settings)
+    expose = ExposeMode.PROXY
+    return ServiceSpec(
+        container=container,
+        name=name,
+        port=0,
+        expose=expose,
+        host_port=host_port,
+        network=None,
+        address=None,
+        transport=Transport.STDIO,
+        path=values.path("path", own, values.DEFAULT_PATH),
+        tags=values.tags(own),
+        meta=values.meta(own, ordered, prefix),
+        check=values.check(own, settings),
+        tools=values.tools(own),
+        tier=proxy.tier(own, settings, expose, host_port, prefix),
+        access=proxy.access(own, settings, expose, prefix),
     )
 
 
@@ -200,7 +246,10 @@ def _port(container: Container, own: Mapping[str, str], prefix: str) -> int:
         return port
     exposed = sorted(p for p in container.exposed_tcp if 1 <= p <= 65535)
     if not exposed:
-        raise Bad("port", "", f"no exposed TCP port: set {prefix}port")
+        hint = ""
+        if container.stdin is not None and not container.stdin.open:
+            hint = " (a stdio server: start it with -i)"
+        raise Bad("port", "", f"no exposed TCP port: set {prefix}port{hint}")
     if len(exposed) > 1:
         shown = ", ".join(str(p) for p in exposed[:10]) + (", ..." if len(exposed) > 10 else "")
         raise Bad("port", "", f"several exposed TCP ports ({shown}): set {prefix}port")

@@ -48,6 +48,7 @@ BRIDGE_META_KEYS = frozenset(
         "host_port",
         "expose",
         "transport",
+        "container_transport",
         "path",
         "mcp_server_name",
         "mcp_server_version",

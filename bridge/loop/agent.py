@@ -22,9 +22,15 @@ from bridge.core.config import Settings
 from bridge.core.findings import Level, check_ephemeral
 from bridge.core.model import EngineVersion
 from bridge.core.net import bind_test, detect_advertise_address
-from bridge.core.protocols import ConsulAPI, ConsulUnavailable, DockerAPI, ForwarderSetAPI
+from bridge.core.protocols import (
+    ConsulAPI,
+    ConsulUnavailable,
+    DockerAPI,
+    ForwarderSetAPI,
+)
 from bridge.docker.engine import DockerEngine, watch
 from bridge.forward.listeners import ForwarderSet
+from bridge.loop import stdio as stdio_parts
 from bridge.loop.metrics import AgentReading, Metrics, PoolPressure
 from bridge.loop.passes import (
     EXPECTED_FAILURES,
@@ -37,6 +43,7 @@ from bridge.loop.passes import (
 from bridge.loop.triggers import Pending, Triggers
 from bridge.loop.view import View, status_report
 from bridge.mcp.checks import CheckRunner
+from bridge.mcp.probe import ProbeResult
 from bridge.pool.allocator import BindTest
 from bridge.pool.durable import GroupCommit, open_waiting
 from bridge.pool.fleet import FleetPorts
@@ -53,6 +60,7 @@ class Agent:
         docker: DockerAPI | None = None,
         consul: ConsulAPI | None = None,
         forwarders: ForwarderSetAPI | None = None,
+        stdio: stdio_parts.StdioServing | None = None,
         checks: Callable[..., CheckRunner] = CheckRunner,
         clock: Callable[[], float] = time.time,
         is_free: BindTest | None = None,
@@ -61,12 +69,17 @@ class Agent:
         self.view = View()
         self.node_id = settings.node_id
         self.advertise = settings.advertise_address or detect_advertise_address()
-        self.docker = docker or DockerEngine(settings.docker_host)
+        engine = DockerEngine(settings.docker_host) if docker is None else None
+        self.docker: DockerAPI = docker or engine  # type: ignore[assignment]
         self.consul = consul or ConsulClient.from_settings(settings)
         self.forwarders = forwarders or ForwarderSet(settings.listen_address)
+        if stdio is None:
+            assert engine is not None, "an agent given its Docker is given its stdio set too"
+            stdio = stdio_parts.stdio_set(settings, engine)
+        self.stdio = stdio
         self.checks = checks(
             self.consul, on_meta=self._on_probe_meta, health_of=self.view.health_of,
-            tools_interval=settings.tools_interval,
+            tools_interval=settings.tools_interval, stdio_prober=self._stdio_probe,
         )  # fmt: skip
         self._clock = clock
         self._is_free = is_free or bind_test(settings.listen_address)
@@ -149,6 +162,7 @@ class Agent:
         await self.checks.close()
         # Registrations stay (the containers run on); the next agent reopens the ports.
         await self.forwarders.close()
+        await self.stdio.close()  # its processes run on; the next agent attaches again
         if self.pool is not None:
             await self.pool.close()
             self.pool = None
@@ -197,7 +211,9 @@ class Agent:
         try:
             if self.claim is not None:
                 await self.claim.ensure()  # another bridge on this node id: touch nothing
-            result = await run_pass(self.parts, self.forwarders, self.checks, self.view, pending)
+            result = await run_pass(
+                self.parts, self.forwarders, self.checks, self.view, pending, self.stdio
+            )
             self.triggers.seen(result.listed, pending)
             self.view.absorb(result, pending, self.metrics)
             self.pool_pressure.note(self.pool.state)
@@ -243,6 +259,9 @@ class Agent:
         self.triggers.give_back(pending, retry_in=delay)
 
     # ---- what the checks and metrics read ----------------------------------------------
+
+    async def _stdio_probe(self, sid: str, budget: float, want_tools: bool) -> ProbeResult:
+        return await stdio_parts.probe(self.stdio, sid, budget, want_tools)
 
     def _on_probe_meta(self, sid: str, meta: dict[str, str]) -> None:
         changed = self.view.note_probe_meta(sid, meta)

@@ -8,6 +8,7 @@ PassResult. It changes nothing the agent holds: the agent merges the result into
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from bridge.core.model import (
     LabelError,
     Registration,
     ServiceSpec,
+    Stdin,
 )
 from bridge.core.protocols import (
     ConsulAPI,
@@ -33,6 +35,7 @@ from bridge.core.protocols import (
     DockerAPI,
     DockerUnavailable,
     ForwarderSetAPI,
+    StdioSetAPI,
 )
 from bridge.core.reconcile import (
     ManagedService,
@@ -45,7 +48,9 @@ from bridge.core.reconcile import (
     plan,
     read_labels,
     records_to_forget,
+    stdio_targets,
 )
+from bridge.labels.parse import needs_stdin
 from bridge.loop.triggers import Pending
 from bridge.loop.view import View
 from bridge.mcp.checks import CheckRunner
@@ -67,6 +72,8 @@ class Parts:
     consul: ConsulAPI
     pool: GroupCommit
     fleet: FleetPorts | None = None  # cluster port scope
+    # Containers' stdin settings by id (model.Stdin): fixed at creation, read once each.
+    stdin: dict[str, Stdin] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -89,6 +96,7 @@ async def run_pass(
     checks: CheckRunner,
     view: View,
     pending: Pending,
+    stdio: StdioSetAPI,
 ) -> PassResult:
     node_id = parts.settings.node_id
     timer = _StepTimer()
@@ -102,6 +110,7 @@ async def run_pass(
         listed = await parts.docker.list(pending.containers)
         gone = gone_names(listed, pending.containers)
         scope = Scope(node_id, frozenset(c.name for c in listed) | gone)
+    listed = await _with_stdin(parts, listed, full=scope.full)
     actual = consul_services if consul_services is not None else view.registered
     result = PassResult(scope, listed, consul_services, steps=timer.steps)
     timer.lap("look")
@@ -142,6 +151,7 @@ async def run_pass(
         tiers=settings.tier_layout,
     )
     failed = await forwarders.sync(forward_targets(desired.services.values()), scope.services)
+    failed.update(await stdio.sync(stdio_targets(desired.services.values()), scope.services))
     desired.hold_back(failed, "forwarder")
     timer.lap("forwarders")
     desired.waiting.update({n: Waiting(*why) for n, why in fleet_waiting.items()})
@@ -196,6 +206,27 @@ async def run_pass(
             log.warning("fleet_sync_failed", error=str(exc))
     timer.lap("records")
     return result
+
+
+async def _with_stdin(parts: Parts, listed: list[Container], *, full: bool) -> list[Container]:
+    """The listing with each maybe-stdio container's stdin settings: an inspect gives them
+    (a pass over a few containers inspects them anyway), a listing does not, so those not
+    known yet are read once each and kept by container id."""
+    known = parts.stdin
+    for c in listed:
+        if c.stdin is not None:
+            known[c.id] = c.stdin
+    need = [c.id for c in listed if c.id not in known and needs_stdin(c, parts.settings)]
+    if need:
+        known.update(await parts.docker.stdin_of(need))
+    if full:  # forget removed containers
+        ids = {c.id for c in listed}
+        for cid in [k for k in known if k not in ids]:
+            del known[cid]
+    return [
+        dataclasses.replace(c, stdin=known[c.id]) if c.stdin is None and c.id in known else c
+        for c in listed
+    ]
 
 
 class _StepTimer:

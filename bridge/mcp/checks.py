@@ -57,6 +57,8 @@ def next_wait(interval: float, passed_once: bool, tries: int) -> float:
 
 
 Prober = Callable[..., Awaitable[ProbeResult]]  # as probe.probe
+# A served stdio server's check, in-process (stdio/check.py): service id, budget, tools?
+StdioProber = Callable[[str, float, bool], Awaitable[ProbeResult]]
 
 
 def docker_health_result(health: str | None) -> ProbeResult:
@@ -77,10 +79,12 @@ class CheckRunner:
         on_meta: Callable[[str, dict[str, str]], None],
         health_of: Callable[[str], str | None],
         prober: Prober = probe,
+        stdio_prober: StdioProber | None = None,
         tools_interval: float = 300.0,
     ) -> None:
         self.consul = consul
         self.probe = prober
+        self.stdio_probe = stdio_prober
         self.on_meta = on_meta
         self.health_of = health_of
         self.tools_interval = tools_interval
@@ -175,6 +179,10 @@ class ServiceCheck:
         if target.kind is CheckKind.DOCKER:
             return docker_health_result(runner.health_of(target.container))
         want_tools = target.tools and time.monotonic() >= self.tools_due
+        if target.stdio:
+            if runner.stdio_probe is None:
+                return ProbeResult("critical", "this agent serves no stdio servers")
+            return await runner.stdio_probe(target.service_id, target.timeout, want_tools)
         async with runner.limit:
             return await runner.probe(
                 runner.http(), target.url, target.transport, target.timeout, want_tools=want_tools

@@ -1,0 +1,81 @@
+"""The `mcp` check of a served stdio server: a real round trip to the process, every time.
+
+Not through HTTP: the served endpoint answers `initialize` and, for a handshake-only
+server, `server/discover` from the one handshake it kept, so an HTTP probe could pass with
+the process wedged. This asks the process itself (`ping`, or `server/discover` of a modern
+server) on the bridge's own channel, and is critical while nothing is attached. When asked,
+it also lists the server's tools for the inventory, through the same channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from typing import Any
+
+from bridge.mcp.probe import SLOW_FRACTION, TOOLS_TIMEOUT, ProbeResult
+from bridge.mcp.stdio.handshake import round_trip
+from bridge.mcp.stdio.served import Served
+from bridge.mcp.tools import list_tools
+from bridge.mcp.wire import ProbeFailed, modern_request
+
+_ids = itertools.count(1)
+
+
+async def probe_served(served: Served | None, budget: float, *, want_tools: bool) -> ProbeResult:
+    if served is None:
+        return ProbeResult("critical", "not served yet")
+    server, own, shook = served.server, served.own, served.shook
+    if server is None or own is None or shook is None or server.ended.is_set():
+        return ProbeResult("critical", served.state)
+    info = shook.server_info
+    meta = {
+        "mcp_server_name": str(info.get("name", ""))[:256],
+        "mcp_server_version": str(info.get("version", ""))[:256],
+        "mcp_protocol_version": shook.version[:64],
+    }
+    meta = {k: v for k, v in meta.items() if v}
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(budget):
+            answer = await round_trip(server, own, shook)
+    except TimeoutError:
+        return ProbeResult("critical", f"stdio server did not answer within {budget:g}s", meta)
+    elapsed = time.monotonic() - started
+    if "result" not in answer:
+        said = (answer.get("error") or {}).get("message", answer)
+        return ProbeResult("critical", f"stdio server answered with an error: {said}", meta)
+    method = "server/discover" if shook.era == "modern" else "ping"
+    name = f"{meta.get('mcp_server_name', '?')} {meta.get('mcp_server_version', '')}".rstrip()
+    output = (
+        f"MCP {shook.version} OK over stdio: {method} answered in {elapsed * 1000:.0f} ms"
+        f" by {name} (process {served.processes} attached)"
+    )
+    status = "passing"
+    if elapsed > budget * SLOW_FRACTION:
+        status, output = "warning", f"{output}; slow (timeout {budget:g}s)"
+    declared = "tools" in shook.capabilities
+    result = ProbeResult(status, output, meta, elapsed, tools_declared=declared)
+    if not (want_tools and declared):
+        return result
+
+    async def call(method: str, params: dict[str, Any] | None) -> dict[str, Any]:
+        if shook.era == "modern":
+            request, _ = modern_request(method, shook.version, next(_ids), params)
+        else:
+            request = {"jsonrpc": "2.0", "id": next(_ids), "method": method}
+            if params is not None:
+                request["params"] = params
+        answer = await server.request(own, request)
+        if not isinstance(answer.get("result"), dict):
+            raise ProbeFailed(f"{method}: {answer.get('error') or answer}")
+        return dict(answer["result"])
+
+    try:
+        async with asyncio.timeout(TOOLS_TIMEOUT):
+            tools = await list_tools(call)
+    except (ProbeFailed, TimeoutError) as exc:
+        why = str(exc) or f"tools/list not answered within {TOOLS_TIMEOUT:g}s"
+        return ProbeResult(status, output, meta, elapsed, tools_error=why, tools_declared=True)
+    return ProbeResult(status, output, meta, elapsed, tools=tools, tools_declared=True)

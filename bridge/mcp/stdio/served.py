@@ -1,0 +1,266 @@
+"""The stdio servers the bridge serves, kept equal to what the pass wants (as the
+forwarders are for proxy ports).
+
+Per service: an HTTP listener on its pool port at BRIDGE_LISTEN_ADDRESS, opened before the
+service is registered and closed when it is withdrawn, serving the StdioEndpoint; and one
+task that attaches to the container's process, does the handshake once per process (or
+takes the one kept for that very process from before a bridge restart), serves it until its
+output ends, then attaches again. An attach to a stopped container waits until it runs, so
+`docker restart` needs nothing from the pass; a removed container ends the task.
+
+The Docker side comes in as two functions (the mcp package does not import the docker
+one): `attach` (container id -> the attach stream) and `identify` (container id -> the
+running process's StartedAt, which with the id names one process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+from aiohttp import web
+
+from bridge.core.model import StdioTarget, container_of
+from bridge.mcp.stdio.endpoint import StdioEndpoint
+from bridge.mcp.stdio.handshake import Handshake, HandshakeFailed, handshake, own_channel
+from bridge.mcp.stdio.http import ServeRules, rpc_error
+from bridge.mcp.stdio.process import Channel, StdioServer, Stream
+
+log = structlog.get_logger("bridge.stdio")
+
+HANDSHAKE_WAIT = 60.0  # seconds for the server's first answers (npx may still be starting)
+RETRY_FIRST, RETRY_MAX = 0.5, 30.0  # backoff between attaches the engine refused
+FORBIDDEN = -32003  # JSON-RPC error of a refused source address or a full connection limit
+
+
+class AttachRefused(Exception):
+    """What the `attach` function raises; `gone` when the container is not there."""
+
+    def __init__(self, reason: str, *, gone: bool = False) -> None:
+        super().__init__(reason)
+        self.reason, self.gone = reason, gone
+
+
+Attach = Callable[[str], Awaitable[Stream]]
+Identify = Callable[[str], Awaitable[str]]
+
+
+class Handshakes(Protocol):
+    """Where the handshake of each live process is kept across bridge restarts."""
+
+    def get(self, container_id: str, started_at: str) -> Handshake | None: ...
+
+    def put(self, container_id: str, started_at: str, shook: Handshake) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StdioSettings:
+    listen_address: str
+    rules: ServeRules
+    request_timeout: float
+    tls: ssl.SSLContext | None = None
+
+
+class Served:
+    """One stdio service: its listener and its attach loop."""
+
+    def __init__(
+        self, sid: str, target: StdioTarget, settings: StdioSettings, parts: StdioSet
+    ) -> None:
+        self.sid, self.target, self.settings, self.parts = sid, target, settings, parts
+        rules = settings.rules
+        self.endpoint = StdioEndpoint(
+            ServeRules(
+                path=target.path,
+                max_message=rules.max_message,
+                max_sessions=rules.max_sessions,
+                session_idle=rules.session_idle,
+                allowed_origins=rules.allowed_origins,
+                token=rules.token,
+            )
+        )
+        self.state = "attaching"  # for status: attaching | serving | why it is not
+        self.server: StdioServer | None = None
+        self.own: Channel | None = None
+        self.shook: Handshake | None = None
+        self.processes = 0  # processes attached to so far
+        self.active = 0  # requests and streams open now (mcp.max_connections)
+        self._runner: web.AppRunner | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def _fields(self) -> dict[str, Any]:
+        return {"container": self.target.container, "service_id": self.sid}
+
+    async def start(self) -> None:
+        app = web.Application(middlewares=[self._access], client_max_size=0)
+        self.endpoint.add_routes(app)
+        # handler_cancellation: a client that goes away cancels its handler, which is how
+        # a 2026-07-28 client's closed stream becomes a cancellation at the server.
+        runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(
+            runner,
+            self.settings.listen_address,
+            self.target.listen_port,
+            ssl_context=self.settings.tls,
+            backlog=1024,
+        )
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self._task = asyncio.create_task(self._attach_loop(), name=f"stdio {self.sid}")
+
+    @web.middleware
+    async def _access(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """mcp.allow and mcp.max_connections, before anything is read or reaches the
+        server. The limit counts requests and streams open at once."""
+        access = self.target.access
+        refused = access.refuse(request.remote or "", self.active)
+        if refused is not None:
+            self.parts.refused[self.sid] = self.parts.refused.get(self.sid, 0) + 1
+            if refused == "address":
+                return rpc_error(403, FORBIDDEN, "this address may not use this server")
+            return rpc_error(
+                503, FORBIDDEN, f"at most {access.max_connections} at once", **{"Retry-After": "1"}
+            )
+        self.active += 1
+        try:
+            return await handler(request)
+        finally:
+            self.active -= 1
+
+    async def _attach_loop(self) -> None:
+        wait = RETRY_FIRST
+        while True:
+            cid = self.target.container_id
+            try:
+                stream = await self.parts.attach(cid)
+            except AttachRefused as exc:
+                self.state = f"not attached: {exc.reason}"
+                log.warning("stdio_attach_failed", **self._fields(), error=exc.reason)
+                if exc.gone:
+                    return  # the pass withdraws the service
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, RETRY_MAX)
+                continue
+            wait = RETRY_FIRST
+            await self._serve(cid, stream)
+
+    async def _serve(self, cid: str, stream: Stream) -> None:
+        def on_skipped(line: str) -> None:  # once per process: banners are common
+            log.warning("stdio_line_skipped", **self._fields(), line=line[:200])
+
+        server = StdioServer(
+            stream,
+            max_message=self.settings.rules.max_message,
+            request_timeout=self.settings.request_timeout,
+            on_skipped=on_skipped,
+        )
+        reading = asyncio.create_task(server.run(), name=f"stdio read {self.sid}")
+        try:
+            started_at = await self.parts.identify(cid)
+            own = own_channel(server)
+            shook = self.parts.handshakes.get(cid, started_at)
+            kept = shook is not None
+            if shook is None:
+                shook = await asyncio.wait_for(handshake(server, own), HANDSHAKE_WAIT)
+                self.parts.handshakes.put(cid, started_at, shook)
+            self.server, self.own, self.shook = server, own, shook
+            self.endpoint.serve(server, shook)
+            self.processes += 1
+            self.state = "serving"
+            log.info(
+                "stdio_attached",
+                **self._fields(),
+                era=shook.era,
+                version=shook.version,
+                server=shook.server_info.get("name"),
+                handshake="kept" if kept else "done",
+                started_at=started_at,
+            )
+        except (HandshakeFailed, TimeoutError, AttachRefused) as exc:
+            # Never a second initialize to this process: it is left alone until it ends.
+            why = str(exc) or type(exc).__name__
+            self.state = f"not serving: handshake failed: {why}"
+            log.warning("stdio_handshake_failed", **self._fields(), error=why)
+        except BaseException:
+            reading.cancel()
+            raise
+        try:
+            await reading
+        finally:
+            reading.cancel()  # when this task is cancelled: the stream is closed with it
+            await asyncio.gather(reading, return_exceptions=True)
+        self.server = self.own = self.shook = None
+        await self.endpoint.gone()
+        if self.state == "serving":
+            self.state = f"not attached: {server.why_ended or 'the process ended'}"
+        log.info("stdio_process_ended", **self._fields(), reason=server.why_ended)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        self.server = None
+        await self.endpoint.gone()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+class StdioSet:
+    """The set of served stdio servers, kept equal to the stdio services the pass wants."""
+
+    def __init__(
+        self, settings: StdioSettings, attach: Attach, identify: Identify, handshakes: Handshakes
+    ) -> None:
+        self.settings = settings
+        self.attach, self.identify, self.handshakes = attach, identify, handshakes
+        self.served: dict[str, Served] = {}
+        self.refused: dict[str, int] = {}  # service id -> requests refused by access rules
+
+    async def sync(
+        self, desired: Mapping[str, StdioTarget], scope: Collection[str] | None = None
+    ) -> dict[str, str]:
+        errors: dict[str, str] = {}
+        considered = self.served if scope is None else scope
+        for sid in [s for s in considered if s in self.served and s not in desired]:
+            await self._close(sid, "withdrawn")
+        for sid, target in desired.items():
+            current = self.served.get(sid)
+            if current is not None and current.target == target:
+                continue
+            if current is not None:
+                await self._close(sid, "changed")
+            served = Served(sid, target, self.settings, self)
+            try:
+                await served.start()
+            except OSError as exc:
+                where = f"{self.settings.listen_address}:{target.listen_port}"
+                errors[sid] = f"cannot listen on {where}: {exc}"
+                log.error("stdio_listen_failed", container=target.container, service_id=sid,
+                          port=target.listen_port, error=str(exc))  # fmt: skip
+                continue
+            self.served[sid] = served
+            log.info("stdio_served", container=target.container, service_id=sid,
+                     port=target.listen_port, path=target.path)  # fmt: skip
+        return errors
+
+    async def _close(self, sid: str, why: str) -> None:
+        served = self.served.pop(sid)
+        await served.close()
+        log.info("stdio_closed", container=container_of(sid), service_id=sid, reason=why)
+
+    async def close(self) -> None:
+        for sid in list(self.served):
+            await self._close(sid, "agent stopping")

@@ -47,6 +47,7 @@ from bridge.mcp.probe import ProbeResult
 from bridge.pool.allocator import BindTest
 from bridge.pool.durable import GroupCommit, open_waiting
 from bridge.pool.fleet import FleetPorts
+from bridge.pool.processes import ProcessStore
 from bridge.pool.repair import live_claims_source
 
 log = structlog.get_logger("bridge.agent")
@@ -70,12 +71,13 @@ class Agent:
         self.node_id = settings.node_id
         self.advertise = settings.advertise_address or detect_advertise_address()
         engine = DockerEngine(settings.docker_host) if docker is None else None
+        self.handshakes = stdio_parts.KeptHandshakes()
         self.docker: DockerAPI = docker or engine  # type: ignore[assignment]
         self.consul = consul or ConsulClient.from_settings(settings)
         self.forwarders = forwarders or ForwarderSet(settings.listen_address)
         if stdio is None:
             assert engine is not None, "an agent given its Docker is given its stdio set too"
-            stdio = stdio_parts.stdio_set(settings, engine)
+            stdio = stdio_parts.stdio_set(settings, engine, self.handshakes)
         self.stdio = stdio
         self.checks = checks(
             self.consul, on_meta=self._on_probe_meta, health_of=self.view.health_of,
@@ -119,6 +121,7 @@ class Agent:
         if pool is None:
             return  # stopped while waiting for the store
         self.pool = group = GroupCommit(pool)
+        self.handshakes.store = ProcessStore(settings.state_file)
         instance = await asyncio.to_thread(pool.store.instance_id)
         self.claim = NodeClaim(consul, self.session, instance)
         self.fleet = FleetPorts.for_settings(consul, settings, self._clock, self.session)
@@ -163,6 +166,9 @@ class Agent:
         # Registrations stay (the containers run on); the next agent reopens the ports.
         await self.forwarders.close()
         await self.stdio.close()  # its processes run on; the next agent attaches again
+        if self.handshakes.store is not None:
+            self.handshakes.store.close()
+            self.handshakes.store = None
         if self.pool is not None:
             await self.pool.close()
             self.pool = None

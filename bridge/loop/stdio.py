@@ -3,10 +3,14 @@ the served set needs (mcp/ does not import docker/), the endpoint's rules, TLS."
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import ssl
 from collections.abc import Mapping
 from typing import Protocol
+
+import structlog
 
 from bridge.core.config import Settings
 from bridge.core.protocols import DockerUnavailable, StdioSetAPI
@@ -18,6 +22,10 @@ from bridge.mcp.stdio.handshake import Handshake
 from bridge.mcp.stdio.http import ServeRules
 from bridge.mcp.stdio.process import Stream
 from bridge.mcp.stdio.served import AttachRefused, Served, StdioSet, StdioSettings
+from bridge.pool.processes import ProcessStore
+from bridge.pool.store import StoreError
+
+log = structlog.get_logger("bridge.stdio")
 
 
 class StdioServing(StdioSetAPI, Protocol):
@@ -33,21 +41,56 @@ async def probe(stdio: StdioServing, sid: str, budget: float, want_tools: bool) 
 
 
 class KeptHandshakes:
-    """The handshake of each process attached to in this run, by (container id,
-    StartedAt): a re-attach to the same live process (the attach stream broke, the engine
-    restarted with live-restore) is served from it, never given a second initialize."""
+    """The handshake of each process served, by (container id, StartedAt): in memory for
+    this run, and in the bridge's store (pool/processes.py) once the agent has opened it,
+    so that neither a re-attach (the attach stream broke, the engine restarted with
+    live-restore) nor a restarted bridge sends a live process a second `initialize`."""
 
     def __init__(self) -> None:
-        self._kept: dict[tuple[str, str], Handshake] = {}
+        self._kept: dict[str, tuple[str, Handshake]] = {}  # container id -> the latest
+        self.store: ProcessStore | None = None
 
-    def get(self, container_id: str, started_at: str) -> Handshake | None:
-        return self._kept.get((container_id, started_at))
+    async def get(self, container_id: str, started_at: str) -> Handshake | None:
+        kept = self._kept.get(container_id)
+        if kept is not None and kept[0] == started_at:
+            return kept[1]
+        if self.store is None:
+            return None
+        try:
+            text = await self.store.get(container_id, started_at)
+        except StoreError as exc:
+            log.warning("stdio_handshake_unread", container_id=container_id, error=str(exc))
+            return None
+        if text is None:
+            return None
+        try:
+            data = json.loads(text)
+            era = data["era"]
+            if era not in ("modern", "handshake"):
+                return None
+            shook = Handshake(era, str(data["version"]), dict(data["result"]))
+        except (ValueError, KeyError, TypeError):
+            return None  # not what this module writes: as if none was kept
+        self._kept[container_id] = (started_at, shook)
+        return shook
 
-    def put(self, container_id: str, started_at: str, shook: Handshake) -> None:
-        # One process per container at a time: its earlier ones are gone for good.
-        for key in [k for k in self._kept if k[0] == container_id]:
-            del self._kept[key]
-        self._kept[(container_id, started_at)] = shook
+    async def put(self, container_id: str, started_at: str, shook: Handshake) -> None:
+        self._kept[container_id] = (started_at, shook)
+        if self.store is None:
+            return
+        text = json.dumps({"era": shook.era, "version": shook.version, "result": shook.result})
+        try:
+            await self.store.put(container_id, started_at, text)
+        except StoreError as exc:  # served all the same; only a restart would miss it
+            log.warning("stdio_handshake_unsaved", container_id=container_id, error=str(exc))
+
+    async def forget(self, container_id: str, started_at: str) -> None:
+        kept = self._kept.get(container_id)
+        if kept is not None and kept[0] == started_at:
+            del self._kept[container_id]
+        if self.store is not None:
+            with contextlib.suppress(StoreError):
+                await self.store.forget(container_id, started_at)
 
 
 def serve_rules(settings: Settings) -> ServeRules:
@@ -73,7 +116,7 @@ def serve_tls(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
-def stdio_set(settings: Settings, engine: DockerEngine) -> StdioSet:
+def stdio_set(settings: Settings, engine: DockerEngine, kept: KeptHandshakes) -> StdioSet:
     env = dict(os.environ)
     if settings.docker_host is not None:
         env["DOCKER_HOST"] = settings.docker_host
@@ -98,4 +141,4 @@ def stdio_set(settings: Settings, engine: DockerEngine) -> StdioSet:
         settings.listen_address, serve_rules(settings), settings.stdio_request_timeout,
         serve_tls(settings),
     )  # fmt: skip
-    return StdioSet(parts, attach_to, identify, KeptHandshakes())
+    return StdioSet(parts, attach_to, identify, kept)

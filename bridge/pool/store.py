@@ -23,9 +23,23 @@ from bridge.core.model import Allocation, AllocKind, AllocState
 from bridge.pool.allocator import Changes
 from bridge.pool.tiers import UNTIERED
 
-SCHEMA_VERSION = 1
+# 1: the first release (meta, allocations). 2: stdio_processes. A store of an older
+# version is upgraded in place when the agent opens it (PortStore.load).
+SCHEMA_VERSION = 2
 
-_SCHEMA = """
+# The handshake of each stdio server process the bridge is serving (pool/processes.py),
+# so that a restarted bridge never sends a live process a second `initialize`.
+_STDIO_PROCESSES = """
+CREATE TABLE IF NOT EXISTS stdio_processes (
+    container_id TEXT PRIMARY KEY,
+    started_at   TEXT NOT NULL,
+    handshake    TEXT NOT NULL,
+    updated_at   REAL NOT NULL
+);
+"""
+
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -40,6 +54,8 @@ CREATE TABLE IF NOT EXISTS allocations (
     missing_since REAL
 );
 """
+    + _STDIO_PROCESSES
+)
 
 
 class StoreError(Exception):
@@ -242,7 +258,24 @@ class PortStore:
         return cls(path)
 
     def load(self) -> StoreSnapshot:
-        return _read(self._conn, self.path)
+        snapshot = _read(self._conn, self.path)
+        if snapshot.schema_version is not None and snapshot.schema_version < SCHEMA_VERSION:
+            self._upgrade(snapshot.schema_version)
+            snapshot = _read(self._conn, self.path)
+        return snapshot
+
+    def _upgrade(self, version: int) -> None:
+        """Bring an older store to SCHEMA_VERSION, in one transaction: its allocations
+        and cursors stay as they are; only what later versions added is created."""
+        try:
+            with self._transaction() as conn:
+                if version < 2:
+                    conn.execute(_STDIO_PROCESSES)
+                conn.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
+                )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot upgrade {self.path} from version {version}: {exc}") from exc
 
     def instance_id(self) -> str:
         """This store's identity, made now when an older store has none."""

@@ -53,9 +53,11 @@ Identify = Callable[[str], Awaitable[str]]
 class Handshakes(Protocol):
     """Where the handshake of each live process is kept across bridge restarts."""
 
-    def get(self, container_id: str, started_at: str) -> Handshake | None: ...
+    async def get(self, container_id: str, started_at: str) -> Handshake | None: ...
 
-    def put(self, container_id: str, started_at: str, shook: Handshake) -> None: ...
+    async def put(self, container_id: str, started_at: str, shook: Handshake) -> None: ...
+
+    async def forget(self, container_id: str, started_at: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,11 +172,11 @@ class Served:
         try:
             started_at = await self.parts.identify(cid)
             own = own_channel(server)
-            shook = self.parts.handshakes.get(cid, started_at)
+            shook = await self.parts.handshakes.get(cid, started_at)
             kept = shook is not None
             if shook is None:
                 shook = await asyncio.wait_for(handshake(server, own), HANDSHAKE_WAIT)
-                self.parts.handshakes.put(cid, started_at, shook)
+                await self.parts.handshakes.put(cid, started_at, shook)
             self.server, self.own, self.shook = server, own, shook
             self.endpoint.serve(server, shook)
             self.processes += 1
@@ -193,6 +195,7 @@ class Served:
             why = str(exc) or type(exc).__name__
             self.state = f"not serving: handshake failed: {why}"
             log.warning("stdio_handshake_failed", **self._fields(), error=why)
+            started_at = ""
         except BaseException:
             reading.cancel()
             raise
@@ -203,9 +206,19 @@ class Served:
             await asyncio.gather(reading, return_exceptions=True)
         self.server = self.own = self.shook = None
         await self.endpoint.gone()
+        if started_at and await self._ended(cid, started_at):
+            await self.parts.handshakes.forget(cid, started_at)
         if self.state == "serving":
             self.state = f"not attached: {server.why_ended or 'the process ended'}"
         log.info("stdio_process_ended", **self._fields(), reason=server.why_ended)
+
+    async def _ended(self, cid: str, started_at: str) -> bool:
+        """Whether the process is gone, not just the attach stream (an engine restarted
+        with live-restore keeps it running): only then is its handshake of no more use."""
+        try:
+            return await self.parts.identify(cid) != started_at
+        except AttachRefused:
+            return True
 
     async def close(self) -> None:
         if self._task is not None:

@@ -1,0 +1,176 @@
+"""The served set (bridge/mcp/stdio/served.py) and its check (check.py) against in-memory
+processes: one handshake per process, none for a process whose handshake was kept (a
+restarted bridge), attached again when a process ends, the check a round trip that is
+critical while nothing is attached, and the access rules before anything is read."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bridge.core.access import Access
+from bridge.core.model import StdioTarget
+from bridge.loop.stdio import KeptHandshakes
+from bridge.mcp.stdio.check import probe_served
+from bridge.mcp.stdio.http import ServeRules
+from bridge.mcp.stdio.served import AttachRefused, StdioSet, StdioSettings
+from tests.integration.conftest import free_tcp_port
+from tests.unit.mcp.test_stdio_process import FakeProcess
+
+SID = "n1:mcp-s"
+TOOLS = [{"name": "echo", "inputSchema": {"type": "object"}}]
+
+
+def handshake_only(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """A handshake-era server: no server/discover; ping, initialize and tools/list."""
+    rid, method = message.get("id"), message.get("method")
+    if rid is None:
+        return []
+    if method == "initialize":
+        result = {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {"tools": {}},
+            "serverInfo": {"name": "mem", "version": "1.0"},
+        }
+    elif method == "ping":
+        result = {}
+    elif method == "tools/list":
+        result = {"tools": TOOLS}
+    else:
+        return [{"jsonrpc": "2.0", "id": rid, "error": {"code": -32601, "message": "no"}}]
+    return [{"jsonrpc": "2.0", "id": rid, "result": result}]
+
+
+class Engine:
+    """Attach and inspect, as the loop's stdio parts give them: each attach is the
+    process whose StartedAt `started` says; `gone` refuses as for a removed container."""
+
+    def __init__(self) -> None:
+        self.processes: list[FakeProcess] = []
+        self.started = "t1"
+        self.gone = False
+
+    async def attach(self, cid: str) -> FakeProcess:
+        if self.gone:
+            raise AttachRefused("no such container", gone=True)
+        process = FakeProcess(handshake_only)
+        self.processes.append(process)
+        return process
+
+    async def identify(self, cid: str) -> str:
+        return self.started
+
+    def initializes(self) -> int:
+        return sum(m.get("method") == "initialize" for p in self.processes for m in p.seen)
+
+
+def target(port: int, access: Access | None = None) -> StdioTarget:
+    return StdioTarget(port, "c1", "mcp-s", "/mcp", access or Access())
+
+
+async def wait_until(predicate: Any) -> None:
+    for _ in itertools.count():
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def engine() -> AsyncIterator[Engine]:
+    yield Engine()
+
+
+def stdio_set(engine: Engine, kept: KeptHandshakes) -> StdioSet:
+    settings = StdioSettings("127.0.0.1", ServeRules(), request_timeout=30)
+    return StdioSet(settings, engine.attach, engine.identify, kept)  # type: ignore[arg-type]
+
+
+async def test_one_handshake_per_process_and_the_check_is_a_round_trip(engine: Engine) -> None:
+    kept = KeptHandshakes()
+    served_set = stdio_set(engine, kept)
+    port = free_tcp_port()
+    assert await served_set.sync({SID: target(port)}) == {}
+    served = served_set.served[SID]
+    await wait_until(lambda: served.state == "serving")
+    for _ in range(3):
+        result = await probe_served(served, 2.0, want_tools=True)
+        assert result.status == "passing", result.output
+    assert result.meta["mcp_server_name"] == "mem"
+    assert result.meta["mcp_protocol_version"] == "2025-11-25"
+    assert result.tools == TOOLS
+    process = engine.processes[0]
+    assert [m["method"] for m in process.seen if m.get("method") == "ping"] == ["ping"] * 3
+    assert engine.initializes() == 1
+
+    # The process ends: critical at once, then the next one is attached and shaken hands with.
+    engine.started = "t2"
+    process.exit()
+    await wait_until(lambda: len(engine.processes) == 2 and served.state == "serving")
+    assert engine.initializes() == 2
+    assert (await probe_served(served, 2.0, want_tools=False)).status == "passing"
+    await served_set.close()
+
+
+async def test_a_restarted_bridge_serves_a_live_process_without_a_second_initialize(
+    engine: Engine,
+) -> None:
+    kept = KeptHandshakes()  # what the store keeps across the restart (test_processes.py)
+    first = stdio_set(engine, kept)
+    port = free_tcp_port()
+    await first.sync({SID: target(port)})
+    await wait_until(lambda: first.served[SID].state == "serving")
+    await first.close()  # the agent stops; the process runs on
+
+    second = stdio_set(engine, kept)
+    await second.sync({SID: target(port)})
+    served = second.served[SID]
+    await wait_until(lambda: served.state == "serving")
+    assert engine.initializes() == 1
+    assert (await probe_served(served, 2.0, want_tools=False)).status == "passing"
+    await second.close()
+
+
+async def test_nothing_attached_is_critical_and_a_removed_container_ends_the_loop(
+    engine: Engine,
+) -> None:
+    engine.gone = True
+    served_set = stdio_set(engine, KeptHandshakes())
+    await served_set.sync({SID: target(free_tcp_port())})
+    served = served_set.served[SID]
+    await wait_until(lambda: "no such container" in served.state)
+    result = await probe_served(served, 2.0, want_tools=True)
+    assert result.status == "critical" and "no such container" in result.output
+    assert (await probe_served(None, 2.0, want_tools=False)).status == "critical"
+    await served_set.close()
+
+
+async def test_a_port_in_use_is_an_error_for_the_pass(engine: Engine) -> None:
+    served_set = stdio_set(engine, KeptHandshakes())
+    port = free_tcp_port()
+    await served_set.sync({SID: target(port)})
+    other = stdio_set(engine, KeptHandshakes())
+    errors = await other.sync({"n1:mcp-t": target(port)})
+    assert "cannot listen" in errors["n1:mcp-t"]
+    await served_set.close()
+    await other.close()
+
+
+async def test_the_allow_list_refuses_before_anything_is_read(engine: Engine) -> None:
+    served_set = stdio_set(engine, KeptHandshakes())
+    port = free_tcp_port()
+    await served_set.sync({SID: target(port, Access(allow=("10.0.0.0/8",)))})
+    await wait_until(lambda: served_set.served[SID].state == "serving")
+    seen = len(engine.processes[0].seen)
+    async with aiohttp.ClientSession() as http:
+        body = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+        async with http.post(f"http://127.0.0.1:{port}/mcp", json=body) as response:
+            assert response.status == 403
+            assert (await response.json())["error"]["code"] == -32003
+    assert len(engine.processes[0].seen) == seen
+    assert served_set.refused == {SID: 1}
+    await served_set.close()

@@ -25,6 +25,7 @@ from bridge.core.model import (
     KVEntry,
     Registration,
     Stdin,
+    StdioReading,
     StdioTarget,
 )
 from bridge.core.protocols import (
@@ -319,6 +320,9 @@ class FakeStdio:
             else:
                 self.open[sid] = target
         return errors
+
+    def readings(self) -> dict[str, StdioReading]:
+        return {}
 
     async def close(self) -> None:
         self.open.clear()

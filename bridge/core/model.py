@@ -268,6 +268,23 @@ class StdioTarget:
     access: Access = field(default_factory=Access)
 
 
+@dataclass(frozen=True, slots=True)
+class StdioReading:
+    """One served stdio service now, for status and metrics; counts since it was served."""
+
+    state: str  # serving, or why not (attaching, not attached: ..., handshake failed: ...)
+    processes: int  # processes attached to: more than one means the server restarted
+    sessions: int  # handshake-era sessions open
+    in_flight: int  # requests sent to the process and not answered yet
+    requests: int
+    answered: int
+    failed: int  # answered by the bridge: the process ended, timed out
+    stray_answers: int  # answers to ids the bridge does not know: dropped
+    skipped_lines: int  # stdout lines that were not JSON-RPC
+    refused: int  # requests refused by mcp.allow / mcp.max_connections
+    stderr: tuple[str, ...] = ()  # the process's last stderr lines
+
+
 @dataclass(slots=True)
 class ForwarderCounters:
     active: int = 0

@@ -20,6 +20,7 @@ from bridge.core.model import (
     KVEntry,
     Registration,
     Stdin,
+    StdioReading,
     StdioTarget,
 )
 
@@ -136,5 +137,7 @@ class StdioSetAPI(Protocol):
     ) -> dict[str, str]:
         """Serve exactly `desired` (within `scope`); service id -> error for failures."""
         ...
+
+    def readings(self) -> dict[str, StdioReading]: ...
 
     async def close(self) -> None: ...

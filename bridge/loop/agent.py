@@ -94,7 +94,10 @@ class Agent:
         self.fleet: FleetPorts | None = None
         self.metrics = Metrics(
             lambda: AgentReading.of(
-                self.view, self.pool.state if self.pool else None, self.forwarders.counters()
+                self.view,
+                self.pool.state if self.pool else None,
+                self.forwarders.counters(),
+                self.stdio.readings(),
             )
         )
         self._stopping = asyncio.Event()
@@ -277,6 +280,7 @@ class Agent:
     async def status(self) -> dict[str, Any]:
         return await status_report(
             self.view, self.consul, advertise=self.advertise,
-            forwarders=self.forwarders.counters(),
+            forwarders=self.forwarders.counters(), stdio=self.stdio.readings(),
             node_id_conflict=self.claim.conflict if self.claim else None,
+            label_prefix=self.settings.label_prefix,
         )  # fmt: skip

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from bridge.core.model import ForwarderCounters
+from bridge.core.model import ForwarderCounters, StdioReading
 from bridge.pool.allocator import PoolState
 from bridge.pool.tiers import tier_label
 
@@ -62,6 +62,7 @@ class AgentReading:
     consul_reachable: bool
     ready: bool
     tiers: Mapping[str, PoolUse] = field(default_factory=dict)  # each tier, and "untiered"
+    stdio: Mapping[str, StdioReading] = field(default_factory=dict)
 
     @classmethod
     def of(
@@ -69,6 +70,7 @@ class AgentReading:
         view: View,
         pool: PoolState | None,
         forwarders: Mapping[str, ForwarderCounters],
+        stdio: Mapping[str, StdioReading] | None = None,
     ) -> AgentReading:
         return cls(
             pool=None
@@ -80,6 +82,7 @@ class AgentReading:
             docker_connected=view.docker_connected,
             consul_reachable=view.consul_reachable,
             ready=view.ready,
+            stdio=stdio or {},
         )
 
 
@@ -142,6 +145,52 @@ class _Live(Collector):
             moved.add_metric([sid, "in"], c.bytes_in)
             moved.add_metric([sid, "out"], c.bytes_out)
         yield from (active, total, failed, refused, moved)
+        yield from _stdio_families(snap.stdio)
+
+
+def _stdio_families(readings: Mapping[str, StdioReading]) -> Iterator[Metric]:
+    """Per served stdio service (mcp/stdio/served.py)."""
+    label = ["service_id"]
+    sessions = GaugeMetricFamily(
+        f"{PREFIX}_stdio_sessions", "Handshake-era sessions open.", labels=label
+    )
+    in_flight = GaugeMetricFamily(
+        f"{PREFIX}_stdio_requests_in_flight", "Requests sent to the process, not answered yet.",
+        labels=label,
+    )  # fmt: skip
+    attached = GaugeMetricFamily(
+        f"{PREFIX}_stdio_attached", "1 while a process is attached and served.", labels=label
+    )
+    requests = CounterMetricFamily(
+        f"{PREFIX}_stdio_requests",
+        "Requests sent to the process, by outcome: answered by it; failed = answered by the"
+        " bridge with an error (the process ended, timed out); refused = by mcp.allow or"
+        " mcp.max_connections, never sent.",
+        labels=["service_id", "outcome"],
+    )
+    processes = CounterMetricFamily(
+        f"{PREFIX}_stdio_processes",
+        "Processes attached to (one per start of the container: above 1, it restarted).",
+        labels=label,
+    )
+    skipped = CounterMetricFamily(
+        f"{PREFIX}_stdio_skipped_lines", "Output lines that were not JSON-RPC.", labels=label
+    )
+    stray = CounterMetricFamily(
+        f"{PREFIX}_stdio_stray_answers",
+        "Answers to ids the bridge does not know (dropped, never delivered).", labels=label,
+    )  # fmt: skip
+    for sid, r in sorted(readings.items()):
+        sessions.add_metric([sid], r.sessions)
+        in_flight.add_metric([sid], r.in_flight)
+        attached.add_metric([sid], r.state == "serving")
+        requests.add_metric([sid, "answered"], r.answered)
+        requests.add_metric([sid, "failed"], r.failed)
+        requests.add_metric([sid, "refused"], r.refused)
+        processes.add_metric([sid], r.processes)
+        skipped.add_metric([sid], r.skipped_lines)
+        stray.add_metric([sid], r.stray_answers)
+    yield from (sessions, in_flight, attached, requests, processes, skipped, stray)
 
 
 def tier_use(pool: PoolState) -> dict[str, PoolUse]:

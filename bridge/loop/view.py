@@ -18,6 +18,9 @@ from bridge.core.model import (
     ForwarderCounters,
     LabelError,
     Registration,
+    ServiceSpec,
+    StdioReading,
+    Transport,
     parse_service_id,
 )
 from bridge.core.protocols import ConsulAPI, ConsulRejected, ConsulUnavailable
@@ -170,13 +173,46 @@ def connections(counters: ForwarderCounters | None) -> dict[str, int] | None:
 STATUS_CHECKS_WAIT = 2.0  # seconds
 
 
+def stdio_report(reading: StdioReading | None) -> dict[str, Any] | None:
+    if reading is None:
+        return None
+    return {
+        "state": reading.state,
+        "processes": reading.processes,
+        "sessions": reading.sessions,
+        "in_flight": reading.in_flight,
+        "requests": reading.requests,
+        "answered": reading.answered,
+        "failed": reading.failed,
+        "stray_answers": reading.stray_answers,
+        "skipped_lines": reading.skipped_lines,
+        "refused": reading.refused,
+        "stderr": list(reading.stderr),
+    }
+
+
+def _suggestion(spec: ServiceSpec, checks: list[dict[str, Any]], prefix: str) -> str | None:
+    """An HTTP-probed container that keeps stdin open and fails its check is most likely
+    a stdio server started with -i on an image that also exposes a port."""
+    stdin = spec.container.stdin
+    failing = any(c["status"] == "critical" for c in checks)
+    if spec.transport is Transport.STDIO or not failing or stdin is None or not stdin.open:
+        return None
+    return (
+        "its stdin is open and its MCP check fails over HTTP: if it is a stdio server,"
+        f" label it {prefix}transport=stdio"
+    )
+
+
 async def status_report(
     view: View,
     consul: ConsulAPI,
     *,
     advertise: str,
     forwarders: Mapping[str, ForwarderCounters],
+    stdio: Mapping[str, StdioReading] | None = None,
     node_id_conflict: str | None = None,
+    label_prefix: str = "mcp.",
 ) -> dict[str, Any]:
     """What `mcp-bridge status` shows: the view, with each check's state from Consul."""
     checks: Mapping[str, Mapping[str, Any]] = {}
@@ -219,6 +255,8 @@ async def status_report(
                 if item.spec.expose is ExposeMode.PROXY
                 else None,
                 "note": item.note,
+                "stdio": stdio_report((stdio or {}).get(reg.service_id)),
+                "suggestion": _suggestion(item.spec, states, label_prefix),
             }
         )
     return {

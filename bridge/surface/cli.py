@@ -227,6 +227,19 @@ def status_lines(report: dict[str, Any]) -> list[str]:
                 lines.append(f"check    {m['container']}: {c['status']}: {said[:200]}")
         if m.get("note"):
             lines.append(f"note     {m['container']}: {m['note']}")
+        if m.get("suggestion"):
+            lines.append(f"hint     {m['container']}: {m['suggestion']}")
+        stdio = m.get("stdio")
+        if stdio:
+            lines.append(
+                f"stdio    {m['container']}: {stdio['state']}; {stdio['sessions']} sessions,"
+                f" {stdio['in_flight']} in flight, {stdio['answered']} answered,"
+                f" {stdio['failed']} failed, {stdio['refused']} refused,"
+                f" {stdio['processes']} processes, {stdio['skipped_lines']} lines skipped"
+            )
+            if stdio["state"] != "serving" and stdio["stderr"]:
+                last = " | ".join(stdio["stderr"])
+                lines.append(f"stderr   {m['container']}: {last[:300]}")
     lines += [f"waiting  {w['container']}: {w['reason']}" for w in report["waiting"]]
     lines += [
         f"skipped  {s['container']}: label {s['label']}={s['value']!r}: {s['reason']}"

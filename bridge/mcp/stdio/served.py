@@ -25,11 +25,11 @@ from typing import Any, Protocol
 import structlog
 from aiohttp import web
 
-from bridge.core.model import StdioTarget, container_of
+from bridge.core.model import StdioReading, StdioTarget, container_of
 from bridge.mcp.stdio.endpoint import StdioEndpoint
 from bridge.mcp.stdio.handshake import Handshake, HandshakeFailed, handshake, own_channel
 from bridge.mcp.stdio.http import ServeRules, rpc_error
-from bridge.mcp.stdio.process import Channel, StdioServer, Stream
+from bridge.mcp.stdio.process import Channel, Counters, StdioServer, Stream
 
 log = structlog.get_logger("bridge.stdio")
 
@@ -92,6 +92,9 @@ class Served:
         self.shook: Handshake | None = None
         self.processes = 0  # processes attached to so far
         self.active = 0  # requests and streams open now (mcp.max_connections)
+        self.ended = Counters()  # the counts of the processes that ended
+        self._last: StdioServer | None = None  # the process attached to now
+        self._stderr: tuple[str, ...] = ()
         self._runner: web.AppRunner | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -168,6 +171,7 @@ class Served:
             request_timeout=self.settings.request_timeout,
             on_skipped=on_skipped,
         )
+        self._last = server
         reading = asyncio.create_task(server.run(), name=f"stdio read {self.sid}")
         try:
             started_at = await self.parts.identify(cid)
@@ -205,12 +209,36 @@ class Served:
             reading.cancel()  # when this task is cancelled: the stream is closed with it
             await asyncio.gather(reading, return_exceptions=True)
         self.server = self.own = self.shook = None
+        self._add_ended(server)
         await self.endpoint.gone()
         if started_at and await self._ended(cid, started_at):
             await self.parts.handshakes.forget(cid, started_at)
         if self.state == "serving":
             self.state = f"not attached: {server.why_ended or 'the process ended'}"
         log.info("stdio_process_ended", **self._fields(), reason=server.why_ended)
+
+    def _add_ended(self, server: StdioServer) -> None:
+        self._last = None
+        self._stderr = tuple(server.stderr)[-5:]  # a crashed server's last words, for status
+        for name in ("requests", "answered", "failed", "stray_answers", "skipped_lines"):
+            setattr(self.ended, name, getattr(self.ended, name) + getattr(server.counters, name))
+
+    def reading(self) -> StdioReading:
+        ended, last = self.ended, self._last
+        now = last.counters if last is not None else Counters()
+        return StdioReading(
+            state=self.state,
+            processes=self.processes,
+            sessions=len(self.endpoint.sessions),
+            in_flight=len(last.mux.pending) if last is not None else 0,
+            requests=ended.requests + now.requests,
+            answered=ended.answered + now.answered,
+            failed=ended.failed + now.failed,
+            stray_answers=ended.stray_answers + now.stray_answers,
+            skipped_lines=ended.skipped_lines + now.skipped_lines,
+            refused=self.parts.refused.get(self.sid, 0),
+            stderr=tuple(last.stderr)[-5:] if last is not None else self._stderr,
+        )
 
     async def _ended(self, cid: str, started_at: str) -> bool:
         """Whether the process is gone, not just the attach stream (an engine restarted
@@ -269,7 +297,11 @@ class StdioSet:
                      port=target.listen_port, path=target.path)  # fmt: skip
         return errors
 
+    def readings(self) -> dict[str, StdioReading]:
+        return {sid: served.reading() for sid, served in self.served.items()}
+
     async def _close(self, sid: str, why: str) -> None:
+        self.refused.pop(sid, None)
         served = self.served.pop(sid)
         await served.close()
         log.info("stdio_closed", container=container_of(sid), service_id=sid, reason=why)

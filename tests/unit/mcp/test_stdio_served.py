@@ -174,3 +174,29 @@ async def test_the_allow_list_refuses_before_anything_is_read(engine: Engine) ->
     assert len(engine.processes[0].seen) == seen
     assert served_set.refused == {SID: 1}
     await served_set.close()
+
+
+async def test_readings_count_across_processes_and_keep_a_crashed_servers_stderr(
+    engine: Engine,
+) -> None:
+    served_set = stdio_set(engine, KeptHandshakes())
+    await served_set.sync({SID: target(free_tcp_port())})
+    served = served_set.served[SID]
+    await wait_until(lambda: served.state == "serving")
+    await probe_served(served, 2.0, want_tools=False)
+    engine.processes[0].say(b"Traceback: it broke\n", stream=2)
+    await wait_until(lambda: served.reading().stderr)
+    first = served.reading()
+    assert (first.processes, first.answered, first.in_flight) == (
+        1,
+        3,
+        0,
+    )  # discover (refused), initialize, ping
+    engine.started = "t2"
+    engine.processes[0].exit()
+    await wait_until(lambda: len(engine.processes) == 2 and served.state == "serving")
+    await probe_served(served, 2.0, want_tools=False)
+    after = served.reading()
+    assert after.processes == 2 and after.answered == 6  # and as many for the next process
+    assert served_set.readings() == {SID: after}
+    await served_set.close()

@@ -45,6 +45,8 @@ def wants_stdio(container: Container, own: Mapping[str, str]) -> bool:
 def check(container: Container, own: Mapping[str, str], prefix: str) -> None:
     """Raise Bad when this stdio container cannot be served, or a label means nothing."""
     for suffix in _NO_MEANING:
+        if suffix == "expose" and own.get(suffix) in ("proxy", "auto"):
+            continue  # what a stdio server is anyway
         if suffix in own:
             raise Bad(
                 suffix,

@@ -51,6 +51,11 @@ def test_the_label_makes_stdio_even_with_an_exposed_port() -> None:
     assert s.transport is Transport.STDIO and s.port == 0
 
 
+@pytest.mark.parametrize("value", ["proxy", "auto"])
+def test_expose_proxy_is_what_a_stdio_server_is_anyway(value: str) -> None:
+    assert spec(stdio({"mcp.expose": value})).expose is ExposeMode.PROXY
+
+
 def test_stdio_ignores_bridge_expose() -> None:
     settings = make_settings(port_range="11100-11999", expose="internal")
     assert spec(stdio(), settings).expose is ExposeMode.PROXY
@@ -83,7 +88,7 @@ def test_a_tty_without_a_label_is_taken_as_stdio_and_refused_for_the_tty() -> No
 
 @pytest.mark.parametrize(
     ("label", "value"),
-    [("port", "8080"), ("expose", "published"), ("expose", "proxy"), ("network", "bridge")],
+    [("port", "8080"), ("expose", "published"), ("expose", "internal"), ("network", "bridge")],
 )
 def test_labels_about_the_containers_own_port_mean_nothing_for_stdio(
     label: str, value: str

@@ -36,6 +36,7 @@ class Instance:
     bridge_node: str | None
     url: str
     tool_names: list[str] | None = field(default=None)
+    served: bool = False  # a stdio server the bridge serves (container_transport=stdio)
 
     @property
     def healthy(self) -> bool:
@@ -67,6 +68,7 @@ def instance_of(entry: Mapping[str, Any]) -> Instance:
         tools=int(tools) if isinstance(tools, str) and tools.isdigit() else None,
         bridge_node=meta.get("bridge_node"),
         url=f"http://{url_host(address)}:{port}{path}",
+        served=meta.get("container_transport") == "stdio",
     )
 
 
@@ -108,14 +110,17 @@ def rows(instances: Iterable[Instance]) -> list[dict[str, Any]]:
     return [asdict(i) for i in instances]
 
 
-def client_config(instances: Iterable[Instance], *, per_instance: bool = False) -> dict[str, Any]:
+def client_config(
+    instances: Iterable[Instance], *, per_instance: bool = False, token: str | None = None
+) -> dict[str, Any]:
     """The `mcpServers` JSON MCP clients read: one entry per service (its healthiest
-    instance), or with `per_instance` one per instance, for healthy instances only."""
+    instance), or with `per_instance` one per instance, for healthy instances only.
+    `token`: BRIDGE_SERVE_TOKEN_FILE's, sent to the stdio servers bridges serve."""
     healthy = sorted(
         (i for i in instances if i.healthy),
         key=lambda i: (i.service, _RANK[i.health], i.node, i.service_id),
     )
-    servers: dict[str, dict[str, str]] = {}
+    servers: dict[str, dict[str, Any]] = {}
     for instance in healthy:
         name = instance.service
         if per_instance:
@@ -127,4 +132,6 @@ def client_config(instances: Iterable[Instance], *, per_instance: bool = False) 
             continue
         kind = "sse" if instance.transport == "sse" else "http"
         servers[name] = {"type": kind, "url": instance.url}
+        if token is not None and instance.served:
+            servers[name]["headers"] = {"Authorization": f"Bearer {token}"}
     return {"mcpServers": servers}

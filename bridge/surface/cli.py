@@ -302,7 +302,10 @@ def cmd_client_config(settings: Settings, names: Sequence[str], per_instance: bo
     instances = _read_catalog(settings, names, False)
     if instances is None:
         return 1
-    config = client_config(instances, per_instance=per_instance)
+    token = None
+    if settings.serve_token_file is not None:  # what the served stdio endpoints require
+        token = settings.serve_token_file.read_text().strip() or None
+    config = client_config(instances, per_instance=per_instance, token=token)
     missing = sorted(set(names) - {i.service for i in instances if i.healthy})
     for name in missing:
         print(f"mcp-bridge: no healthy instance of service {name!r}", file=sys.stderr)

@@ -53,3 +53,14 @@ def test_client_config_one_entry_per_service_or_per_instance_healthy_only() -> N
         "weather@h2",
         "legacy@h4",
     }
+
+
+def test_the_serve_token_goes_to_served_stdio_servers_only() -> None:
+    stdio = instance_of(entry("h1:mcp-t", "h1", ["passing"], container_transport="stdio"))
+    stdio.service = "time"
+    http = instance_of(entry("h1:mcp-w", "h1", ["passing"]))
+    assert stdio.served and not http.served
+    servers = client_config([stdio, http], token="s3cret")["mcpServers"]
+    assert servers["time"]["headers"] == {"Authorization": "Bearer s3cret"}
+    assert "headers" not in servers["weather"]
+    assert "headers" not in client_config([stdio])["mcpServers"]["time"]

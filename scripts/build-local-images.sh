@@ -14,6 +14,9 @@
 #                 mcp-server-v1  mcp-bridge/mcp-server-v1:local: the same fixture on the
 #                             SDK's 1.x line (MCP_V1_SDK_SPEC), which speaks only the
 #                             `initialize` handshake
+#                 mcp-server-time  mcp-bridge/mcp-server-time:local: FROM python, the MCP
+#                             project's reference time server (MCP_TIME_SPEC from PyPI), a
+#                             stdio server that exposes no port (images/mcp-server-time)
 #                 consul      mcp-bridge/consul:local: FROM scratch, Debian bullseye's
 #                             consul 1.8.7 (the binary scripts/local-services.sh fetches
 #                             to $MCP_BRIDGE_HOME/consul/consul, reused), Debian's
@@ -47,6 +50,7 @@
 #   MCP_BRIDGE_HOME          cache/state dir, default /opt/mcp-bridge
 #   MCP_SDK_SPEC             pip requirement for the SDK, default mcp==2.3.0
 #   MCP_V1_SDK_SPEC          the same for mcp-server-v1, default mcp==1.30.0
+#   MCP_TIME_SPEC            the same for mcp-server-time, default mcp-server-time==2026.10.19
 #   MCP_BRIDGE_DEBIAN_MIRROR default http://deb.debian.org/debian
 set -euo pipefail
 
@@ -64,12 +68,13 @@ LOCK_FILE="/run/lock/mcp-bridge-build-local-images.lock"
 PYTHON_IMAGE="mcp-bridge/python:local"
 MCP_IMAGE="mcp-bridge/mcp-server:local"
 MCP_V1_IMAGE="mcp-bridge/mcp-server-v1:local"
+TIME_IMAGE="mcp-bridge/mcp-server-time:local"
 CONSUL_IMAGE="mcp-bridge/consul:local"
 # mcp-bridge/dind:<suite>, an engine of each Debian suite's docker.io: bookworm (20.10),
 # trixie (26.1), sid (28.5). bookworm's is also tagged mcp-bridge/dind:local.
 DIND_IMAGE="mcp-bridge/dind:local"
 BRIDGE_IMAGE="mcp-bridge/bridge:local"
-ALL_NAMES=(python mcp-server mcp-server-v1 consul dind bridge)
+ALL_NAMES=(python mcp-server mcp-server-v1 mcp-server-time consul dind bridge)
 
 SUITE=bookworm                      # python3 is 3.11 there: the wheels are cp311
 PY_TAG=cp311
@@ -81,6 +86,7 @@ MIRROR="${MCP_BRIDGE_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 MIRROR="${MIRROR%/}"
 MCP_SDK_SPEC="${MCP_SDK_SPEC:-mcp==2.3.0}"
 MCP_V1_SDK_SPEC="${MCP_V1_SDK_SPEC:-mcp==1.30.0}"
+MCP_TIME_SPEC="${MCP_TIME_SPEC:-mcp-server-time==2026.10.19}"
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 APT_OPTS=(-o DPkg::Lock::Timeout=300 -o Acquire::Retries=3 -o APT::Sandbox::User=root)
 INPUTS_LABEL=org.mcp-bridge.inputs
@@ -148,6 +154,7 @@ parse_args() {
             python|mcp-bridge/python|"$PYTHON_IMAGE") WANT+=(python) ;;
             mcp-server|mcp-bridge/mcp-server|"$MCP_IMAGE") WANT+=(mcp-server) ;;
             mcp-server-v1|mcp-bridge/mcp-server-v1|"$MCP_V1_IMAGE") WANT+=(mcp-server-v1) ;;
+            mcp-server-time|mcp-bridge/mcp-server-time|"$TIME_IMAGE") WANT+=(mcp-server-time) ;;
             consul|mcp-bridge/consul|"$CONSUL_IMAGE") WANT+=(consul) ;;
             dind|mcp-bridge/dind|"$DIND_IMAGE"|dind-bookworm|mcp-bridge/dind:bookworm) WANT+=(dind) ;;
             dind-trixie|mcp-bridge/dind:trixie) WANT+=(dind-trixie) ;;
@@ -508,6 +515,35 @@ build_mcp_server() {  # image requirement
     log "built $image in $(elapsed "$t0")"
 }
 
+# mcp-bridge/mcp-server-time:local: a reference stdio server from PyPI
+build_time_server() {
+    local image=$TIME_IMAGE spec=$MCP_TIME_SPEC df="$REPO_ROOT/images/mcp-server-time/Dockerfile"
+    local base_id hash old ctx t0 id
+    [ -r "$df" ] || die "missing $df"
+    base_id=$(image_id "$PYTHON_IMAGE") || die "$PYTHON_IMAGE is missing"
+    hash=$( { echo "$base_id $spec $PY_TAG $WHEEL_ARCH"; cat "$df"; } | sha)
+    needs_build "$image" "$hash" || return 0
+    t0=$SECONDS
+    ensure_wheels "$spec"
+    make_tmp ctx time-server-context
+    cp "$df" "$ctx/Dockerfile"
+    cp -a "$WHEEL_DIR" "$ctx/wheels"
+    rm -f "$ctx/wheels/.complete"
+    old=$(image_id "$image" || true)
+    log "docker build $image ($spec, classic builder)"
+    DOCKER_BUILDKIT=0 docker build --force-rm \
+        --build-arg "BASE_IMAGE=$PYTHON_IMAGE" \
+        --label "$INPUTS_LABEL=$hash" \
+        -t "$image" "$ctx" >&2 \
+        || die "docker build of $image failed"
+    id=$(image_id "$image")
+    docker image prune -f --filter "label=org.mcp-bridge.stage=build" >/dev/null 2>&1 || true
+    docker run --rm --network none "$image" mcp-server-time --help >/dev/null \
+        || die "$image does not run mcp-server-time"
+    drop_old_image "$old" "$id"
+    log "built $image in $(elapsed "$t0")"
+}
+
 # --------------------------------------------------------------------------
 # mcp-bridge/consul:local
 
@@ -794,6 +830,10 @@ main() {
     if wanted mcp-server-v1; then
         ensure_python "$MCP_V1_IMAGE"
         build_mcp_server "$MCP_V1_IMAGE" "$MCP_V1_SDK_SPEC"
+    fi
+    if wanted mcp-server-time; then
+        ensure_python "$TIME_IMAGE"
+        build_time_server
     fi
     if wanted consul; then
         build_consul

@@ -309,6 +309,13 @@ def mcp_server_image(services: dict[str, str]) -> str:
 
 
 @pytest.fixture(scope="session")
+def mcp_server_time_image(services: dict[str, str]) -> str:
+    """mcp-bridge/mcp-server-time:local: the MCP project's reference time server from
+    PyPI, a stdio server that exposes no port."""
+    return build_image("mcp-server-time")
+
+
+@pytest.fixture(scope="session")
 def mcp_server_v1_image(services: dict[str, str]) -> str:
     """mcp-bridge/mcp-server-v1:local: the same server on the SDK's 1.x line, which speaks
     only the `initialize` handshake."""

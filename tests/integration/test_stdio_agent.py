@@ -108,3 +108,31 @@ def test_restarts_of_the_server_and_of_the_bridge_keep_the_port_and_serve_again(
     passing(bridge, "r")
     assert url_of(bridge, "r") == url
     use_all(url, 2)
+
+
+def test_a_reference_stdio_server_needs_no_label_beyond_docker_run_i(
+    bridge: Bridge, mcp_server_time_image: str
+) -> None:
+    """`docker run -d -i <image>`: open stdin and no port is a stdio server."""
+    bridge.agent.start()
+    bridge.docker.containers.run(
+        mcp_server_time_image,
+        name=bridge.tag + "time",
+        detach=True,
+        stdin_open=True,
+        labels=bridge.labels(FAST_CHECKS, enable="true"),
+    )
+    passing(bridge, "time")
+    service = bridge.service("time")
+    assert service is not None and service["Meta"]["container_transport"] == "stdio"
+    assert service["Meta"]["mcp_server_name"] == "mcp-time"
+
+    async def main() -> tuple[list[str], str]:
+        async with Client(url_of(bridge, "time")) as client:
+            tools = await client.list_tools()
+            said = await client.call_tool("get_current_time", {"timezone": "UTC"})
+            return sorted(t.name for t in tools.tools), said.content[0].text  # type: ignore[union-attr]
+
+    names, said = asyncio.run(main())
+    assert names == ["convert_time", "get_current_time"]
+    assert '"timezone": "UTC"' in said or "UTC" in said

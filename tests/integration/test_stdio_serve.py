@@ -2,8 +2,8 @@
 bridge's stdio endpoint (bridge/mcp/stdio/), used by the official SDK's own clients: the
 2.x `Client` in both eras, the 1.x line's `streamablehttp_client`, and the TypeScript
 SDK's client (scripts/install-node-clients.sh), several at once.
-Not yet through the agent: this proves the attach, the shared process, the one handshake
-and the era translation with real peers."""
+The endpoint on its own, without the agent (test_stdio_agent.py has the agent): the
+attach, the shared process, the one handshake and the era translation with real peers."""
 
 from __future__ import annotations
 

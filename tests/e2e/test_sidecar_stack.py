@@ -103,20 +103,23 @@ def test_sidecar_stack_registers_the_example_server(
     config = json.loads(
         ComposeStack([SIDECAR], "mcpe2e-config", {}).compose("config", "--format", "json").stdout
     )
-    labels = config["services"]["mcp-example"]["labels"]
+    examples = ("mcp-example", "mcp-example-stdio")
+    every = {e: config["services"][e]["labels"] for e in examples}
+    labels = every["mcp-example"]
     assert labels["mcp.enable"] == "true"
     override = tmp_path / "compose.e2e.yaml"
     override.write_text(  # JSON is YAML
         json.dumps(
             {
                 "services": {
-                    "mcp-example": {
+                    e: {
                         "labels": {
                             prefix + k.removeprefix("mcp."): v
-                            for k, v in labels.items()
+                            for k, v in every[e].items()
                             if k.startswith("mcp.")
                         }
                     }
+                    for e in examples
                 }
             }
         )
@@ -164,3 +167,14 @@ def test_sidecar_stack_registers_the_example_server(
     assert base <= registered["Port"] < base + POOL_SIZE
     url = f"http://{registered['Address']}:{registered['Port']}{labels['mcp.path']}"
     assert mcp_initialize(url)["serverInfo"]["name"] == "example-mcp"
+
+    # The stdio example: attached and served by the bridge on a pool port.
+    stdio = every["mcp-example-stdio"]
+    served = wait_for(
+        "the stdio example passing", lambda: healthy_service(consul, stdio["mcp.name"])
+    )[0]["Service"]
+    assert served["Meta"]["container_transport"] == "stdio"
+    assert served["Meta"]["transport"] == "streamable-http"
+    assert base <= served["Port"] < base + POOL_SIZE and served["Port"] != registered["Port"]
+    url = f"http://{served['Address']}:{served['Port']}/mcp"
+    assert mcp_initialize(url)["serverInfo"]["name"] == "example-stdio-mcp"

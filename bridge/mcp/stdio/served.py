@@ -35,6 +35,7 @@ log = structlog.get_logger("bridge.stdio")
 
 HANDSHAKE_WAIT = 60.0  # seconds for the server's first answers (npx may still be starting)
 RETRY_FIRST, RETRY_MAX = 0.5, 30.0  # backoff between attaches the engine refused
+CLOSE_WAIT = 1.0  # seconds a closing listener lets requests under way finish
 FORBIDDEN = -32003  # JSON-RPC error of a refused source address or a full connection limit
 
 
@@ -106,7 +107,11 @@ class Served:
         self.endpoint.add_routes(app)
         # handler_cancellation: a client that goes away cancels its handler, which is how
         # a 2026-07-28 client's closed stream becomes a cancellation at the server.
-        runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+        # shutdown_timeout: closing a service must not hold the pass for long requests
+        # (they have had their answer: the process ended, or the agent is stopping).
+        runner = web.AppRunner(
+            app, handler_cancellation=True, access_log=None, shutdown_timeout=CLOSE_WAIT
+        )
         await runner.setup()
         site = web.TCPSite(
             runner,

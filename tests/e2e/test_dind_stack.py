@@ -117,5 +117,25 @@ def test_dind_stack_registers_an_inner_mcp_server_reachable_from_the_host(
     assert result["serverInfo"]["name"] == "fixture-mcp"
     assert result["protocolVersion"]
 
+    # A stdio server beside it, as a user runs one: `-i`, the transport label.
+    stdio = f"e2e-stdio-{token}"
+    run(
+        [
+            script, "run", f"mcp-e2e-stdio-{token}", "-i", "-e", "MCP_TRANSPORT=stdio",
+            "-e", "MCP_SERVER_NAME=stdio-fixture",
+            "--label", "mcp.enable=true",
+            "--label", f"mcp.name={stdio}",
+            "--label", "mcp.transport=stdio",
+            "--label", "mcp.check.interval=2s",
+        ],
+        env=env,
+        timeout=300,
+    )  # fmt: skip
+    served = wait_for(f"{stdio} passing", lambda: healthy_service(consul, stdio))[0]["Service"]
+    assert served["Meta"]["container_transport"] == "stdio"
+    assert base <= served["Port"] < base + POOL_SIZE
+    result = mcp_initialize(f"http://127.0.0.1:{served['Port']}/mcp")
+    assert result["serverInfo"]["name"] == "stdio-fixture"
+
     status = http_json(agent + "/v1/status")
     print(f"agent status: {str(status)[:400]}")

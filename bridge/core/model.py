@@ -115,6 +115,9 @@ class Stdin:
     open: bool  # OpenStdin: `docker run -i`, compose `stdin_open: true`
     tty: bool  # Tty: `-t`; a terminal mangles the JSON lines
     once: bool  # StdinOnce: the first attach to detach would close the server's stdin
+    # On the host's network the listing shows no ports even for an HTTP server: then
+    # open stdin alone does not make it a stdio server.
+    host_network: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -113,15 +113,16 @@ def parse_inspect(obj: Mapping[str, Any]) -> Container:
         published=_in_order(published),
         networks=_networks(settings),
         health=health if health in ("healthy", "unhealthy", "starting") else None,
-        stdin=parse_stdin(config),
+        stdin=parse_stdin(config, obj.get("HostConfig") or {}),
     )
 
 
-def parse_stdin(config: Mapping[str, Any]) -> Stdin:
+def parse_stdin(config: Mapping[str, Any], host_config: Mapping[str, Any]) -> Stdin:
     return Stdin(
         open=bool(config.get("OpenStdin")),
         tty=bool(config.get("Tty")),
         once=bool(config.get("StdinOnce")),
+        host_network=host_config.get("NetworkMode") == "host",
     )
 
 

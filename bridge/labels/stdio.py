@@ -39,7 +39,13 @@ def wants_stdio(container: Container, own: Mapping[str, str]) -> bool:
     if said is not None:
         return said == Transport.STDIO.value
     stdin = container.stdin
-    return "port" not in own and not container.exposed_tcp and stdin is not None and stdin.open
+    return (
+        "port" not in own
+        and not container.exposed_tcp
+        and stdin is not None
+        and stdin.open
+        and not stdin.host_network
+    )
 
 
 def check(container: Container, own: Mapping[str, str], prefix: str) -> None:

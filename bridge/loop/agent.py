@@ -224,6 +224,8 @@ class Agent:
                 self.parts, self.forwarders, self.checks, self.view, pending, self.stdio
             )
             self.triggers.seen(result.listed, pending)
+            if pending.full:  # the kept handshakes of containers that are gone
+                await self.handshakes.keep_only({c.id for c in result.listed})
             self.view.absorb(result, pending, self.metrics)
             self.pool_pressure.note(self.pool.state)
             failed = result.applied.failed

@@ -150,8 +150,14 @@ async def run_pass(
         probe_meta=view.probe_meta,
         tiers=settings.tier_layout,
     )
-    failed = await forwarders.sync(forward_targets(desired.services.values()), scope.services)
-    failed.update(await stdio.sync(stdio_targets(desired.services.values()), scope.services))
+    to_forward = forward_targets(desired.services.values())
+    to_serve = stdio_targets(desired.services.values())
+    failed = await forwarders.sync(to_forward, scope.services)
+    failed.update(await stdio.sync(to_serve, scope.services))
+    if failed:  # the port may have been held by the other set until now (a container
+        # re-created with the other transport): once more, now that both have closed theirs
+        failed = await forwarders.sync(to_forward, scope.services)
+        failed.update(await stdio.sync(to_serve, scope.services))
     desired.hold_back(failed, "forwarder")
     timer.lap("forwarders")
     desired.waiting.update({n: Waiting(*why) for n, why in fleet_waiting.items()})

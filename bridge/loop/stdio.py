@@ -14,7 +14,7 @@ import structlog
 
 from bridge.core.config import Settings
 from bridge.core.protocols import DockerUnavailable, StdioSetAPI
-from bridge.docker.attach import AttachFailed, attach, endpoint_from_env
+from bridge.docker.attach import AttachFailed, Endpoint, attach, endpoint_from_env
 from bridge.docker.engine import DockerEngine
 from bridge.mcp.probe import ProbeResult
 from bridge.mcp.stdio.check import probe_served
@@ -40,45 +40,59 @@ async def probe(stdio: StdioServing, sid: str, budget: float, want_tools: bool) 
     return await probe_served(stdio.served.get(sid), budget, want_tools=want_tools)
 
 
+SENT = '{"sent": true}'  # the row of a process an `initialize` went to, its answer not kept
+
+
 class KeptHandshakes:
     """The handshake of each process served, by (container id, StartedAt): in memory for
     this run, and in the bridge's store (pool/processes.py) once the agent has opened it,
     so that neither a re-attach (the attach stream broke, the engine restarted with
-    live-restore) nor a restarted bridge sends a live process a second `initialize`."""
+    live-restore) nor a restarted bridge sends a live process a second `initialize`.
+    Before an `initialize` goes out, the process is marked as sent to (SENT)."""
 
     def __init__(self) -> None:
-        self._kept: dict[str, tuple[str, Handshake]] = {}  # container id -> the latest
+        # container id -> (StartedAt, its handshake; None: sent, the answer not kept)
+        self._kept: dict[str, tuple[str, Handshake | None]] = {}
         self.store: ProcessStore | None = None
 
-    async def get(self, container_id: str, started_at: str) -> Handshake | None:
+    async def _read(self, container_id: str, started_at: str) -> tuple[bool, Handshake | None]:
+        """(known at all, the handshake)."""
         kept = self._kept.get(container_id)
         if kept is not None and kept[0] == started_at:
-            return kept[1]
+            return True, kept[1]
         if self.store is None:
-            return None
+            return False, None
         try:
             text = await self.store.get(container_id, started_at)
         except StoreError as exc:
             log.warning("stdio_handshake_unread", container_id=container_id, error=str(exc))
-            return None
+            return False, None
         if text is None:
-            return None
-        try:
-            data = json.loads(text)
-            era = data["era"]
-            if era not in ("modern", "handshake"):
-                return None
-            shook = Handshake(era, str(data["version"]), dict(data["result"]))
-        except (ValueError, KeyError, TypeError):
-            return None  # not what this module writes: as if none was kept
+            return False, None
+        shook = _decode(text)
         self._kept[container_id] = (started_at, shook)
-        return shook
+        return True, shook
+
+    async def get(self, container_id: str, started_at: str) -> Handshake | None:
+        return (await self._read(container_id, started_at))[1]
+
+    async def sent(self, container_id: str, started_at: str) -> bool:
+        known, shook = await self._read(container_id, started_at)
+        return known and shook is None
+
+    async def mark_sent(self, container_id: str, started_at: str) -> None:
+        await self._keep(container_id, started_at, None, SENT)
 
     async def put(self, container_id: str, started_at: str, shook: Handshake) -> None:
+        text = json.dumps({"era": shook.era, "version": shook.version, "result": shook.result})
+        await self._keep(container_id, started_at, shook, text)
+
+    async def _keep(
+        self, container_id: str, started_at: str, shook: Handshake | None, text: str
+    ) -> None:
         self._kept[container_id] = (started_at, shook)
         if self.store is None:
             return
-        text = json.dumps({"era": shook.era, "version": shook.version, "result": shook.result})
         try:
             await self.store.put(container_id, started_at, text)
         except StoreError as exc:  # served all the same; only a restart would miss it
@@ -91,6 +105,28 @@ class KeptHandshakes:
         if self.store is not None:
             with contextlib.suppress(StoreError):
                 await self.store.forget(container_id, started_at)
+
+    async def keep_only(self, container_ids: set[str]) -> None:
+        """After a full listing: the rows of containers that no longer exist go (a
+        container removed while its service was withdrawn never saw its process end)."""
+        for cid in [c for c in self._kept if c not in container_ids]:
+            del self._kept[cid]
+        if self.store is not None:
+            with contextlib.suppress(StoreError):
+                await self.store.keep_only(container_ids)
+
+
+def _decode(text: str) -> Handshake | None:
+    """A kept row as a Handshake; None for SENT, or for anything this module did not
+    write (then the process is taken as sent to: no second `initialize` unasked)."""
+    try:
+        data = json.loads(text)
+        era = data["era"]
+        if era not in ("modern", "handshake"):
+            return None
+        return Handshake(era, str(data["version"]), dict(data["result"]))
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def serve_rules(settings: Settings) -> ServeRules:
@@ -120,11 +156,15 @@ def stdio_set(settings: Settings, engine: DockerEngine, kept: KeptHandshakes) ->
     env = dict(os.environ)
     if settings.docker_host is not None:
         env["DOCKER_HOST"] = settings.docker_host
-    where = endpoint_from_env(env)
+    found: list[Endpoint] = []
 
     async def attach_to(container_id: str) -> Stream:
+        # Read when first needed: a DOCKER_HOST the attach cannot use (ssh://) or TLS
+        # files not readable yet must not stop an agent that serves no stdio server.
         try:
-            return await attach(where, container_id)
+            if not found:
+                found.append(endpoint_from_env(env))
+            return await attach(found[0], container_id)
         except AttachFailed as exc:
             raise AttachRefused(exc.reason, gone=exc.gone) from exc
 

@@ -48,13 +48,26 @@ class ProcessStore:
             (container_id, started_at),
         )
 
+    async def keep_only(self, container_ids: set[str]) -> None:
+        """Delete the rows of every container not in `container_ids`."""
+        rows = await self._run("SELECT container_id FROM stdio_processes", ())
+        for (cid,) in rows:
+            if cid not in container_ids:
+                await self._run("DELETE FROM stdio_processes WHERE container_id = ?", (cid,))
+
     async def _run(self, sql: str, args: tuple[object, ...]) -> list[tuple[object, ...]]:
         def run() -> list[tuple[object, ...]]:
             return self._conn.execute(sql, args).fetchall()  # autocommit: one transaction
 
         async with self._lock:
+            running = asyncio.ensure_future(asyncio.to_thread(run))
             try:
-                return await asyncio.to_thread(run)
+                return await asyncio.shield(running)
+            except asyncio.CancelledError:
+                # The caller is cancelled, the statement runs on in its thread: the lock is
+                # not let go (and the connection not used again) until it has ended.
+                await asyncio.wait([running])
+                raise
             except sqlite3.Error as exc:
                 raise StoreError(f"{self.path}: stdio_processes: {exc}") from exc
 

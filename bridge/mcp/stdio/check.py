@@ -10,17 +10,14 @@ it also lists the server's tools for the inventory, through the same channel.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from typing import Any
 
 from bridge.mcp.probe import SLOW_FRACTION, TOOLS_TIMEOUT, ProbeResult
-from bridge.mcp.stdio.handshake import round_trip
+from bridge.mcp.stdio.handshake import next_id, round_trip
 from bridge.mcp.stdio.served import Served
 from bridge.mcp.tools import list_tools
 from bridge.mcp.wire import ProbeFailed, modern_request
-
-_ids = itertools.count(1)
 
 
 async def probe_served(served: Served | None, budget: float, *, want_tools: bool) -> ProbeResult:
@@ -62,9 +59,9 @@ async def probe_served(served: Served | None, budget: float, *, want_tools: bool
 
     async def call(method: str, params: dict[str, Any] | None) -> dict[str, Any]:
         if shook.era == "modern":
-            request, _ = modern_request(method, shook.version, next(_ids), params)
+            request, _ = modern_request(method, shook.version, next_id(), params)
         else:
-            request = {"jsonrpc": "2.0", "id": next(_ids), "method": method}
+            request = {"jsonrpc": "2.0", "id": next_id(), "method": method}
             if params is not None:
                 request["params"] = params
         answer = await server.request(own, request)

@@ -61,7 +61,16 @@ def own_channel(server: StdioServer) -> Channel:
     return server.open(BRIDGE_KEY)
 
 
-async def handshake(server: StdioServer, channel: Channel) -> Handshake:
+def next_id() -> int:
+    """The ids of everything the bridge asks on its own channel (handshake, checks, tool
+    listings): one counter, so a late answer can never be taken for another request's."""
+    return next(_ids)
+
+
+async def handshake(server: StdioServer, channel: Channel, *, again: bool = False) -> Handshake:
+    """`again`: an `initialize` may have reached this process already, its answer lost (the
+    bridge stopped in the middle). A server that refuses this second one is served all
+    the same, on what the bridge asked for (the refusal is logged by the caller)."""
     discover, _ = modern_request("server/discover", LATEST_MODERN, next(_ids))
     answer = await server.request(channel, discover)
     result = answer.get("result")
@@ -80,6 +89,15 @@ async def handshake(server: StdioServer, channel: Channel) -> Handshake:
     }
     answer = await server.request(channel, initialize)
     result = answer.get("result")
+    if again and "error" in answer and not server_gone(answer):
+        # Already initialized: what it declared is not known, so assume what clients may
+        # ask; a method it lacks gets its own -32601.
+        result = {
+            "protocolVersion": LATEST_HANDSHAKE,
+            "capabilities": {"tools": {}, "resources": {}, "prompts": {}},
+            "serverInfo": {"name": "unknown", "version": ""},
+            "instructions": "",
+        }
     if not isinstance(result, dict) or not isinstance(result.get("protocolVersion"), str):
         _stopped(answer)
         raise HandshakeFailed(f"initialize was not answered as MCP says: {_said(answer)}")

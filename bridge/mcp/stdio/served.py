@@ -35,6 +35,7 @@ log = structlog.get_logger("bridge.stdio")
 
 HANDSHAKE_WAIT = 60.0  # seconds for the server's first answers (npx may still be starting)
 RETRY_FIRST, RETRY_MAX = 0.5, 30.0  # backoff between attaches the engine refused
+NOT_RUNNING_WAIT = 1.0  # at most, between looks at a stopped container
 CLOSE_WAIT = 1.0  # seconds a closing listener lets requests under way finish
 FORBIDDEN = -32003  # JSON-RPC error of a refused source address or a full connection limit
 
@@ -57,6 +58,12 @@ class Handshakes(Protocol):
     async def get(self, container_id: str, started_at: str) -> Handshake | None: ...
 
     async def put(self, container_id: str, started_at: str, shook: Handshake) -> None: ...
+
+    async def sent(self, container_id: str, started_at: str) -> bool:
+        """Whether an `initialize` may have reached this process without its answer kept."""
+        ...
+
+    async def mark_sent(self, container_id: str, started_at: str) -> None: ...
 
     async def forget(self, container_id: str, started_at: str) -> None: ...
 
@@ -101,6 +108,10 @@ class Served:
 
     def _fields(self) -> dict[str, Any]:
         return {"container": self.target.container, "service_id": self.sid}
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
 
     async def start(self) -> None:
         app = web.Application(middlewares=[self._access], client_max_size=0)
@@ -150,23 +161,40 @@ class Served:
             self.active -= 1
 
     async def _attach_loop(self) -> None:
+        """Attach, serve until the process ends, and again, until the pass closes the
+        service: whatever fails is retried, never the end of serving."""
         wait = RETRY_FIRST
         while True:
-            cid = self.target.container_id
             try:
-                stream = await self.parts.attach(cid)
+                await self._attach_once()
+                wait = RETRY_FIRST
+                continue
             except AttachRefused as exc:
                 self.state = f"not attached: {exc.reason}"
                 log.warning("stdio_attach_failed", **self._fields(), error=exc.reason)
-                if exc.gone:
-                    return  # the pass withdraws the service
-                await asyncio.sleep(wait)
-                wait = min(wait * 2, RETRY_MAX)
-                continue
-            wait = RETRY_FIRST
-            await self._serve(cid, stream)
+                # A stopped container: the pass withdraws the service soon, or it runs again.
+                pause = min(wait, NOT_RUNNING_WAIT) if exc.gone else wait
+            except Exception as exc:  # a bug must not end serving silently
+                self.state = f"not attached: {type(exc).__name__}: {exc}"
+                log.exception("stdio_attach_loop_failed", **self._fields())
+                pause = wait
+            await asyncio.sleep(pause)
+            wait = min(wait * 2, RETRY_MAX)
 
-    async def _serve(self, cid: str, stream: Stream) -> None:
+    async def _attach_once(self) -> None:
+        """One process: which one (StartedAt) before anything is sent, then serve it."""
+        cid = self.target.container_id
+        started_at = await self.parts.identify(cid)  # not running: AttachRefused(gone)
+        stream = await self.parts.attach(cid)
+        try:
+            if await self.parts.identify(cid) != started_at:
+                raise AttachRefused("the container restarted while the bridge attached")
+        except BaseException:
+            await stream.close()
+            raise
+        await self._serve(cid, started_at, stream)
+
+    async def _serve(self, cid: str, started_at: str, stream: Stream) -> None:
         def on_skipped(line: str) -> None:  # once per process: banners are common
             log.warning("stdio_line_skipped", **self._fields(), line=line[:200])
 
@@ -179,34 +207,16 @@ class Served:
         self._last = server
         reading = asyncio.create_task(server.run(), name=f"stdio read {self.sid}")
         try:
-            started_at = await self.parts.identify(cid)
-            own = own_channel(server)
-            shook = await self.parts.handshakes.get(cid, started_at)
-            kept = shook is not None
-            if shook is None:
-                shook = await asyncio.wait_for(handshake(server, own), HANDSHAKE_WAIT)
-                await self.parts.handshakes.put(cid, started_at, shook)
-            self.server, self.own, self.shook = server, own, shook
-            self.endpoint.serve(server, shook)
-            self.processes += 1
-            self.state = "serving"
-            log.info(
-                "stdio_attached",
-                **self._fields(),
-                era=shook.era,
-                version=shook.version,
-                server=shook.server_info.get("name"),
-                handshake="kept" if kept else "done",
-                started_at=started_at,
-            )
-        except (HandshakeFailed, TimeoutError, AttachRefused) as exc:
+            await self._shake_hands(server, cid, started_at)
+        except (HandshakeFailed, TimeoutError) as exc:
             # Never a second initialize to this process: it is left alone until it ends.
             why = str(exc) or type(exc).__name__
             self.state = f"not serving: handshake failed: {why}"
             log.warning("stdio_handshake_failed", **self._fields(), error=why)
-            started_at = ""
         except BaseException:
             reading.cancel()
+            await asyncio.gather(reading, return_exceptions=True)
+            await stream.close()  # run() closes it, unless it was cancelled before it began
             raise
         try:
             await reading
@@ -216,11 +226,48 @@ class Served:
         self.server = self.own = self.shook = None
         self._add_ended(server)
         await self.endpoint.gone()
-        if started_at and await self._ended(cid, started_at):
+        if await self._ended(cid, started_at):
             await self.parts.handshakes.forget(cid, started_at)
         if self.state == "serving":
             self.state = f"not attached: {server.why_ended or 'the process ended'}"
         log.info("stdio_process_ended", **self._fields(), reason=server.why_ended)
+
+    async def _shake_hands(self, server: StdioServer, cid: str, started_at: str) -> None:
+        """The process's one handshake: the one kept for it, or done now and kept. Once an
+        `initialize` may have been sent, it is marked as sent; a close in the middle lets
+        it finish (for a moment) and be kept, so nobody sends the process another."""
+        handshakes = self.parts.handshakes
+        own = own_channel(server)
+        shook = await handshakes.get(cid, started_at)
+        how = "kept"
+        if shook is None:
+            again = await handshakes.sent(cid, started_at)
+            how = "repeated" if again else "done"
+            await handshakes.mark_sent(cid, started_at)
+            doing = asyncio.ensure_future(
+                asyncio.wait_for(handshake(server, own, again=again), HANDSHAKE_WAIT)
+            )
+            try:
+                shook = await asyncio.shield(doing)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    done = await asyncio.wait_for(doing, CLOSE_WAIT)
+                    await handshakes.put(cid, started_at, done)
+                raise
+            await handshakes.put(cid, started_at, shook)
+        self.server, self.own, self.shook = server, own, shook
+        self.endpoint.serve(server, shook)
+        self.processes += 1
+        self.state = "serving"
+        log.info(
+            "stdio_attached",
+            **self._fields(),
+            era=shook.era,
+            version=shook.version,
+            server=shook.server_info.get("name"),
+            handshake=how,
+            started_at=started_at,
+        )
 
     def _add_ended(self, server: StdioServer) -> None:
         self._last = None
@@ -246,12 +293,13 @@ class Served:
         )
 
     async def _ended(self, cid: str, started_at: str) -> bool:
-        """Whether the process is gone, not just the attach stream (an engine restarted
-        with live-restore keeps it running): only then is its handshake of no more use."""
+        """Whether the process is gone for sure, not just the attach stream (an engine
+        restarted with live-restore keeps it running; an engine that does not answer says
+        nothing): only then is its handshake of no more use."""
         try:
             return await self.parts.identify(cid) != started_at
-        except AttachRefused:
-            return True
+        except AttachRefused as exc:
+            return exc.gone
 
     async def close(self) -> None:
         if self._task is not None:
@@ -284,7 +332,7 @@ class StdioSet:
             await self._close(sid, "withdrawn")
         for sid, target in desired.items():
             current = self.served.get(sid)
-            if current is not None and current.target == target:
+            if current is not None and current.target == target and current.running:
                 continue
             if current is not None:
                 await self._close(sid, "changed")

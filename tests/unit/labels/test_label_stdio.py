@@ -46,6 +46,13 @@ def test_a_port_or_another_transport_keeps_it_http(kw: dict[str, Any]) -> None:
     assert spec(stdio(**kw)).transport is not Transport.STDIO
 
 
+def test_open_stdin_on_the_hosts_network_is_not_taken_as_stdio() -> None:
+    # There the listing shows no ports even for an HTTP server.
+    host = Stdin(open=True, tty=False, once=False, host_network=True)
+    assert error(stdio(stdin=host)).label == "mcp.port"
+    assert spec(stdio({"mcp.transport": "stdio"}, stdin=host)).transport is Transport.STDIO
+
+
 def test_the_label_makes_stdio_even_with_an_exposed_port() -> None:
     s = spec(stdio({"mcp.transport": "stdio"}, exposed=(8080,)))
     assert s.transport is Transport.STDIO and s.port == 0

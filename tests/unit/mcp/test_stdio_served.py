@@ -48,21 +48,45 @@ def handshake_only(message: dict[str, Any]) -> list[dict[str, Any]]:
 
 class Engine:
     """Attach and inspect, as the loop's stdio parts give them: each attach is the
-    process whose StartedAt `started` says; `gone` refuses as for a removed container."""
+    process whose StartedAt `started` says; `gone` refuses as for a removed container,
+    `down` as an engine that does not answer, `stopped` as a stopped container;
+    `initialize_after`: seconds before a process answers `initialize`."""
 
     def __init__(self) -> None:
         self.processes: list[FakeProcess] = []
         self.started = "t1"
-        self.gone = False
+        self.gone = self.down = self.stopped = False
+        self.fail_once: Exception | None = None
+        self.initialize_after = 0.0
 
     async def attach(self, cid: str) -> FakeProcess:
         if self.gone:
             raise AttachRefused("no such container", gone=True)
-        process = FakeProcess(handshake_only)
+        process = FakeProcess(self._handler())
         self.processes.append(process)
         return process
 
+    def _handler(self) -> Any:
+        def handle(message: dict[str, Any]) -> list[dict[str, Any]]:
+            answers = handshake_only(message)
+            if message.get("method") == "initialize" and self.initialize_after:
+                loop = asyncio.get_running_loop()
+                process = self.processes[-1]
+                for answer in answers:
+                    loop.call_later(self.initialize_after, process.say, answer)
+                return []
+            return answers
+
+        return handle
+
     async def identify(self, cid: str) -> str:
+        if self.fail_once is not None:
+            exc, self.fail_once = self.fail_once, None
+            raise exc
+        if self.down:
+            raise AttachRefused("Docker at the local socket: connection refused")
+        if self.stopped:
+            raise AttachRefused("the container is not running", gone=True)
         return self.started
 
     def initializes(self) -> int:
@@ -199,4 +223,84 @@ async def test_readings_count_across_processes_and_keep_a_crashed_servers_stderr
     after = served.reading()
     assert after.processes == 2 and after.answered == 6  # and as many for the next process
     assert served_set.readings() == {SID: after}
+    await served_set.close()
+
+
+async def test_a_stream_broken_while_the_engine_is_away_keeps_the_handshake(
+    engine: Engine,
+) -> None:
+    """An engine restarted with live-restore: the attach stream ends, the process lives."""
+    served_set = stdio_set(engine, KeptHandshakes())
+    await served_set.sync({SID: target(free_tcp_port())})
+    served = served_set.served[SID]
+    await wait_until(lambda: served.state == "serving")
+    engine.down = True
+    engine.processes[0].exit()
+    await wait_until(lambda: "connection refused" in served.state)
+    engine.down = False
+    await wait_until(lambda: served.state == "serving" and len(engine.processes) == 2)
+    assert engine.initializes() == 1  # the same process (t1): its handshake was kept
+    await served_set.close()
+
+
+async def test_a_close_in_the_middle_of_the_handshake_lets_it_finish_and_keeps_it(
+    engine: Engine,
+) -> None:
+    engine.initialize_after = 0.3
+    kept = KeptHandshakes()
+    first = stdio_set(engine, kept)
+    port = free_tcp_port()
+    await first.sync({SID: target(port)})
+    await wait_until(lambda: engine.initializes() == 1)
+    await first.close()  # while initialize is unanswered
+    second = stdio_set(engine, kept)
+    await second.sync({SID: target(port)})
+    await wait_until(lambda: second.served[SID].state == "serving")
+    assert engine.initializes() == 1
+    await second.close()
+
+
+async def test_a_process_sent_initialize_without_its_answer_kept_is_served_anyway(
+    engine: Engine,
+) -> None:
+    """The bridge was killed after sending `initialize`: the next one sends it again (it
+    cannot serve without an answer), and a server that refuses it is served all the same."""
+    kept = KeptHandshakes()
+    await kept.mark_sent("c1", "t1")
+
+    def refusing(message: dict[str, Any]) -> list[dict[str, Any]]:
+        if message.get("method") == "initialize":
+            error = {"code": -32600, "message": "already initialized"}
+            return [{"jsonrpc": "2.0", "id": message["id"], "error": error}]
+        return handshake_only(message)
+
+    engine._handler = lambda: refusing  # type: ignore[method-assign]
+    served_set = stdio_set(engine, kept)
+    await served_set.sync({SID: target(free_tcp_port())})
+    served = served_set.served[SID]
+    await wait_until(lambda: served.state == "serving")
+    assert (await probe_served(served, 2.0, want_tools=True)).tools == TOOLS
+    await served_set.close()
+
+
+async def test_a_stopped_container_is_looked_at_again_until_it_runs(engine: Engine) -> None:
+    engine.stopped = True
+    served_set = stdio_set(engine, KeptHandshakes())
+    await served_set.sync({SID: target(free_tcp_port())})
+    served = served_set.served[SID]
+    await wait_until(lambda: "not running" in served.state)
+    assert engine.processes == []  # nothing attached, nothing sent
+    engine.stopped = False
+    await wait_until(lambda: served.state == "serving")
+    assert engine.initializes() == 1
+    await served_set.close()
+
+
+async def test_an_unexpected_failure_does_not_end_serving(engine: Engine) -> None:
+    engine.fail_once = RuntimeError("a bug")
+    served_set = stdio_set(engine, KeptHandshakes())
+    await served_set.sync({SID: target(free_tcp_port())})
+    served = served_set.served[SID]
+    await wait_until(lambda: served.state == "serving")
+    assert served.running
     await served_set.close()

@@ -92,3 +92,17 @@ async def test_a_row_that_is_not_a_handshake_is_as_if_none_was_kept(tmp_path: Pa
         kept.store = store
         assert await kept.get("c1", "t") is None
     store.close()
+
+
+async def test_keep_only_drops_the_rows_of_containers_that_are_gone(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    DurablePool.open(path, RANGE, rebuild_source=lambda: []).close()
+    kept = KeptHandshakes()
+    kept.store = ProcessStore(path)
+    for cid in ("c1", "c2", "c3"):
+        await kept.put(cid, "t", SHOOK)
+    await kept.keep_only({"c2"})
+    again = KeptHandshakes()
+    again.store = kept.store
+    assert [await again.get(c, "t") for c in ("c1", "c2", "c3")] == [None, SHOOK, None]
+    kept.store.close()

@@ -15,7 +15,7 @@ from tests.integration.conftest import Bridge, wait_for
 
 pytestmark = pytest.mark.usefixtures("services")
 
-FAST_CHECKS = {"check.interval": "1s", "check.timeout": "2s"}
+FAST_CHECKS = {"check.interval": "2s", "check.timeout": "2s"}
 
 
 def run_stdio(bridge: Bridge, image: str, name: str, **labels: str) -> Any:
@@ -105,6 +105,13 @@ def test_restarts_of_the_server_and_of_the_bridge_keep_the_port_and_serve_again(
     bridge.agent.start()
     # The log is one file across both agents: the new one's attach is the fourth.
     wait_for("attached by the new agent", lambda: len(bridge.agent.events("stdio_attached")) >= 4)
+    # The process lives on: its handshake came from the store, no second initialize.
+    assert [e["handshake"] for e in bridge.agent.events("stdio_attached")] == [
+        "done",
+        "done",
+        "done",
+        "kept",
+    ]
     passing(bridge, "r")
     assert url_of(bridge, "r") == url
     use_all(url, 2)

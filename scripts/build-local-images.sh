@@ -17,6 +17,10 @@
 #                 mcp-server-time  mcp-bridge/mcp-server-time:local: FROM python, the MCP
 #                             project's reference time server (MCP_TIME_SPEC from PyPI), a
 #                             stdio server that exposes no port (images/mcp-server-time)
+#                 mcp-server-npm  mcp-bridge/mcp-server-npm:local: FROM python, the
+#                             host's Node (20) and the MCP project's reference servers from
+#                             npm (MCP_NPM_SERVERS): server-everything, server-memory; stdio,
+#                             no port (images/mcp-server-npm)
 #                 consul      mcp-bridge/consul:local: FROM scratch, Debian bullseye's
 #                             consul 1.8.7 (the binary scripts/local-services.sh fetches
 #                             to $MCP_BRIDGE_HOME/consul/consul, reused), Debian's
@@ -51,6 +55,8 @@
 #   MCP_SDK_SPEC             pip requirement for the SDK, default mcp==2.3.0
 #   MCP_V1_SDK_SPEC          the same for mcp-server-v1, default mcp==1.30.0
 #   MCP_TIME_SPEC            the same for mcp-server-time, default mcp-server-time==2026.10.19
+#   MCP_NPM_SERVERS          npm packages of mcp-server-npm (server-everything and
+#                            server-memory, 2026.8.31)
 #   MCP_BRIDGE_DEBIAN_MIRROR default http://deb.debian.org/debian
 set -euo pipefail
 
@@ -69,12 +75,13 @@ PYTHON_IMAGE="mcp-bridge/python:local"
 MCP_IMAGE="mcp-bridge/mcp-server:local"
 MCP_V1_IMAGE="mcp-bridge/mcp-server-v1:local"
 TIME_IMAGE="mcp-bridge/mcp-server-time:local"
+NPM_IMAGE="mcp-bridge/mcp-server-npm:local"
 CONSUL_IMAGE="mcp-bridge/consul:local"
 # mcp-bridge/dind:<suite>, an engine of each Debian suite's docker.io: bookworm (20.10),
 # trixie (26.1), sid (28.5). bookworm's is also tagged mcp-bridge/dind:local.
 DIND_IMAGE="mcp-bridge/dind:local"
 BRIDGE_IMAGE="mcp-bridge/bridge:local"
-ALL_NAMES=(python mcp-server mcp-server-v1 mcp-server-time consul dind bridge)
+ALL_NAMES=(python mcp-server mcp-server-v1 mcp-server-time mcp-server-npm consul dind bridge)
 
 SUITE=bookworm                      # python3 is 3.11 there: the wheels are cp311
 PY_TAG=cp311
@@ -87,6 +94,7 @@ MIRROR="${MIRROR%/}"
 MCP_SDK_SPEC="${MCP_SDK_SPEC:-mcp==2.3.0}"
 MCP_V1_SDK_SPEC="${MCP_V1_SDK_SPEC:-mcp==1.30.0}"
 MCP_TIME_SPEC="${MCP_TIME_SPEC:-mcp-server-time==2026.10.19}"
+MCP_NPM_SERVERS="${MCP_NPM_SERVERS:-@modelcontextprotocol/server-everything@2026.8.31 @modelcontextprotocol/server-memory@2026.8.31}"
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 APT_OPTS=(-o DPkg::Lock::Timeout=300 -o Acquire::Retries=3 -o APT::Sandbox::User=root)
 INPUTS_LABEL=org.mcp-bridge.inputs
@@ -155,6 +163,7 @@ parse_args() {
             mcp-server|mcp-bridge/mcp-server|"$MCP_IMAGE") WANT+=(mcp-server) ;;
             mcp-server-v1|mcp-bridge/mcp-server-v1|"$MCP_V1_IMAGE") WANT+=(mcp-server-v1) ;;
             mcp-server-time|mcp-bridge/mcp-server-time|"$TIME_IMAGE") WANT+=(mcp-server-time) ;;
+            mcp-server-npm|mcp-bridge/mcp-server-npm|"$NPM_IMAGE") WANT+=(mcp-server-npm) ;;
             consul|mcp-bridge/consul|"$CONSUL_IMAGE") WANT+=(consul) ;;
             dind|mcp-bridge/dind|"$DIND_IMAGE"|dind-bookworm|mcp-bridge/dind:bookworm) WANT+=(dind) ;;
             dind-trixie|mcp-bridge/dind:trixie) WANT+=(dind-trixie) ;;
@@ -544,6 +553,49 @@ build_time_server() {
     log "built $image in $(elapsed "$t0")"
 }
 
+# mcp-bridge/mcp-server-npm:local: reference stdio servers from npm, on the host's Node
+build_npm_server() {
+    local image=$NPM_IMAGE df="$REPO_ROOT/images/mcp-server-npm/Dockerfile"
+    local node base_id hash old ctx t0 id dir slug
+    [ -r "$df" ] || die "missing $df"
+    node=$(command -v node) || die "node not found: $image needs Node 20 on the host"
+    have npm || die "npm not found: $image installs its servers with npm on the host"
+    base_id=$(image_id "$PYTHON_IMAGE") || die "$PYTHON_IMAGE is missing"
+    hash=$( { echo "$base_id $MCP_NPM_SERVERS $("$node" --version)"; cat "$df" "$node"; } | sha)
+    needs_build "$image" "$hash" || return 0
+    t0=$SECONDS
+    # the servers and their dependencies, installed once per package list
+    slug=$(printf '%s' "$MCP_NPM_SERVERS" | sha | cut -c1-12)
+    dir="$CACHE_DIR/npm/servers-$slug"
+    if [ "$REFRESH" -eq 1 ]; then remove_tree "$dir"; fi
+    if [ ! -e "$dir/.complete" ]; then
+        remove_tree "$dir"
+        mkdir -p "$dir"
+        log "npm install $MCP_NPM_SERVERS"
+        # shellcheck disable=SC2086 # a list of packages
+        npm install --prefix "$dir" --no-audit --no-fund --omit=dev --no-package-lock \
+            $MCP_NPM_SERVERS >&2 || die "npm install $MCP_NPM_SERVERS failed"
+        touch "$dir/.complete"
+    fi
+    make_tmp ctx npm-server-context
+    cp "$df" "$ctx/Dockerfile"
+    cp "$node" "$ctx/node"
+    mkdir -p "$ctx/app"
+    cp -a "$dir/node_modules" "$ctx/app/node_modules"
+    old=$(image_id "$image" || true)
+    log "docker build $image (node $("$node" --version), classic builder)"
+    DOCKER_BUILDKIT=0 docker build --force-rm \
+        --build-arg "BASE_IMAGE=$PYTHON_IMAGE" \
+        --label "$INPUTS_LABEL=$hash" \
+        -t "$image" "$ctx" >&2 \
+        || die "docker build of $image failed"
+    id=$(image_id "$image")
+    docker run --rm --network none "$image" node --version >/dev/null \
+        || die "$image does not run node"
+    drop_old_image "$old" "$id"
+    log "built $image in $(elapsed "$t0")"
+}
+
 # --------------------------------------------------------------------------
 # mcp-bridge/consul:local
 
@@ -834,6 +886,10 @@ main() {
     if wanted mcp-server-time; then
         ensure_python "$TIME_IMAGE"
         build_time_server
+    fi
+    if wanted mcp-server-npm; then
+        ensure_python "$NPM_IMAGE"
+        build_npm_server
     fi
     if wanted consul; then
         build_consul

@@ -316,6 +316,13 @@ def mcp_server_time_image(services: dict[str, str]) -> str:
 
 
 @pytest.fixture(scope="session")
+def mcp_server_npm_image(services: dict[str, str]) -> str:
+    """mcp-bridge/mcp-server-npm:local: the MCP project's reference stdio servers from npm
+    (server-everything by default, server-memory), on Node."""
+    return build_image("mcp-server-npm")
+
+
+@pytest.fixture(scope="session")
 def mcp_server_v1_image(services: dict[str, str]) -> str:
     """mcp-bridge/mcp-server-v1:local: the same server on the SDK's 1.x line, which speaks
     only the `initialize` handshake."""

@@ -1,0 +1,130 @@
+"""The MCP project's reference stdio servers from npm (server-everything, server-memory),
+run as a user runs them (`docker run -d -i`, no label) and used through the agent by the
+SDK's client in both eras: tools, progress, several clients at once; and a server killed
+mid-call, whose waiting clients get an error at once instead of hanging."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from mcp import Client
+
+from tests.integration.conftest import Bridge, wait_for
+from tests.integration.test_stdio_agent import FAST_CHECKS, passing, url_of
+
+pytestmark = pytest.mark.usefixtures("services")
+
+EVERYTHING = "/app/node_modules/@modelcontextprotocol/server-everything/dist/index.js"
+MEMORY = "/app/node_modules/@modelcontextprotocol/server-memory/dist/index.js"
+
+
+def run_npm(bridge: Bridge, image: str, name: str, command: list[str] | None = None) -> Any:
+    return bridge.docker.containers.run(
+        image,
+        command=command,
+        name=bridge.tag + name,
+        detach=True,
+        stdin_open=True,
+        labels=bridge.labels(FAST_CHECKS, enable="true"),
+    )
+
+
+def text_of(result: Any) -> str:
+    return str(result.content[0].text)
+
+
+def test_server_everything_through_the_bridge_in_both_eras_with_progress(
+    bridge: Bridge, mcp_server_npm_image: str
+) -> None:
+    bridge.agent.start()
+    run_npm(bridge, mcp_server_npm_image, "everything")
+    check = passing(bridge, "everything")
+    assert "ping answered" in check["Output"], check["Output"]  # a handshake-only server
+    service = bridge.service("everything")
+    assert service is not None
+    assert service["Meta"]["mcp_server_name"] == "mcp-servers/everything"
+    url = url_of(bridge, "everything")
+
+    async def use(mode: str, n: int) -> tuple[str, str, int]:
+        steps: list[float] = []
+
+        async def progress(done: float, total: float | None, message: str | None) -> None:
+            steps.append(done)
+
+        async with Client(url, mode=mode) as client:  # type: ignore[arg-type]
+            names = {t.name for t in (await client.list_tools()).tools}
+            assert {"echo", "get-sum", "trigger-long-running-operation"} <= names
+            said = await client.call_tool("echo", {"message": f"client {n}"})
+            total = await client.call_tool("get-sum", {"a": n, "b": 3})
+            await client.call_tool(
+                "trigger-long-running-operation",
+                {"duration": 1, "steps": 3},
+                progress_callback=progress,
+            )
+            return text_of(said), text_of(total), len(steps)
+
+    async def main() -> list[tuple[str, str, int]]:
+        return await asyncio.gather(*(use(("auto", "legacy")[n % 2], n) for n in range(4)))
+
+    results = asyncio.run(main())
+    for n, (said, total, steps) in enumerate(results):
+        assert f"client {n}" in said and str(n + 3) in total
+        assert steps == 3, f"client {n} got {steps} progress notifications"
+
+
+def test_server_memory_keeps_what_one_client_stored_for_the_next(
+    bridge: Bridge, mcp_server_npm_image: str
+) -> None:
+    bridge.agent.start()
+    run_npm(bridge, mcp_server_npm_image, "memory", ["node", MEMORY])
+    passing(bridge, "memory")
+    url = url_of(bridge, "memory")
+
+    async def main() -> str:
+        entity = {"name": "bridge", "entityType": "tool", "observations": ["serves stdio"]}
+        async with Client(url, mode="legacy") as client:
+            await client.call_tool("create_entities", {"entities": [entity]})
+        async with Client(url) as client:  # another client, the other era: one process
+            return text_of(await client.call_tool("read_graph", {}))
+
+    assert "serves stdio" in asyncio.run(main())
+
+
+def test_a_server_killed_mid_call_answers_every_waiting_client_at_once(
+    bridge: Bridge, mcp_server_npm_image: str
+) -> None:
+    bridge.agent.start()
+    container = run_npm(bridge, mcp_server_npm_image, "killed")
+    passing(bridge, "killed")
+    url = url_of(bridge, "killed")
+
+    async def waiting(mode: str) -> str:
+        async with Client(url, mode=mode) as client:  # type: ignore[arg-type]
+            try:
+                await client.call_tool(
+                    "trigger-long-running-operation", {"duration": 600, "steps": 2}
+                )
+            except Exception as exc:  # the bridge's JSON-RPC error, as the SDK raises it
+                return str(exc)
+            return "answered"
+
+    async def main() -> list[str]:
+        calls = [asyncio.create_task(waiting(m)) for m in ("auto", "legacy", "legacy")]
+        await asyncio.to_thread(
+            wait_for, "calls in flight", lambda: _in_flight(bridge, "killed") >= 3
+        )
+        container.kill(signal="SIGKILL")
+        # Bounded only so that a hang fails the test instead of stalling the run.
+        return await asyncio.wait_for(asyncio.gather(*calls), 120)
+
+    said = asyncio.run(main())
+    assert all("output ended" in s for s in said), said
+
+
+def _in_flight(bridge: Bridge, name: str) -> int:
+    for m in bridge.agent.status()["managed"]:
+        if m["container"] == bridge.tag + name and m.get("stdio"):
+            return int(m["stdio"]["in_flight"])
+    return 0

@@ -6,6 +6,7 @@ mid-call, whose waiting clients get an error at once instead of hanging."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import pytest
@@ -128,3 +129,51 @@ def _in_flight(bridge: Bridge, name: str) -> int:
         if m["container"] == bridge.tag + name and m.get("stdio"):
             return int(m["stdio"]["in_flight"])
     return 0
+
+
+def test_a_late_answer_from_before_a_bridge_sigkill_never_reaches_a_new_client(
+    bridge: Bridge, mcp_server_npm_image: str
+) -> None:
+    """The process outlives the bridge and answers a call sent before the SIGKILL: the
+    new bridge drops that answer (its ids are new), and its own clients get their own."""
+    bridge.agent.start()
+    run_npm(bridge, mcp_server_npm_image, "late")
+    passing(bridge, "late")
+    url = url_of(bridge, "late")
+
+    async def call_then_vanish() -> None:
+        async with Client(url, mode="legacy") as client:
+            await client.call_tool("trigger-long-running-operation", {"duration": 8, "steps": 1})
+
+    async def first() -> None:
+        task = asyncio.create_task(call_then_vanish())
+        await asyncio.to_thread(
+            wait_for, "the call in flight", lambda: _in_flight(bridge, "late") >= 1
+        )
+        await asyncio.to_thread(bridge.agent.kill)
+        with contextlib.suppress(Exception):  # its bridge is gone: the client fails
+            await asyncio.wait_for(task, 30)
+
+    asyncio.run(first())
+    bridge.agent.start()
+    wait_for("served again", lambda: (s := _stdio(bridge, "late")) and s["state"] == "serving")
+
+    async def second() -> list[str]:
+        async def one(n: int) -> str:
+            async with Client(url) as client:
+                return text_of(await client.call_tool("echo", {"message": f"new {n}"}))
+
+        return await asyncio.gather(*(one(n) for n in range(4)))
+
+    said = asyncio.run(second())
+    assert [f"new {n}" in s for n, s in enumerate(said)] == [True] * 4, said
+    # The old call's answer came (8 s after it was sent, the new bridge attached by then) and was dropped, not delivered.
+    wait_for("the late answer", lambda: (s := _stdio(bridge, "late")) and s["stray_answers"])
+    assert [e["handshake"] for e in bridge.agent.events("stdio_attached")] == ["done", "kept"]
+
+
+def _stdio(bridge: Bridge, name: str) -> dict[str, Any] | None:
+    for m in bridge.agent.status()["managed"]:
+        if m["container"] == bridge.tag + name:
+            return m.get("stdio")  # type: ignore[no-any-return]
+    return None

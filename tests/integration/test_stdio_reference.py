@@ -167,7 +167,8 @@ def test_a_late_answer_from_before_a_bridge_sigkill_never_reaches_a_new_client(
 
     said = asyncio.run(second())
     assert [f"new {n}" in s for n, s in enumerate(said)] == [True] * 4, said
-    # The old call's answer came (8 s after it was sent, the new bridge attached by then) and was dropped, not delivered.
+    # The old call's answer came 8 s after it was sent, to the new bridge's attach: it
+    # was dropped and counted, not delivered.
     wait_for("the late answer", lambda: (s := _stdio(bridge, "late")) and s["stray_answers"])
     assert [e["handshake"] for e in bridge.agent.events("stdio_attached")] == ["done", "kept"]
 

@@ -41,6 +41,10 @@ INVALID_REQUEST = -32600
 STDERR_KEPT = 20  # the server's last stderr lines, for status
 WRITE_WAIT = 30.0  # seconds a write to the server's stdin may stay stuck
 QUEUE_LIMIT = 1000  # messages waiting for one channel's reader; older ones are dropped
+# Bytes written for the server and not yet taken by it: past this, a server that stopped
+# reading its stdin refuses new requests at once instead of holding them in memory.
+OUTBOX_LIMIT = 64 << 20
+OVERLOADED = -32005
 
 
 class Stream(Protocol):
@@ -100,6 +104,7 @@ class StdioServer:
         self.ended = asyncio.Event()
         self.why_ended: str | None = None
         self._stderr_partial = b""
+        self._queued = 0  # bytes in the outbox
 
     # ---- clients ----------------------------------------------------------------------
 
@@ -124,6 +129,10 @@ class StdioServer:
             return error(rid, PROCESS_ENDED, self.why_ended or "the server's process ended")
         if rid in channel.waiting:  # its answer could not be told from the other's
             return error(rid, INVALID_REQUEST, f"request id {rid!r} is already in flight")
+        if self._queued > OUTBOX_LIMIT:
+            return error(
+                rid, OVERLOADED, f"the server is not reading its input: {self._queued} bytes wait"
+            )
         waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         channel.waiting[rid] = waiter
         self.counters.requests += 1
@@ -205,9 +214,11 @@ class StdioServer:
             pieces = [await self._outbox.get()]
             while not self._outbox.empty():  # what queued meanwhile goes in the same write
                 pieces.append(self._outbox.get_nowait())
+            data = b"".join(pieces)
             try:
                 async with asyncio.timeout(WRITE_WAIT):
-                    await self._stream.write(b"".join(pieces))
+                    await self._stream.write(data)
+                self._queued -= len(data)
             except (TimeoutError, ConnectionError, OSError):
                 # Stuck or broken: the process is as good as gone. Aborting the attach (a
                 # close would wait to send what is stuck) ends the reader, which answers
@@ -220,7 +231,9 @@ class StdioServer:
     def _apply(self, out: Outcome) -> None:
         self._deliver(out)
         if out.to_server and not self.ended.is_set():
-            self._outbox.put_nowait(b"".join(encode(m) for m in out.to_server))
+            data = b"".join(encode(m) for m in out.to_server)
+            self._queued += len(data)
+            self._outbox.put_nowait(data)
 
     def _deliver(self, out: Outcome) -> None:
         for delivery in out.to_clients:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from bridge.mcp.stdio import process as process_module
 from bridge.mcp.stdio.handshake import Handshake, handshake, own_channel, round_trip
 from bridge.mcp.stdio.http import PER_CONNECTION
 from bridge.mcp.stdio.lines import encode
@@ -272,3 +273,30 @@ async def test_no_client_can_send_a_second_initialize() -> None:
     assert [m for m in process.seen if m.get("method") == "initialize"] == []
     process.exit()
     await task
+
+
+class StuckProcess(FakeProcess):
+    """A server that stopped reading its stdin: every write waits forever."""
+
+    async def write(self, data: bytes) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_a_server_that_stops_reading_refuses_new_requests_instead_of_hoarding(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(process_module, "OUTBOX_LIMIT", 1000)
+    process = StuckProcess(echo_server)
+    server = StdioServer(process, max_message=1 << 20, request_timeout=60)
+    task = asyncio.create_task(server.run())
+    channel = server.open("c")
+    waiting = [
+        asyncio.create_task(server.request(channel, call(n, blob="x" * 300))) for n in range(6)
+    ]
+    await asyncio.sleep(0.05)
+    refused = await asyncio.wait_for(server.request(channel, call(99)), 5)
+    assert refused["error"]["code"] == process_module.OVERLOADED
+    assert "not reading its input" in refused["error"]["message"]
+    process.exit()
+    await task
+    assert all("error" in a for a in await asyncio.gather(*waiting))  # none left hanging

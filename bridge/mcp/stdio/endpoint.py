@@ -149,7 +149,7 @@ class StdioEndpoint:
     ) -> web.StreamResponse:
         if message.get("method") == "initialize":
             return await self._initialize(message, server, shook)
-        session = self.sessions.get(request.headers.get(SESSION_HEADER))
+        session = await self._session(request)
         if session is None:
             if SESSION_HEADER not in request.headers:
                 return rpc_error(400, INVALID_REQUEST, f"{SESSION_HEADER} header required")
@@ -222,6 +222,14 @@ class StdioEndpoint:
             return await server.request(channel, ask)
         finally:
             await server.close(channel, cancel=False)
+
+    async def _session(self, request: web.Request) -> Session | None:
+        """The request's session; one found expired on the way is ended properly."""
+        session = self.sessions.get(request.headers.get(SESSION_HEADER))
+        expired, self.sessions.expired = self.sessions.expired, []
+        for gone in expired:
+            await self._session_ended(gone)
+        return session
 
     async def _session_ended(self, session: Session) -> None:
         """Its streams and channel closed, its level and subscriptions let go of, at once;
@@ -322,7 +330,7 @@ class StdioEndpoint:
             return web.Response(
                 status=406, text="GET opens an SSE stream: Accept text/event-stream"
             )
-        session = self.sessions.get(request.headers.get(SESSION_HEADER))
+        session = await self._session(request)
         server = self.server
         if session is None or server is None:
             return rpc_error(404, -32001, "session not found")

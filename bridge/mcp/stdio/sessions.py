@@ -39,6 +39,7 @@ class Sessions:
         self.idle = idle
         self._clock = clock
         self._by_id: dict[str, Session] = {}
+        self.expired: list[Session] = []  # ended by `get`, their clean-up not done yet
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -54,9 +55,17 @@ class Sessions:
         return session
 
     def get(self, sid: str | None) -> Session | None:
+        """The session, or None when unknown or expired (idle too long with no stream
+        open: it is ended here, and waits in `expired` for its clean-up)."""
         session = self._by_id.get(sid) if sid else None
-        if session is not None:
-            session.last_used = self._clock()
+        if session is None:
+            return None
+        now = self._clock()
+        if not session.streams and now - session.last_used >= self.idle:
+            del self._by_id[session.id]
+            self.expired.append(session)
+            return None
+        session.last_used = now
         return session
 
     def end(self, sid: str) -> Session | None:

@@ -358,3 +358,15 @@ async def test_shared_requests_stay_off_the_modern_path_to_a_handshake_server(wo
         assert (status, body["error"]["code"]) == (404, -32601)
     seen = endpoint.server._stream.seen  # type: ignore[union-attr]
     assert not [m for m in seen if str(m.get("method")).startswith(("logging", "resources"))]
+
+
+async def test_a_session_idle_too_long_is_404_on_its_next_use_and_let_go_of() -> None:
+    async with serving(echo_server, ServeRules(session_idle=0.05)) as (client, endpoint):
+        sid = await session_of(client)
+        assert (await post(client, call(2, x=1), **{"Mcp-Session-Id": sid}))[0] == 200
+        await asyncio.sleep(0.1)
+        status, body, _ = await post(client, call(3, x=1), **{"Mcp-Session-Id": sid})
+        assert status == 404 and body["error"]["code"] == -32001
+        assert len(endpoint.sessions) == 0 and not endpoint.sessions.expired
+        assert endpoint.server is not None
+        assert (sid, "session") not in endpoint.server._channels  # its channel closed

@@ -294,11 +294,21 @@ class StdioEndpoint:
         asked = asyncio.ensure_future(server.request(channel, message))
         said: asyncio.Future[dict[str, Any]] | None = None
         try:
+            if streams:
+                # Most answers come with nothing before them: then one JSON answer (one
+                # write) serves a client that accepts both; SSE only once there is more.
+                said = asyncio.ensure_future(channel.queue.get())
+                await asyncio.wait({asked, said}, return_when=asyncio.FIRST_COMPLETED)
+                if not said.done():
+                    said.cancel()
+                    streams = not channel.queue.empty()
             if not streams:
                 answer = await asked
                 return web.json_response(adapt(answer) if adapt else answer)
             response = web.StreamResponse(headers=STREAM_HEADERS)
             await response.prepare(request)
+            if said is not None and said.done():
+                await event(response, said.result())
             while not asked.done():
                 said = asyncio.ensure_future(channel.queue.get())
                 await asyncio.wait({asked, said}, return_when=asyncio.FIRST_COMPLETED)

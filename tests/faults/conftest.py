@@ -4,6 +4,8 @@ from tests.integration.conftest import (  # noqa: F401  (fixtures are found by n
     bridge,
     docker_client,
     mcp_server_image,
+    mcp_server_npm_image,
+    mcp_server_time_image,
     pytest_collection_modifyitems,
     services,
 )

@@ -19,7 +19,7 @@
 #                             stdio server that exposes no port (images/mcp-server-time)
 #                 mcp-server-npm  mcp-bridge/mcp-server-npm:local: FROM python, the
 #                             host's Node (20) and the MCP project's reference servers from
-#                             npm (MCP_NPM_SERVERS): server-everything, server-memory; stdio,
+#                             npm (MCP_NPM_SERVERS): server-everything, -memory, -filesystem; stdio,
 #                             no port (images/mcp-server-npm)
 #                 consul      mcp-bridge/consul:local: FROM scratch, Debian bullseye's
 #                             consul 1.8.7 (the binary scripts/local-services.sh fetches
@@ -55,8 +55,8 @@
 #   MCP_SDK_SPEC             pip requirement for the SDK, default mcp==2.3.0
 #   MCP_V1_SDK_SPEC          the same for mcp-server-v1, default mcp==1.30.0
 #   MCP_TIME_SPEC            the same for mcp-server-time, default mcp-server-time==2026.10.19
-#   MCP_NPM_SERVERS          npm packages of mcp-server-npm (server-everything and
-#                            server-memory, 2026.8.31)
+#   MCP_NPM_SERVERS          npm packages of mcp-server-npm (server-everything,
+#                            server-memory and server-filesystem, 2026.8.31)
 #   MCP_BRIDGE_DEBIAN_MIRROR default http://deb.debian.org/debian
 set -euo pipefail
 
@@ -94,7 +94,7 @@ MIRROR="${MIRROR%/}"
 MCP_SDK_SPEC="${MCP_SDK_SPEC:-mcp==2.3.0}"
 MCP_V1_SDK_SPEC="${MCP_V1_SDK_SPEC:-mcp==1.30.0}"
 MCP_TIME_SPEC="${MCP_TIME_SPEC:-mcp-server-time==2026.10.19}"
-MCP_NPM_SERVERS="${MCP_NPM_SERVERS:-@modelcontextprotocol/server-everything@2026.8.31 @modelcontextprotocol/server-memory@2026.8.31}"
+MCP_NPM_SERVERS="${MCP_NPM_SERVERS:-@modelcontextprotocol/server-everything@2026.8.31 @modelcontextprotocol/server-memory@2026.8.31 @modelcontextprotocol/server-filesystem@2026.8.31}"
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 APT_OPTS=(-o DPkg::Lock::Timeout=300 -o Acquire::Retries=3 -o APT::Sandbox::User=root)
 INPUTS_LABEL=org.mcp-bridge.inputs

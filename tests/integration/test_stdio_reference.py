@@ -19,6 +19,7 @@ pytestmark = pytest.mark.usefixtures("services")
 
 EVERYTHING = "/app/node_modules/@modelcontextprotocol/server-everything/dist/index.js"
 MEMORY = "/app/node_modules/@modelcontextprotocol/server-memory/dist/index.js"
+FILESYSTEM = "/app/node_modules/@modelcontextprotocol/server-filesystem/dist/index.js"
 
 
 def run_npm(bridge: Bridge, image: str, name: str, command: list[str] | None = None) -> Any:
@@ -91,6 +92,24 @@ def test_server_memory_keeps_what_one_client_stored_for_the_next(
             return text_of(await client.call_tool("read_graph", {}))
 
     assert "serves stdio" in asyncio.run(main())
+
+
+def test_server_filesystem_reads_the_directory_it_was_given(
+    bridge: Bridge, mcp_server_npm_image: str
+) -> None:
+    bridge.agent.start()
+    run_npm(bridge, mcp_server_npm_image, "files", ["node", FILESYSTEM, "/app"])
+    passing(bridge, "files")
+
+    async def main() -> tuple[set[str], str]:
+        async with Client(url_of(bridge, "files")) as client:
+            names = {t.name for t in (await client.list_tools()).tools}
+            said = await client.call_tool("list_directory", {"path": "/app"})
+            return names, text_of(said)
+
+    names, listing = asyncio.run(main())
+    assert {"read_text_file", "list_directory"} <= names
+    assert "node_modules" in listing
 
 
 def test_a_server_killed_mid_call_answers_every_waiting_client_at_once(

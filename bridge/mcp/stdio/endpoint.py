@@ -44,6 +44,7 @@ from bridge.mcp.stdio.http import (
     refuse,
     rpc_error,
 )
+from bridge.mcp.stdio.listen import listen
 from bridge.mcp.stdio.mux import PROCESS_ENDED, error, params_of
 from bridge.mcp.stdio.process import Channel, StdioServer
 from bridge.mcp.stdio.sessions import Session, Sessions, SessionsFull
@@ -134,6 +135,8 @@ class StdioEndpoint:
             if message.get("method") == "server/discover":
                 result = eras.discover_result(shook)
                 return web.json_response({"jsonrpc": "2.0", "id": rid, "result": result})
+            if method == "subscriptions/listen":  # list changes, from the shared connection
+                return await listen(request, message, server, shook, ("listen", next(self._keys)))
             method, version = str(message.get("method")), shook.version
             message = eras.to_handshake_server(message)
 

@@ -9,9 +9,11 @@ import asyncio
 import contextlib
 from typing import Any
 
+import aiohttp
 import pytest
 from mcp import Client
 
+from bridge.mcp.wire import modern_request
 from tests.integration.conftest import Bridge, wait_for
 from tests.integration.test_stdio_agent import FAST_CHECKS, passing, url_of
 
@@ -197,3 +199,68 @@ def _stdio(bridge: Bridge, name: str) -> dict[str, Any] | None:
         if m["container"] == bridge.tag + name:
             return m.get("stdio")  # type: ignore[no-any-return]
     return None
+
+
+@pytest.mark.parametrize("era", ["handshake", "modern"])
+def test_a_client_that_cancels_mid_call_is_heard_by_the_server(
+    bridge: Bridge, mcp_server_npm_image: str, era: str
+) -> None:
+    """The server's SDK writes no answer for a request it was told is cancelled: so an
+    answer the bridge no longer expects (a stray) would mean the cancellation never got
+    there. Handshake era: `notifications/cancelled`; 2026-07-28: closing the response."""
+    bridge.agent.start()
+    run_npm(bridge, mcp_server_npm_image, "cancel")
+    passing(bridge, "cancel")
+    url = url_of(bridge, "cancel")
+    slow = {"name": "trigger-long-running-operation", "arguments": {"duration": 3, "steps": 1}}
+
+    async def main() -> None:
+        async with aiohttp.ClientSession() as http:
+            if era == "handshake":
+                session = await _initialize(http, url)
+                headers = {**JSON_HEADERS, "Mcp-Session-Id": session}
+                body = {"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": slow}
+                call = asyncio.create_task(_post(http, url, body, headers))
+                await asyncio.to_thread(
+                    wait_for, "in flight", lambda: _in_flight(bridge, "cancel") >= 1
+                )
+                cancel = {"requestId": 5, "reason": "the user gave up"}
+                note = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": cancel}
+                await _post(http, url, note, headers)
+                answer = await asyncio.wait_for(call, 30)
+                assert answer["error"]["code"] == -32800, answer  # cancelled, at once
+            else:
+                body, headers = modern_request("tools/call", "2026-07-28", 5, slow)
+                call = asyncio.create_task(_post(http, url, body, {**JSON_HEADERS, **headers}))
+                await asyncio.to_thread(
+                    wait_for, "in flight", lambda: _in_flight(bridge, "cancel") >= 1
+                )
+                call.cancel()  # the client closes its stream
+                with contextlib.suppress(asyncio.CancelledError):
+                    await call
+        await asyncio.sleep(5)  # past the operation's end: an unheard cancel would answer
+
+    asyncio.run(main())
+    wait_for("nothing in flight", lambda: _in_flight(bridge, "cancel") == 0)
+    stdio = _stdio(bridge, "cancel")
+    assert stdio is not None and stdio["stray_answers"] == 0, stdio
+
+
+JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+
+
+async def _post(
+    http: aiohttp.ClientSession, url: str, body: dict[str, Any], headers: dict[str, str]
+) -> dict[str, Any]:
+    async with http.post(url, json=body, headers=headers) as response:
+        return dict(await response.json()) if response.status == 200 else {}
+
+
+async def _initialize(http: aiohttp.ClientSession, url: str) -> str:
+    params = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t"}}
+    body = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params}
+    async with http.post(url, json=body, headers=JSON_HEADERS) as response:
+        session = response.headers["Mcp-Session-Id"]
+    done = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    await _post(http, url, done, {**JSON_HEADERS, "Mcp-Session-Id": session})
+    return session

@@ -17,6 +17,9 @@
 #                 mcp-server-time  mcp-bridge/mcp-server-time:local: FROM python, the MCP
 #                             project's reference time server (MCP_TIME_SPEC from PyPI), a
 #                             stdio server that exposes no port (images/mcp-server-time)
+#                 mcp-server-git  mcp-bridge/mcp-server-git:local: FROM python, PyPI's
+#                             mcp-server-git (MCP_GIT_SPEC) and Debian's git, over /repo
+#                             (images/mcp-server-git)
 #                 mcp-server-npm  mcp-bridge/mcp-server-npm:local: FROM python, the
 #                             host's Node (20) and the MCP project's reference servers from
 #                             npm (MCP_NPM_SERVERS): server-everything, -memory, -filesystem; stdio,
@@ -55,6 +58,7 @@
 #   MCP_SDK_SPEC             pip requirement for the SDK, default mcp==2.3.0
 #   MCP_V1_SDK_SPEC          the same for mcp-server-v1, default mcp==1.30.0
 #   MCP_TIME_SPEC            the same for mcp-server-time, default mcp-server-time==2026.10.19
+#   MCP_GIT_SPEC             the same for mcp-server-git, default mcp-server-git==2026.10.19
 #   MCP_NPM_SERVERS          npm packages of mcp-server-npm (server-everything,
 #                            server-memory and server-filesystem, 2026.8.31)
 #   MCP_BRIDGE_DEBIAN_MIRROR default http://deb.debian.org/debian
@@ -75,13 +79,14 @@ PYTHON_IMAGE="mcp-bridge/python:local"
 MCP_IMAGE="mcp-bridge/mcp-server:local"
 MCP_V1_IMAGE="mcp-bridge/mcp-server-v1:local"
 TIME_IMAGE="mcp-bridge/mcp-server-time:local"
+GIT_IMAGE="mcp-bridge/mcp-server-git:local"
 NPM_IMAGE="mcp-bridge/mcp-server-npm:local"
 CONSUL_IMAGE="mcp-bridge/consul:local"
 # mcp-bridge/dind:<suite>, an engine of each Debian suite's docker.io: bookworm (20.10),
 # trixie (26.1), sid (28.5). bookworm's is also tagged mcp-bridge/dind:local.
 DIND_IMAGE="mcp-bridge/dind:local"
 BRIDGE_IMAGE="mcp-bridge/bridge:local"
-ALL_NAMES=(python mcp-server mcp-server-v1 mcp-server-time mcp-server-npm consul dind bridge)
+ALL_NAMES=(python mcp-server mcp-server-v1 mcp-server-time mcp-server-git mcp-server-npm consul dind bridge)
 
 SUITE=bookworm                      # python3 is 3.11 there: the wheels are cp311
 PY_TAG=cp311
@@ -94,6 +99,7 @@ MIRROR="${MIRROR%/}"
 MCP_SDK_SPEC="${MCP_SDK_SPEC:-mcp==2.3.0}"
 MCP_V1_SDK_SPEC="${MCP_V1_SDK_SPEC:-mcp==1.30.0}"
 MCP_TIME_SPEC="${MCP_TIME_SPEC:-mcp-server-time==2026.10.19}"
+MCP_GIT_SPEC="${MCP_GIT_SPEC:-mcp-server-git==2026.10.19}"
 MCP_NPM_SERVERS="${MCP_NPM_SERVERS:-@modelcontextprotocol/server-everything@2026.8.31 @modelcontextprotocol/server-memory@2026.8.31 @modelcontextprotocol/server-filesystem@2026.8.31}"
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 APT_OPTS=(-o DPkg::Lock::Timeout=300 -o Acquire::Retries=3 -o APT::Sandbox::User=root)
@@ -164,6 +170,7 @@ parse_args() {
             mcp-server-v1|mcp-bridge/mcp-server-v1|"$MCP_V1_IMAGE") WANT+=(mcp-server-v1) ;;
             mcp-server-time|mcp-bridge/mcp-server-time|"$TIME_IMAGE") WANT+=(mcp-server-time) ;;
             mcp-server-npm|mcp-bridge/mcp-server-npm|"$NPM_IMAGE") WANT+=(mcp-server-npm) ;;
+            mcp-server-git|mcp-bridge/mcp-server-git|"$GIT_IMAGE") WANT+=(mcp-server-git) ;;
             consul|mcp-bridge/consul|"$CONSUL_IMAGE") WANT+=(consul) ;;
             dind|mcp-bridge/dind|"$DIND_IMAGE"|dind-bookworm|mcp-bridge/dind:bookworm) WANT+=(dind) ;;
             dind-trixie|mcp-bridge/dind:trixie) WANT+=(dind-trixie) ;;
@@ -524,9 +531,10 @@ build_mcp_server() {  # image requirement
     log "built $image in $(elapsed "$t0")"
 }
 
-# mcp-bridge/mcp-server-time:local: a reference stdio server from PyPI
-build_time_server() {
-    local image=$TIME_IMAGE spec=$MCP_TIME_SPEC df="$REPO_ROOT/images/mcp-server-time/Dockerfile"
+# mcp-bridge/mcp-server-time:local, mcp-bridge/mcp-server-git:local: reference stdio
+# servers from PyPI, each with its images/<name>/Dockerfile
+build_pypi_server() {  # image requirement images-dir command-that-must-run
+    local image=$1 spec=$2 df="$REPO_ROOT/images/$3/Dockerfile" check=$4
     local base_id hash old ctx t0 id
     [ -r "$df" ] || die "missing $df"
     base_id=$(image_id "$PYTHON_IMAGE") || die "$PYTHON_IMAGE is missing"
@@ -534,7 +542,7 @@ build_time_server() {
     needs_build "$image" "$hash" || return 0
     t0=$SECONDS
     ensure_wheels "$spec"
-    make_tmp ctx time-server-context
+    make_tmp ctx "$3-context"
     cp "$df" "$ctx/Dockerfile"
     cp -a "$WHEEL_DIR" "$ctx/wheels"
     rm -f "$ctx/wheels/.complete"
@@ -547,8 +555,9 @@ build_time_server() {
         || die "docker build of $image failed"
     id=$(image_id "$image")
     docker image prune -f --filter "label=org.mcp-bridge.stage=build" >/dev/null 2>&1 || true
-    docker run --rm --network none "$image" mcp-server-time --help >/dev/null \
-        || die "$image does not run mcp-server-time"
+    # shellcheck disable=SC2086 # a command and its arguments
+    docker run --rm --network none "$image" $check >/dev/null \
+        || die "$image does not run: $check"
     drop_old_image "$old" "$id"
     log "built $image in $(elapsed "$t0")"
 }
@@ -885,7 +894,11 @@ main() {
     fi
     if wanted mcp-server-time; then
         ensure_python "$TIME_IMAGE"
-        build_time_server
+        build_pypi_server "$TIME_IMAGE" "$MCP_TIME_SPEC" mcp-server-time "mcp-server-time --help"
+    fi
+    if wanted mcp-server-git; then
+        ensure_python "$GIT_IMAGE"
+        build_pypi_server "$GIT_IMAGE" "$MCP_GIT_SPEC" mcp-server-git "git -C /repo log -1"
     fi
     if wanted mcp-server-npm; then
         ensure_python "$NPM_IMAGE"

@@ -316,6 +316,13 @@ def mcp_server_time_image(services: dict[str, str]) -> str:
 
 
 @pytest.fixture(scope="session")
+def mcp_server_git_image(services: dict[str, str]) -> str:
+    """mcp-bridge/mcp-server-git:local: the MCP project's reference git server from PyPI,
+    a stdio server over the image's own repository at /repo."""
+    return build_image("mcp-server-git")
+
+
+@pytest.fixture(scope="session")
 def mcp_server_npm_image(services: dict[str, str]) -> str:
     """mcp-bridge/mcp-server-npm:local: the MCP project's reference stdio servers from npm
     (server-everything by default, server-memory), on Node."""

@@ -174,3 +174,24 @@ def test_the_sdk_1x_and_typescript_clients_through_the_agent(
     assert [(s["tools"], s["said"]) for s in asyncio.run(main())] == [
         (["echo"], f"ts client {n}") for n in range(3)
     ]
+
+
+def test_the_reference_git_server_reads_its_repository_through_the_bridge(
+    bridge: Bridge, mcp_server_git_image: str
+) -> None:
+    bridge.agent.start()
+    bridge.docker.containers.run(
+        mcp_server_git_image,
+        name=bridge.tag + "git",
+        detach=True,
+        stdin_open=True,
+        labels=bridge.labels(FAST_CHECKS, enable="true"),
+    )
+    passing(bridge, "git")
+
+    async def main() -> str:
+        async with Client(url_of(bridge, "git"), mode="legacy") as client:
+            said = await client.call_tool("git_log", {"repo_path": "/repo", "max_count": 1})
+            return str(said.content[0].text)  # type: ignore[union-attr]
+
+    assert "A first commit" in asyncio.run(main())

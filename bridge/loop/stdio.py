@@ -21,7 +21,13 @@ from bridge.mcp.stdio.check import probe_served
 from bridge.mcp.stdio.handshake import Handshake
 from bridge.mcp.stdio.http import ServeRules
 from bridge.mcp.stdio.process import Stream
-from bridge.mcp.stdio.served import AttachRefused, Served, StdioSet, StdioSettings
+from bridge.mcp.stdio.served import (
+    AttachRefused,
+    KeptUnreadable,
+    Served,
+    StdioSet,
+    StdioSettings,
+)
 from bridge.pool.processes import ProcessStore
 from bridge.pool.store import StoreError
 
@@ -65,8 +71,9 @@ class KeptHandshakes:
         try:
             text = await self.store.get(container_id, started_at)
         except StoreError as exc:
+            # Not "none kept": that would send a live process a second initialize.
             log.warning("stdio_handshake_unread", container_id=container_id, error=str(exc))
-            return False, None
+            raise KeptUnreadable(str(exc)) from exc
         if text is None:
             return False, None
         shook = _decode(text)

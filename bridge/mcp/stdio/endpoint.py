@@ -41,6 +41,7 @@ from bridge.mcp.stdio.http import (
     STREAM_HEADERS,
     ServeRules,
     event,
+    overloaded,
     refuse,
     rpc_error,
 )
@@ -76,8 +77,7 @@ class StdioEndpoint:
         self.server = self.shook = None
         self.shared = Shared()  # the next process starts with nothing set
         for session in self.sessions.end_all():
-            for stream in list(session.streams):
-                stream.cancel()
+            _end_streams(session)
 
     # ---- POST ---------------------------------------------------------------------------
 
@@ -121,8 +121,9 @@ class StdioEndpoint:
             # 2026-07-28 cancels by closing the response, and has no handshake: a client's
             # cancellation (its own id, which the server never saw) and `initialized` stop
             # here; other notifications go on to a modern server.
-            if shook.era == "modern" and method not in ("notifications/cancelled", *HANDSHAKE):
-                await server.send(Channel(("modern", "notification")), message)
+            passes = shook.era == "modern" and method not in ("notifications/cancelled", *HANDSHAKE)
+            if passes and not await server.send(Channel(("modern", "notification")), message):
+                return overloaded()
             return web.Response(status=202)
         if not isinstance(method, str) or method in HANDSHAKE:
             why = "initialize is not part of 2026-07-28" if method else "a request names a method"
@@ -159,8 +160,9 @@ class StdioEndpoint:
             return rpc_error(404, -32001, "session not found", message.get("id"))
         if "method" not in message:  # the answer to a server request it was given
             asker = server.mux.asker_of(str(message.get("id")))
-            if isinstance(asker, tuple) and asker[0] == session.id:
-                await server.send(Channel(asker), message)
+            ours = isinstance(asker, tuple) and asker[0] == session.id
+            if ours and not await server.send(Channel(asker), message):
+                return overloaded()
             return web.Response(status=202)
         if message.get("method") in PER_CONNECTION and "id" in message:
             return await self._per_connection(message, session, server, shook)
@@ -177,13 +179,21 @@ class StdioEndpoint:
             owner = server.mux.client_of(
                 params.get("requestId"), lambda key: isinstance(key, tuple) and key[0] == session.id
             )
-            await server.send(Channel(owner) if owner is not None else session.channel, message)
+            if not await server.send(
+                Channel(owner) if owner is not None else session.channel, message
+            ):
+                return overloaded()
             return web.Response(status=202)
         key = (session.id, next(self._keys))
-        # The handshake era: a disconnect is not a cancellation (the client cancels).
-        return await self._forward(
-            request, message, server, key, session.capabilities, cancel=False
-        )
+        session.busy += 1
+        try:
+            # The handshake era: a disconnect is not a cancellation (the client cancels).
+            return await self._forward(
+                request, message, server, key, session.capabilities, cancel=False
+            )
+        finally:
+            session.busy -= 1
+            self.sessions.touch(session)
 
     async def _per_connection(
         self, message: dict[str, Any], session: Session, server: StdioServer, shook: Handshake
@@ -310,7 +320,7 @@ class StdioEndpoint:
                 return web.json_response(adapt(answer) if adapt else answer)
             response = web.StreamResponse(headers=STREAM_HEADERS)
             await response.prepare(request)
-            if said is not None and said.done():
+            if said is not None and said.done() and not said.cancelled():
                 await event(response, said.result())
             while not asked.done():
                 said = asyncio.ensure_future(channel.queue.get())
@@ -369,6 +379,7 @@ class StdioEndpoint:
             return response
         finally:
             session.streams.discard(task)
+            self.sessions.touch(session)  # idle from when its stream ended, not before
             await server.close(channel, cancel=False)
 
     async def delete(self, request: web.Request) -> web.Response:

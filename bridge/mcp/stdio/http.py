@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.mcp.stdio.mux import error
+from bridge.mcp.stdio.mux import OVERLOADED, error
 
 JSON, SSE = "application/json", "text/event-stream"
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND = -32700, -32600, -32601
@@ -38,6 +38,11 @@ def rpc_error(
     status: int, code: int, message: str, rid: Any = None, **headers: str
 ) -> web.Response:
     return web.json_response(error(rid, code, message), status=status, headers=headers)
+
+
+def overloaded() -> web.Response:
+    """A server that stopped reading its stdin (process.OUTBOX_LIMIT)."""
+    return rpc_error(503, OVERLOADED, "the server is not reading its input", **{"Retry-After": "1"})
 
 
 def refuse(request: web.Request, rules: ServeRules) -> web.Response | None:

@@ -33,6 +33,7 @@ JsonId = str | int
 PROCESS_ENDED = -32000
 NOT_ROUTABLE = -32001
 TIMED_OUT = -32002
+OVERLOADED = -32005  # the server is not reading its input (process.OUTBOX_LIMIT)
 CANCELLED = -32800  # the client cancelled it: what its own still-open request is told
 INVALID_REQUEST = -32600
 

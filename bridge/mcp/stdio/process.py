@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from bridge.mcp.stdio.lines import Lines, encode
 from bridge.mcp.stdio.mux import (
     NOT_ROUTABLE,
+    OVERLOADED,
     PROCESS_ENDED,
     TIMED_OUT,
     Delivery,
@@ -44,7 +45,6 @@ QUEUE_LIMIT = 1000  # messages waiting for one channel's reader; older ones are 
 # Bytes written for the server and not yet taken by it: past this, a server that stopped
 # reading its stdin refuses new requests at once instead of holding them in memory.
 OUTBOX_LIMIT = 64 << 20
-OVERLOADED = -32005
 
 
 class Stream(Protocol):
@@ -142,12 +142,16 @@ class StdioServer:
         finally:
             channel.waiting.pop(rid, None)
 
-    async def send(self, channel: Channel, message: dict[str, Any]) -> None:
-        """A notification, or an answer to a server request the channel was given."""
+    async def send(self, channel: Channel, message: dict[str, Any]) -> bool:
+        """A notification, or an answer to a server request the channel was given; False
+        (and not sent) when the server has stopped reading its input (OUTBOX_LIMIT)."""
+        if self._queued > OUTBOX_LIMIT:
+            return False
         if "method" in message:
             self._apply(self.mux.notify(channel.key, message))
         else:
             self._apply(self.mux.respond(channel.key, message))
+        return True
 
     async def write_raw(self, message: dict[str, Any]) -> None:
         """The bridge's own message, past the mux (its `notifications/initialized`)."""
@@ -258,5 +262,6 @@ class StdioServer:
 
 
 def _bridge_error(message: dict[str, Any]) -> bool:
-    code = (message.get("error") or {}).get("code")
+    said = message.get("error")
+    code = said.get("code") if isinstance(said, dict) else None
     return code in (PROCESS_ENDED, NOT_ROUTABLE, TIMED_OUT)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -27,7 +28,7 @@ from aiohttp import web
 
 from bridge.core.model import StdioReading, StdioTarget, container_of
 from bridge.mcp.stdio.endpoint import StdioEndpoint
-from bridge.mcp.stdio.handshake import Handshake, HandshakeFailed, handshake, own_channel
+from bridge.mcp.stdio.handshake import Handshake, handshake, own_channel
 from bridge.mcp.stdio.http import ServeRules, rpc_error
 from bridge.mcp.stdio.process import Channel, Counters, StdioServer, Stream
 
@@ -36,6 +37,7 @@ log = structlog.get_logger("bridge.stdio")
 HANDSHAKE_WAIT = 60.0  # seconds for the server's first answers (npx may still be starting)
 RETRY_FIRST, RETRY_MAX = 0.5, 30.0  # backoff between attaches the engine refused
 NOT_RUNNING_WAIT = 1.0  # at most, between looks at a stopped container
+SERVED_A_WHILE = 1.0  # seconds a process must have been served for the next attach at once
 CLOSE_WAIT = 1.0  # seconds a closing listener lets requests under way finish
 FORBIDDEN = -32003  # JSON-RPC error of a refused source address or a full connection limit
 
@@ -55,7 +57,9 @@ Identify = Callable[[str], Awaitable[str]]
 class Handshakes(Protocol):
     """Where the handshake of each live process is kept across bridge restarts."""
 
-    async def get(self, container_id: str, started_at: str) -> Handshake | None: ...
+    async def get(self, container_id: str, started_at: str) -> Handshake | None:
+        """Raises KeptUnreadable when the store cannot say."""
+        ...
 
     async def put(self, container_id: str, started_at: str, shook: Handshake) -> None: ...
 
@@ -74,6 +78,15 @@ class StdioSettings:
     rules: ServeRules
     request_timeout: float
     tls: ssl.SSLContext | None = None
+
+
+class KeptUnreadable(Exception):
+    """The kept handshakes could not be read (Handshakes.get or .sent): whether this
+    process was initialized is not known, so nothing is sent to it until they can be."""
+
+
+def _not_the_process(exc: Exception) -> bool:
+    return isinstance(exc, KeptUnreadable | AttachRefused)
 
 
 class Served:
@@ -165,10 +178,15 @@ class Served:
         service: whatever fails is retried, never the end of serving."""
         wait = RETRY_FIRST
         while True:
+            served, began = self.processes, time.monotonic()
             try:
                 await self._attach_once()
-                wait = RETRY_FIRST
-                continue
+                if self.processes > served and time.monotonic() - began >= SERVED_A_WHILE:
+                    wait = RETRY_FIRST  # a process served, then ended: the next, at once
+                    continue
+                # Nothing served, or only for a moment (a stream that ends at once, a
+                # handshake that fails): again, but not in a tight loop.
+                pause = wait
             except AttachRefused as exc:
                 self.state = f"not attached: {exc.reason}"
                 log.warning("stdio_attach_failed", **self._fields(), error=exc.reason)
@@ -208,8 +226,14 @@ class Served:
         reading = asyncio.create_task(server.run(), name=f"stdio read {self.sid}")
         try:
             await self._shake_hands(server, cid, started_at)
-        except (HandshakeFailed, TimeoutError) as exc:
+        except Exception as exc:
             # Never a second initialize to this process: it is left alone until it ends.
+            # (A store that cannot be read is not this process's fault: tried again.)
+            if _not_the_process(exc):
+                reading.cancel()
+                await asyncio.gather(reading, return_exceptions=True)
+                await stream.close()
+                raise
             why = str(exc) or type(exc).__name__
             self.state = f"not serving: handshake failed: {why}"
             log.warning("stdio_handshake_failed", **self._fields(), error=why)

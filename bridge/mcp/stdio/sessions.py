@@ -27,6 +27,7 @@ class Session:
     last_used: float
     log_level: str | None = None  # what this session asked with logging/setLevel
     streams: set[Any] = field(default_factory=set)  # its open GET streams
+    busy: int = 0  # its requests under way: a session in use does not expire
 
 
 class SessionsFull(Exception):
@@ -61,12 +62,19 @@ class Sessions:
         if session is None:
             return None
         now = self._clock()
-        if not session.streams and now - session.last_used >= self.idle:
+        if self._idle(session, now):
             del self._by_id[session.id]
             self.expired.append(session)
             return None
         session.last_used = now
         return session
+
+    def _idle(self, session: Session, now: float) -> bool:
+        return not session.streams and not session.busy and now - session.last_used >= self.idle
+
+    def touch(self, session: Session) -> None:
+        """Used until now: a request answered, a stream that ended."""
+        session.last_used = self._clock()
 
     def end(self, sid: str) -> Session | None:
         return self._by_id.pop(sid, None)
@@ -74,7 +82,7 @@ class Sessions:
     def idle_ones(self) -> list[Session]:
         """Sessions unused for `idle` seconds and with no stream open: ended here."""
         now = self._clock()
-        gone = [s for s in self._by_id.values() if not s.streams and now - s.last_used >= self.idle]
+        gone = [s for s in self._by_id.values() if self._idle(s, now)]
         for session in gone:
             del self._by_id[session.id]
         return gone

@@ -52,7 +52,8 @@ async def serving(
     endpoint.serve(server, SHOOK)
     app = web.Application()
     endpoint.add_routes(app)
-    async with TestClient(TestServer(app)) as client:
+    # As the agent serves it (served.py): a client that leaves cancels its handler.
+    async with TestClient(TestServer(app, handler_cancellation=True)) as client:
         yield client, endpoint
     process.exit()
     await reading
@@ -370,3 +371,32 @@ async def test_a_session_idle_too_long_is_404_on_its_next_use_and_let_go_of() ->
         assert len(endpoint.sessions) == 0 and not endpoint.sessions.expired
         assert endpoint.server is not None
         assert (sid, "session") not in endpoint.server._channels  # its channel closed
+
+
+async def test_a_session_in_use_does_not_expire_under_its_client() -> None:
+    """Idle means unused: a stream held open, or a request under way, is use, and the
+    idle time counts from when they end."""
+
+    def slow(message: dict[str, Any]) -> list[dict[str, Any]]:
+        return [] if message.get("method") == "tools/call" else echo_server(message)
+
+    async with serving(slow, ServeRules(session_idle=0.1)) as (client, endpoint):
+        sid = await session_of(client)
+        headers = {"Mcp-Session-Id": sid, "Accept": "text/event-stream"}
+        stream = await client.get("/mcp", headers=headers)
+        await asyncio.sleep(0.3)  # the stream held well past the idle time
+        stream.close()
+        await asyncio.sleep(0.02)
+        status, _, _ = await post(
+            client, {"jsonrpc": "2.0", "method": "x"}, **{"Mcp-Session-Id": sid}
+        )
+        assert status == 202  # its reconnect or next request finds it
+        call_headers = {**JSON_ONLY, "Mcp-Session-Id": sid}
+        pending = asyncio.create_task(client.post("/mcp", json=call(9), headers=call_headers))
+        await asyncio.sleep(0.3)  # a request under way past the idle time
+        assert len(endpoint.sessions) == 1
+        status, _, _ = await post(
+            client, {"jsonrpc": "2.0", "method": "x"}, **{"Mcp-Session-Id": sid}
+        )
+        assert status == 202
+        pending.cancel()

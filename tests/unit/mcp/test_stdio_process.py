@@ -300,3 +300,30 @@ async def test_a_server_that_stops_reading_refuses_new_requests_instead_of_hoard
     process.exit()
     await task
     assert all("error" in a for a in await asyncio.gather(*waiting))  # none left hanging
+
+
+async def test_notifications_are_refused_too_once_the_server_stops_reading(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(process_module, "OUTBOX_LIMIT", 500)
+    process = StuckProcess(echo_server)
+    server = StdioServer(process, max_message=1 << 20, request_timeout=60)
+    task = asyncio.create_task(server.run())
+    channel = server.open("c")
+    note = {"jsonrpc": "2.0", "method": "notifications/x", "params": {"blob": "y" * 300}}
+    sent = [await server.send(channel, note) for _ in range(4)]
+    assert sent[:2] == [True, True] and sent[-1] is False  # past the cap: not queued
+    process.exit()
+    await task
+
+
+async def test_an_error_that_is_not_an_object_still_reaches_its_client() -> None:
+    def odd(message: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{"jsonrpc": "2.0", "id": message["id"], "error": "no"}] if "id" in message else []
+
+    process, server, task = started(odd)
+    channel = server.open("c")
+    answer = await asyncio.wait_for(server.request(channel, call(1)), 5)
+    assert answer["error"] == "no"
+    process.exit()
+    await task

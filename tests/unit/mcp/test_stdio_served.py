@@ -19,6 +19,7 @@ from bridge.loop.stdio import KeptHandshakes
 from bridge.mcp.stdio.check import probe_served
 from bridge.mcp.stdio.http import ServeRules
 from bridge.mcp.stdio.served import AttachRefused, StdioSet, StdioSettings
+from bridge.pool.store import StoreError
 from tests.integration.conftest import free_tcp_port
 from tests.unit.mcp.test_stdio_process import FakeProcess
 
@@ -303,4 +304,85 @@ async def test_an_unexpected_failure_does_not_end_serving(engine: Engine) -> Non
     served = served_set.served[SID]
     await wait_until(lambda: served.state == "serving")
     assert served.running
+    await served_set.close()
+
+
+class EndsAtOnce(FakeProcess):
+    """An attach stream that ends before anything is said (a proxy that answers 200 but
+    hands nothing over), while the process itself runs on."""
+
+    async def frames(self) -> Any:
+        return
+        yield
+
+
+async def test_a_stream_that_ends_at_once_is_not_attached_again_in_a_tight_loop(
+    engine: Engine,
+) -> None:
+    attaches = 0
+
+    async def attach(cid: str) -> FakeProcess:
+        nonlocal attaches
+        attaches += 1
+        return EndsAtOnce(handshake_only)
+
+    engine.attach = attach  # type: ignore[method-assign]
+    served_set = stdio_set(engine, KeptHandshakes())
+    await served_set.sync({SID: target(free_tcp_port())})
+    await asyncio.sleep(1.2)
+    await served_set.close()
+    assert 1 <= attaches <= 4  # 0.5 s, then 1 s, ... not thousands
+
+
+async def test_a_server_whose_answers_break_the_handshake_is_left_alone(engine: Engine) -> None:
+    def odd(message: dict[str, Any]) -> list[dict[str, Any]]:
+        if message.get("method") == "server/discover":  # supportedVersions not a list
+            return [{"jsonrpc": "2.0", "id": message["id"], "result": {"supportedVersions": 5}}]
+        return handshake_only(message)
+
+    engine._handler = lambda: odd  # type: ignore[method-assign]
+    served_set = stdio_set(engine, KeptHandshakes())
+    await served_set.sync({SID: target(free_tcp_port())})
+    served = served_set.served[SID]
+    await wait_until(lambda: "handshake failed" in served.state)
+    await asyncio.sleep(0.8)
+    assert len(engine.processes) == 1 and engine.initializes() == 0  # not asked again
+    await served_set.close()
+
+
+class BrokenStore:
+    """A store that cannot be read for now (locked, a disk fault)."""
+
+    def __init__(self) -> None:
+        self.broken = True
+
+    async def get(self, container_id: str, started_at: str) -> str | None:
+        if self.broken:
+            raise StoreError("database is locked")
+        return None
+
+    async def put(self, container_id: str, started_at: str, text: str) -> None:
+        pass
+
+    async def forget(self, container_id: str, started_at: str) -> None:
+        pass
+
+    async def keep_only(self, container_ids: set[str]) -> None:
+        pass
+
+
+async def test_kept_handshakes_that_cannot_be_read_send_nothing_until_they_can(
+    engine: Engine,
+) -> None:
+    kept = KeptHandshakes()
+    store = BrokenStore()
+    kept.store = store  # type: ignore[assignment]
+    served_set = stdio_set(engine, kept)
+    await served_set.sync({SID: target(free_tcp_port())})
+    served = served_set.served[SID]
+    await wait_until(lambda: "locked" in served.state)
+    assert engine.initializes() == 0  # not known whether it was initialized: nothing sent
+    store.broken = False
+    await wait_until(lambda: served.state == "serving")
+    assert engine.initializes() == 1
     await served_set.close()

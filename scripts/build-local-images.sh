@@ -429,6 +429,23 @@ build_python() {
 # --------------------------------------------------------------------------
 # mcp-bridge/mcp-server:local
 
+# `docker build` of a context with the classic builder (the 28.x CLI has no buildx plugin
+# here), FROM $PYTHON_IMAGE, labelled with its inputs' hash; then the build stage's image,
+# of no further use, is pruned. Sets OLD_ID (the image it replaces, if any) and NEW_ID.
+classic_build() {  # image hash context [more docker build arguments]
+    local image=$1 hash=$2 ctx=$3
+    shift 3
+    OLD_ID=$(image_id "$image" || true)
+    DOCKER_BUILDKIT=0 docker build --force-rm \
+        --build-arg "BASE_IMAGE=$PYTHON_IMAGE" \
+        --label "$INPUTS_LABEL=$hash" \
+        "$@" -t "$image" "$ctx" >&2 \
+        || die "docker build of $image failed"
+    NEW_ID=$(image_id "$image")
+    docker image prune -f --filter "label=org.mcp-bridge.stage=build" >/dev/null 2>&1 || true
+}
+
+
 # pip on the host to download with (any version; it only fetches files)
 host_pip() {
     local py
@@ -498,7 +515,7 @@ mcp_inputs() {  # base-image-id requirement
 }
 
 build_mcp_server() {  # image requirement
-    local image=$1 spec=$2 base_id hash old ctx t0 id sdk
+    local image=$1 spec=$2 base_id hash ctx t0 sdk
     [ -r "$REPO_ROOT/images/mcp-server/Dockerfile" ] || die "missing images/mcp-server/Dockerfile"
     [ -r "$REPO_ROOT/tests/fixtures/mcp_server.py" ] || die "missing tests/fixtures/mcp_server.py"
     base_id=$(image_id "$PYTHON_IMAGE") || die "$PYTHON_IMAGE is missing"
@@ -512,22 +529,12 @@ build_mcp_server() {  # image requirement
     cp "$REPO_ROOT/tests/fixtures/mcp_server.py" "$ctx/mcp_server.py"
     cp -a "$WHEEL_DIR" "$ctx/wheels"
     rm -f "$ctx/wheels/.complete"
-    old=$(image_id "$image" || true)
     log "docker build $image (mcp $sdk, classic builder)"
-    # legacy builder: the 28.x CLI has no buildx plugin here
-    DOCKER_BUILDKIT=0 docker build --force-rm \
-        --build-arg "BASE_IMAGE=$PYTHON_IMAGE" \
-        --label "$INPUTS_LABEL=$hash" \
-        --label "org.mcp-bridge.mcp-sdk-version=$sdk" \
-        -t "$image" "$ctx" >&2 \
-        || die "docker build of $image failed"
-    id=$(image_id "$image")
-    # the build stage's image is of no further use
-    docker image prune -f --filter "label=org.mcp-bridge.stage=build" >/dev/null 2>&1 || true
+    classic_build "$image" "$hash" "$ctx" --label "org.mcp-bridge.mcp-sdk-version=$sdk"
     docker run --rm --network none "$image" python3 -c \
         'from importlib.metadata import version; import mcp.server; print("mcp", version("mcp"))' >&2 \
         || die "$image cannot import the MCP SDK"
-    drop_old_image "$old" "$id"
+    drop_old_image "$OLD_ID" "$NEW_ID"
     log "built $image in $(elapsed "$t0")"
 }
 
@@ -535,7 +542,7 @@ build_mcp_server() {  # image requirement
 # servers from PyPI, each with its images/<name>/Dockerfile
 build_pypi_server() {  # image requirement images-dir command-that-must-run
     local image=$1 spec=$2 df="$REPO_ROOT/images/$3/Dockerfile" check=$4
-    local base_id hash old ctx t0 id
+    local base_id hash ctx t0
     [ -r "$df" ] || die "missing $df"
     base_id=$(image_id "$PYTHON_IMAGE") || die "$PYTHON_IMAGE is missing"
     hash=$( { echo "$base_id $spec $PY_TAG $WHEEL_ARCH"; cat "$df"; } | sha)
@@ -546,26 +553,19 @@ build_pypi_server() {  # image requirement images-dir command-that-must-run
     cp "$df" "$ctx/Dockerfile"
     cp -a "$WHEEL_DIR" "$ctx/wheels"
     rm -f "$ctx/wheels/.complete"
-    old=$(image_id "$image" || true)
     log "docker build $image ($spec, classic builder)"
-    DOCKER_BUILDKIT=0 docker build --force-rm \
-        --build-arg "BASE_IMAGE=$PYTHON_IMAGE" \
-        --label "$INPUTS_LABEL=$hash" \
-        -t "$image" "$ctx" >&2 \
-        || die "docker build of $image failed"
-    id=$(image_id "$image")
-    docker image prune -f --filter "label=org.mcp-bridge.stage=build" >/dev/null 2>&1 || true
+    classic_build "$image" "$hash" "$ctx"
     # shellcheck disable=SC2086 # a command and its arguments
     docker run --rm --network none "$image" $check >/dev/null \
         || die "$image does not run: $check"
-    drop_old_image "$old" "$id"
+    drop_old_image "$OLD_ID" "$NEW_ID"
     log "built $image in $(elapsed "$t0")"
 }
 
 # mcp-bridge/mcp-server-npm:local: reference stdio servers from npm, on the host's Node
 build_npm_server() {
     local image=$NPM_IMAGE df="$REPO_ROOT/images/mcp-server-npm/Dockerfile"
-    local node base_id hash old ctx t0 id dir slug
+    local node base_id hash ctx t0 dir slug
     [ -r "$df" ] || die "missing $df"
     node=$(command -v node) || die "node not found: $image needs Node 20 on the host"
     have npm || die "npm not found: $image installs its servers with npm on the host"
@@ -591,17 +591,11 @@ build_npm_server() {
     cp "$node" "$ctx/node"
     mkdir -p "$ctx/app"
     cp -a "$dir/node_modules" "$ctx/app/node_modules"
-    old=$(image_id "$image" || true)
     log "docker build $image (node $("$node" --version), classic builder)"
-    DOCKER_BUILDKIT=0 docker build --force-rm \
-        --build-arg "BASE_IMAGE=$PYTHON_IMAGE" \
-        --label "$INPUTS_LABEL=$hash" \
-        -t "$image" "$ctx" >&2 \
-        || die "docker build of $image failed"
-    id=$(image_id "$image")
+    classic_build "$image" "$hash" "$ctx"
     docker run --rm --network none "$image" node --version >/dev/null \
         || die "$image does not run node"
-    drop_old_image "$old" "$id"
+    drop_old_image "$OLD_ID" "$NEW_ID"
     log "built $image in $(elapsed "$t0")"
 }
 
@@ -731,7 +725,7 @@ dind_inputs() {  # rootfs-image-id
 }
 
 build_dind_suite() {
-    local base_id hash old ctx t0 id
+    local base_id hash ctx t0
     [ -r "$REPO_ROOT/images/dind/Dockerfile" ] || die "missing images/dind/Dockerfile"
     [ -r "$REPO_ROOT/images/dind/dind-entrypoint.sh" ] || die "missing images/dind/dind-entrypoint.sh"
     t0=$SECONDS
@@ -824,7 +818,7 @@ bridge_inputs() {  # base-image-id wheel-dir
 }
 
 build_bridge() {
-    local base_id hash old ctx t0 id uid f
+    local base_id hash ctx t0 uid f
     [ -r "$REPO_ROOT/Dockerfile" ] || die "missing Dockerfile at the repository root"
     base_id=$(image_id "$PYTHON_IMAGE") || die "$PYTHON_IMAGE is missing"
     ensure_bridge_wheels
@@ -841,20 +835,13 @@ build_bridge() {
     done < <(bridge_sources)
     cp -a "$BRIDGE_WHEEL_DIR" "$ctx/wheels"
     rm -f "$ctx/wheels/.complete"
-    old=$(image_id "$BRIDGE_IMAGE" || true)
     log "docker build $BRIDGE_IMAGE (BASE_IMAGE=$PYTHON_IMAGE, offline from wheels, classic builder)"
-    DOCKER_BUILDKIT=0 docker build --force-rm \
-        --build-arg "BASE_IMAGE=$PYTHON_IMAGE" \
-        --label "$INPUTS_LABEL=$hash" \
-        -t "$BRIDGE_IMAGE" "$ctx" >&2 \
-        || die "docker build of $BRIDGE_IMAGE failed"
-    id=$(image_id "$BRIDGE_IMAGE")
-    docker image prune -f --filter "label=org.mcp-bridge.stage=build" >/dev/null 2>&1 || true
+    classic_build "$BRIDGE_IMAGE" "$hash" "$ctx"
     docker run --rm --network none "$BRIDGE_IMAGE" --help >/dev/null \
         || die "$BRIDGE_IMAGE: \`mcp-bridge --help\` fails"
     uid=$(docker run --rm --network none --entrypoint python3 "$BRIDGE_IMAGE" -c 'import os; print(os.getuid())')
     [ "$uid" != 0 ] || die "$BRIDGE_IMAGE runs as root"
-    drop_old_image "$old" "$id"
+    drop_old_image "$OLD_ID" "$NEW_ID"
     log "built $BRIDGE_IMAGE (runs as uid $uid) in $(elapsed "$t0")"
 }
 

@@ -13,7 +13,7 @@ import base64
 import dataclasses
 import itertools
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from bridge.core.model import (
     MANAGED_BY,
@@ -36,6 +36,8 @@ from bridge.core.protocols import (
     StreamEnded,
 )
 from tests.builders import make_container
+
+T = TypeVar("T")
 
 
 class FakeStream:
@@ -296,48 +298,17 @@ class FakeConsul:
         pass
 
 
-class FakeStdio:
-    """Served stdio servers by service id; a port in `taken` cannot be bound. Nothing is
-    attached, so their checks say so (the real set is proven in the stdio suites)."""
+class _FakeListeners(Generic[T]):
+    """Listeners by service id, as the forwarders and the stdio set keep them; a port in
+    `taken` cannot be bound."""
 
     def __init__(self) -> None:
-        self.open: dict[str, StdioTarget] = {}
-        self.taken: set[int] = set()
-        self.served: dict[str, Any] = {}
-
-    async def sync(
-        self, desired: Mapping[str, StdioTarget], scope: Collection[str] | None = None
-    ) -> dict[str, str]:
-        considered = list(self.open) if scope is None else [s for s in scope if s in self.open]
-        for sid in considered:
-            if sid not in desired:
-                del self.open[sid]
-        errors = {}
-        for sid, target in desired.items():
-            if target.listen_port in self.taken:
-                errors[sid] = f"cannot listen on 0.0.0.0:{target.listen_port}: address in use"
-                self.open.pop(sid, None)
-            else:
-                self.open[sid] = target
-        return errors
-
-    def readings(self) -> dict[str, StdioReading]:
-        return {}
-
-    async def close(self) -> None:
-        self.open.clear()
-
-
-class FakeForwarders:
-    """Listeners by service id; a port in `taken` cannot be bound."""
-
-    def __init__(self) -> None:
-        self.open: dict[str, ForwardTarget] = {}
+        self.open: dict[str, T] = {}
         self.taken: set[int] = set()
         self.scopes: list[frozenset[str] | None] = []  # the scope of each sync
 
     async def sync(
-        self, desired: Mapping[str, ForwardTarget], scope: Collection[str] | None = None
+        self, desired: Mapping[str, T], scope: Collection[str] | None = None
     ) -> dict[str, str]:
         self.scopes.append(None if scope is None else frozenset(scope))
         considered = list(self.open) if scope is None else [s for s in scope if s in self.open]
@@ -346,18 +317,33 @@ class FakeForwarders:
                 del self.open[sid]
         errors = {}
         for sid, target in desired.items():
-            if target.listen_port in self.taken:
-                errors[sid] = f"cannot listen on 0.0.0.0:{target.listen_port}: address in use"
+            port = target.listen_port  # type: ignore[attr-defined]
+            if port in self.taken:
+                errors[sid] = f"cannot listen on 0.0.0.0:{port}: address in use"
                 self.open.pop(sid, None)
             else:
                 self.open[sid] = target
         return errors
 
-    def counters(self) -> dict[str, ForwarderCounters]:
-        return {sid: ForwarderCounters() for sid in self.open}
-
     async def close(self) -> None:
         self.open.clear()
+
+
+class FakeStdio(_FakeListeners[StdioTarget]):
+    """Served stdio servers. Nothing is attached, so their checks say so (the real set is
+    proven in the stdio suites)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.served: dict[str, Any] = {}
+
+    def readings(self) -> dict[str, StdioReading]:
+        return {}
+
+
+class FakeForwarders(_FakeListeners[ForwardTarget]):
+    def counters(self) -> dict[str, ForwarderCounters]:
+        return {sid: ForwarderCounters() for sid in self.open}
 
 
 async def settle(step: Any, wake: asyncio.Event, limit: int = 20) -> int:

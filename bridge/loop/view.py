@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -157,38 +158,16 @@ class View:
 
 
 def connections(counters: ForwarderCounters | None) -> dict[str, int] | None:
-    if counters is None:
-        return None
-    return {
-        "active": counters.active,
-        "total": counters.total,
-        "failed": counters.failed,
-        "refused_address": counters.refused_address,
-        "refused_limit": counters.refused_limit,
-        "bytes_in": counters.bytes_in,
-        "bytes_out": counters.bytes_out,
-    }
+    return None if counters is None else dataclasses.asdict(counters)
 
 
 STATUS_CHECKS_WAIT = 2.0  # seconds
 
 
 def stdio_report(reading: StdioReading | None) -> dict[str, Any] | None:
-    if reading is None:
-        return None
-    return {
-        "state": reading.state,
-        "processes": reading.processes,
-        "sessions": reading.sessions,
-        "in_flight": reading.in_flight,
-        "requests": reading.requests,
-        "answered": reading.answered,
-        "failed": reading.failed,
-        "stray_answers": reading.stray_answers,
-        "skipped_lines": reading.skipped_lines,
-        "refused": reading.refused,
-        "stderr": list(reading.stderr),
-    }
+    return (
+        None if reading is None else {**dataclasses.asdict(reading), "stderr": list(reading.stderr)}
+    )
 
 
 def _suggestion(spec: ServiceSpec, checks: list[dict[str, Any]], prefix: str) -> str | None:

@@ -318,19 +318,23 @@ async def _sse_call(conversation: Conversation, body: dict[str, Any]) -> dict[st
     raise ProbeFailed(f"SSE stream ended without an answer to {body['method']}")
 
 
+def server_meta(info: dict[str, Any], version: str) -> dict[str, str]:
+    """What a server says of itself, as service meta (bounded; empty values left out)."""
+    meta = {
+        "mcp_server_name": str(info.get("name", ""))[:256],
+        "mcp_server_version": str(info.get("version", ""))[:256],
+        "mcp_protocol_version": version[:64],
+    }
+    return {k: v for k, v in meta.items() if v}
+
+
 def _judge(conversation: Conversation, elapsed: float, budget: float) -> ProbeResult:
     result = conversation.result
     if conversation.era == "modern":
         stamp = (result.get("_meta") or {}).get(SERVER_INFO_KEY)
     else:
         stamp = result.get("serverInfo")
-    info: dict[str, Any] = stamp if isinstance(stamp, dict) else {}
-    meta = {
-        "mcp_server_name": str(info.get("name", ""))[:256],
-        "mcp_server_version": str(info.get("version", ""))[:256],
-        "mcp_protocol_version": conversation.version[:64],
-    }
-    meta = {k: v for k, v in meta.items() if v}
+    meta = server_meta(stamp if isinstance(stamp, dict) else {}, conversation.version)
     tools = conversation.capabilities.get("tools")
     listens = (
         conversation.era == "modern" and isinstance(tools, dict) and bool(tools.get("listChanged"))

@@ -13,7 +13,7 @@ import asyncio
 import time
 from typing import Any
 
-from bridge.mcp.probe import SLOW_FRACTION, TOOLS_TIMEOUT, ProbeResult
+from bridge.mcp.probe import SLOW_FRACTION, TOOLS_TIMEOUT, ProbeResult, server_meta
 from bridge.mcp.stdio.handshake import next_id, round_trip
 from bridge.mcp.stdio.served import Served
 from bridge.mcp.tools import list_tools
@@ -26,13 +26,7 @@ async def probe_served(served: Served | None, budget: float, *, want_tools: bool
     server, own, shook = served.server, served.own, served.shook
     if server is None or own is None or shook is None or server.ended.is_set():
         return ProbeResult("critical", served.state)
-    info = shook.server_info
-    meta = {
-        "mcp_server_name": str(info.get("name", ""))[:256],
-        "mcp_server_version": str(info.get("version", ""))[:256],
-        "mcp_protocol_version": shook.version[:64],
-    }
-    meta = {k: v for k, v in meta.items() if v}
+    meta = server_meta(shook.server_info, shook.version)
     started = time.monotonic()
     try:
         async with asyncio.timeout(budget):

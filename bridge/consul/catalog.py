@@ -67,7 +67,7 @@ def instance_of(entry: Mapping[str, Any]) -> Instance:
         protocol=str(meta.get("mcp_protocol_version") or ""),
         tools=int(tools) if isinstance(tools, str) and tools.isdigit() else None,
         bridge_node=meta.get("bridge_node"),
-        url=f"http://{url_host(address)}:{port}{path}",
+        url=f"{'https' if meta.get('scheme') == 'https' else 'http'}://{url_host(address)}:{port}{path}",
         served=meta.get("container_transport") == "stdio",
     )
 

@@ -186,7 +186,8 @@ def _parse_stdio(
         transport=Transport.STDIO,
         path=values.path("path", own, values.DEFAULT_PATH),
         tags=values.tags(own),
-        meta=values.meta(own, ordered, prefix),
+        # served over HTTPS (BRIDGE_SERVE_TLS_*): said in Consul, where clients look it up
+        meta=values.meta(own, ordered, prefix) + (values.HTTPS if settings.serve_tls_cert else ()),
         check=values.check(own, settings),
         tools=values.tools(own),
         tier=proxy.tier(own, settings, expose, host_port, prefix),

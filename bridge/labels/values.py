@@ -36,6 +36,8 @@ MIN_DEREGISTER_AFTER = 60.0  # Consul's own minimum for DeregisterCriticalServic
 DEFAULT_PATH = "/mcp"
 META = "meta."
 
+HTTPS = (("scheme", "https"),)  # a served stdio endpoint behind TLS (no key: http)
+
 # Meta keys the registration code writes itself; a label must not be able to forge them.
 BRIDGE_META_KEYS = frozenset(
     {
@@ -49,6 +51,7 @@ BRIDGE_META_KEYS = frozenset(
         "expose",
         "transport",
         "container_transport",
+        "scheme",
         "path",
         "mcp_server_name",
         "mcp_server_version",

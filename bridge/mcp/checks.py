@@ -59,6 +59,7 @@ def next_wait(interval: float, passed_once: bool, tries: int) -> float:
 Prober = Callable[..., Awaitable[ProbeResult]]  # as probe.probe
 # A served stdio server's check, in-process (stdio/check.py): service id, budget, tools?
 StdioProber = Callable[[str, float, bool], Awaitable[ProbeResult]]
+Watch = Callable[[Callable[[], None]], Awaitable[None]]  # a change stream not over HTTP
 
 
 def docker_health_result(health: str | None) -> ProbeResult:
@@ -216,7 +217,7 @@ class ServiceCheck:
                 runner.on_meta(target.service_id, {**result.meta, **self.tools_meta})
             if result.listens and target.tools and self.listener is None:
                 version = result.meta.get("mcp_protocol_version", "")
-                self.listener = asyncio.create_task(self._listen(version))
+                self.listener = asyncio.create_task(self._listen(version, result.watch))
             try:
                 await runner.consul.update_ttl(target.check_id, result.status, result.output)
                 reported_error = False
@@ -291,17 +292,21 @@ class ServiceCheck:
         self.tools_due = 0.0
         self.kick.set()
 
-    async def _listen(self, version: str) -> None:
-        """Hold the server's change stream; reopen it (with backoff) when it ends."""
+    async def _listen(self, version: str, watch: Watch | None) -> None:
+        """Hold the server's change stream (over HTTP, or `watch` for a served stdio
+        server); reopen it (with backoff) when it ends."""
         target = self.target
         while True:
             async for attempt in retry_forever(
                 "tools_listen_failed", log=log, first_wait=1.0, max_wait=60.0, **self._fields()
             ):
                 with attempt:
-                    await listen_for_changes(
-                        self.runner.http("listen"), target.url, version, self._tools_changed
-                    )
+                    if watch is not None:
+                        await watch(self._tools_changed)
+                    else:
+                        await listen_for_changes(
+                            self.runner.http("listen"), target.url, version, self._tools_changed
+                        )
             # Ended by the server: no replay, so what changed meanwhile was not heard.
             await asyncio.sleep(LISTEN_REOPEN_DELAY)
             self._tools_changed()

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin
@@ -75,6 +76,9 @@ class ProbeResult:
     tools: list[dict[str, Any]] | None = None  # listed by this probe, when asked and able
     tools_error: str | None = None
     listens: bool = False  # a modern server that announces tool list changes
+    # How to hear them when not over HTTP (a served stdio server): until cancelled or the
+    # process ends, calls its argument at each change.
+    watch: Callable[[Callable[[], None]], Awaitable[None]] | None = None
     # Whether the answer declared the `tools` capability; None when no answer was read
     # (a failure, a protected server): only then is a missing inventory not a verdict.
     tools_declared: bool | None = None

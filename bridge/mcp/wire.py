@@ -33,6 +33,8 @@ PROTOCOL_VERSION_KEY = "io.modelcontextprotocol/protocolVersion"
 CLIENT_INFO_KEY = "io.modelcontextprotocol/clientInfo"
 CLIENT_CAPABILITIES_KEY = "io.modelcontextprotocol/clientCapabilities"
 SERVER_INFO_KEY = "io.modelcontextprotocol/serverInfo"
+LOG_LEVEL_KEY = "io.modelcontextprotocol/logLevel"  # 2026-07-28: a request opts in to logs
+SUBSCRIPTION_ID_KEY = "io.modelcontextprotocol/subscriptionId"  # each frame of a listen
 
 UNSUPPORTED_PROTOCOL_VERSION = -32022
 METHOD_NOT_FOUND = -32601

@@ -6,16 +6,12 @@ mid-call and a SIGKILL of the bridge, on the same port."""
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import pytest
 from mcp import Client
 
 from tests.integration.conftest import Bridge, wait_for
-from tests.integration.test_stdio_serve import ts_client, v1_client
-
-__all__ = ["ts_client"]  # a fixture, found by name
 
 pytestmark = pytest.mark.usefixtures("services")
 
@@ -147,33 +143,6 @@ def test_a_reference_stdio_server_needs_no_label_beyond_docker_run_i(
     names, said = asyncio.run(main())
     assert names == ["convert_time", "get_current_time"]
     assert '"timezone": "UTC"' in said or "UTC" in said
-
-
-def test_the_sdk_1x_and_typescript_clients_through_the_agent(
-    bridge: Bridge, mcp_server_image: str, mcp_server_v1_image: str, ts_client: str
-) -> None:
-    bridge.agent.start()
-    run_stdio(bridge, mcp_server_image, "clients")
-    passing(bridge, "clients")
-    url = url_of(bridge, "clients")
-    said = v1_client(mcp_server_v1_image, url)
-    assert said[1:] == [["echo"], "from sdk 1.x"]
-
-    async def typescript(n: int) -> dict[str, Any]:
-        node = await asyncio.create_subprocess_exec(
-            "node", ts_client, url, f"ts client {n}",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        out, err = await node.communicate()
-        assert node.returncode == 0, err.decode()[-3000:]
-        return dict(json.loads(out.decode().strip().splitlines()[-1]))
-
-    async def main() -> list[dict[str, Any]]:
-        return await asyncio.gather(*(typescript(n) for n in range(3)))
-
-    assert [(s["tools"], s["said"]) for s in asyncio.run(main())] == [
-        (["echo"], f"ts client {n}") for n in range(3)
-    ]
 
 
 def test_the_reference_git_server_reads_its_repository_through_the_bridge(

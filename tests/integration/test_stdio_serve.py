@@ -8,8 +8,6 @@ attach, the shared process, the one handshake and the era translation with real 
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,16 +15,17 @@ from typing import Any
 import pytest
 from aiohttp import web
 from mcp import Client
-from testcontainers.core.container import DockerContainer
 
 from bridge.docker.attach import attach, endpoint_from_env
 from bridge.mcp.stdio.endpoint import ServeRules, StdioEndpoint
 from bridge.mcp.stdio.handshake import handshake, own_channel, round_trip
 from bridge.mcp.stdio.process import StdioServer
-from tests.integration.conftest import ROOT, TEST_LABEL, WAIT, free_tcp_port
+from tests.integration.conftest import free_tcp_port
+from tests.integration.stdio_clients import ts_call, ts_client, v1_client
 from tests.integration.test_attach import started
 
 pytestmark = pytest.mark.usefixtures("services")
+__all__ = ["ts_client"]  # a fixture, found by name
 
 
 @asynccontextmanager
@@ -87,43 +86,6 @@ async def test_a_handshake_only_server_serves_clients_of_both_eras(
         assert not server.mux.pending
 
 
-# The SDK's 1.x line as a client (it cannot share a venv with 2.x): its own image, on the
-# host's network so that it reaches the endpoint on loopback.
-V1_CLIENT = """
-import asyncio, json, sys
-from mcp import ClientSession
-from mcp.client.streamable_http import streamablehttp_client
-
-async def main(url):
-    async with streamablehttp_client(url) as (read, write, _):
-        async with ClientSession(read, write) as session:
-            done = await session.initialize()
-            tools = await session.list_tools()
-            said = await session.call_tool("echo", {"text": "from sdk 1.x"})
-            print(json.dumps([done.protocolVersion, [t.name for t in tools.tools],
-                              said.content[0].text]))
-
-asyncio.run(main(sys.argv[1]))
-"""
-
-
-def v1_client(image: str, url: str) -> list[Any]:
-    client = (
-        DockerContainer(image)
-        .with_kwargs(network_mode="host", entrypoint="python3", labels={TEST_LABEL: "1"})
-        .with_command(["-c", V1_CLIENT, url])
-    )
-    client.start()
-    try:
-        wrapped = client.get_wrapped_container()
-        code = wrapped.wait(timeout=WAIT)["StatusCode"]
-        out = wrapped.logs(stdout=True, stderr=False).decode()
-        assert code == 0, wrapped.logs().decode()[-3000:]
-        return list(json.loads(out.strip().splitlines()[-1]))
-    finally:
-        client.stop()
-
-
 @pytest.mark.parametrize("server_image", ["mcp_server_image", "mcp_server_v1_image"])
 async def test_the_sdk_1x_client_uses_either_server(
     server_image: str, mcp_server_v1_image: str, request: pytest.FixtureRequest
@@ -136,34 +98,15 @@ async def test_the_sdk_1x_client_uses_either_server(
         assert not server.mux.pending
 
 
-@pytest.fixture(scope="module")
-def ts_client() -> str:
-    """client.mjs on the official TypeScript SDK, installed by its script when missing."""
-    done = subprocess.run(
-        [str(ROOT / "scripts" / "install-node-clients.sh")],
-        capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout.strip()
-
-
 @pytest.mark.parametrize("server_image", ["mcp_server_image", "mcp_server_v1_image"])
 async def test_the_typescript_sdk_client_uses_either_server(
     server_image: str, ts_client: str, request: pytest.FixtureRequest
 ) -> None:
     image = request.getfixturevalue(server_image)
     async with served(image) as (url, server, _):
-
-        async def one(n: int) -> dict[str, Any]:
-            node = await asyncio.create_subprocess_exec(
-                "node", ts_client, url, f"ts client {n}",
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            )  # fmt: skip
-            out, err = await asyncio.wait_for(node.communicate(), WAIT)
-            assert node.returncode == 0, err.decode()[-3000:]
-            return dict(json.loads(out.decode().strip().splitlines()[-1]))
-
-        said = await asyncio.gather(*(one(n) for n in range(4)))
+        said = await asyncio.gather(
+            *(ts_call(ts_client, url, "echo", {"text": f"ts client {n}"}) for n in range(4))
+        )
         assert [(s["tools"], s["said"]) for s in said] == [
             (["echo"], f"ts client {n}") for n in range(4)
         ]

@@ -4,13 +4,18 @@ Not through HTTP: the served endpoint answers `initialize` and, for a handshake-
 server, `server/discover` from the one handshake it kept, so an HTTP probe could pass with
 the process wedged. This asks the process itself (`ping`, or `server/discover` of a modern
 server) on the bridge's own channel, and is critical while nothing is attached. When asked,
-it also lists the server's tools for the inventory, through the same channel.
+it also lists the server's tools for the inventory, through the same channel, and, for a
+server that announces tool list changes, hears them on a listening channel of the bridge's
+own (`watch_tools`), so the inventory is listed again at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from bridge.mcp.probe import SLOW_FRACTION, TOOLS_TIMEOUT, ProbeResult, server_meta
@@ -46,8 +51,13 @@ async def probe_served(served: Served | None, budget: float, *, want_tools: bool
     status = "passing"
     if elapsed > budget * SLOW_FRACTION:
         status, output = "warning", f"{output}; slow (timeout {budget:g}s)"
-    declared = "tools" in shook.capabilities
-    result = ProbeResult(status, output, meta, elapsed, tools_declared=declared)
+    tools = shook.capabilities.get("tools")
+    declared = tools is not None
+    listens = isinstance(tools, dict) and bool(tools.get("listChanged"))
+    watch = partial(watch_tools, served) if listens else None
+    result = ProbeResult(
+        status, output, meta, elapsed, tools_declared=declared, listens=listens, watch=watch
+    )
     if not (want_tools and declared):
         return result
 
@@ -68,5 +78,32 @@ async def probe_served(served: Served | None, budget: float, *, want_tools: bool
             tools = await list_tools(call)
     except (ProbeFailed, TimeoutError) as exc:
         why = str(exc) or f"tools/list not answered within {TOOLS_TIMEOUT:g}s"
-        return ProbeResult(status, output, meta, elapsed, tools_error=why, tools_declared=True)
-    return ProbeResult(status, output, meta, elapsed, tools=tools, tools_declared=True)
+        return replace(result, tools_error=why)
+    return replace(result, tools=tools)
+
+
+CHANGES = ("mcp-bridge", "tool list changes")
+
+
+async def watch_tools(served: Served, changed: Callable[[], None]) -> None:
+    """Each `notifications/tools/list_changed` of the process served (the next one, when
+    none is), until it ends; the caller watches again, and lists the tools of a new process
+    then."""
+    await served.serving.wait()
+    server = served.server
+    if server is None:
+        return
+    channel = server.open((*CHANGES, id(changed)), listens=True)
+    ended = asyncio.ensure_future(server.ended.wait())
+    said: asyncio.Future[dict[str, Any]] | None = None
+    try:
+        while not ended.done():
+            said = asyncio.ensure_future(channel.queue.get())
+            await asyncio.wait({said, ended}, return_when=asyncio.FIRST_COMPLETED)
+            if said.done() and said.result().get("method") == "notifications/tools/list_changed":
+                changed()
+    finally:
+        for future in (said, ended):
+            if future is not None:
+                future.cancel()
+        await server.close(channel, cancel=False)

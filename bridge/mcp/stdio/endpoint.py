@@ -26,16 +26,18 @@ from typing import Any
 from aiohttp import web
 
 from bridge.mcp.stdio import eras
+from bridge.mcp.stdio.connection import Connection
 from bridge.mcp.stdio.handshake import Handshake
 from bridge.mcp.stdio.http import (
+    BROADCAST,
     HANDSHAKE,
-    INVALID_PARAMS,
     INVALID_REQUEST,
     JSON,
     KEEP_ALIVE,
     METHOD_NOT_FOUND,
     PARSE_ERROR,
     PER_CONNECTION,
+    SERVER_REQUESTS_REFUSED,
     SESSION_HEADER,
     SSE,
     STREAM_HEADERS,
@@ -49,8 +51,7 @@ from bridge.mcp.stdio.listen import listen
 from bridge.mcp.stdio.mux import PROCESS_ENDED, error, params_of
 from bridge.mcp.stdio.process import Channel, StdioServer
 from bridge.mcp.stdio.sessions import Session, Sessions, SessionsFull
-from bridge.mcp.stdio.shared import LEVELS, Shared
-from bridge.mcp.wire import HANDSHAKE_VERSIONS
+from bridge.mcp.wire import HANDSHAKE_VERSIONS, LOG_LEVEL_KEY
 
 
 class StdioEndpoint:
@@ -60,8 +61,7 @@ class StdioEndpoint:
         self.server: StdioServer | None = None
         self.shook: Handshake | None = None
         self._keys = itertools.count(1)
-        self.shared = Shared()
-        self._background: set[asyncio.Task[None]] = set()  # asks of ended sessions
+        self.connection = Connection()  # log levels and subscriptions, held for many
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post(self.rules.path, self.post)
@@ -75,7 +75,7 @@ class StdioEndpoint:
     async def gone(self) -> None:
         """The process ended: its handshake sessions end with it (their ids answer 404)."""
         self.server = self.shook = None
-        self.shared = Shared()  # the next process starts with nothing set
+        self.connection.reset()  # the next process starts with nothing set
         for session in self.sessions.end_all():
             _end_streams(session)
 
@@ -128,25 +128,56 @@ class StdioEndpoint:
         if not isinstance(method, str) or method in HANDSHAKE:
             why = "initialize is not part of 2026-07-28" if method else "a request names a method"
             return web.json_response(error(rid, METHOD_NOT_FOUND, why), status=404)
-        adapt = None
         if shook.era == "handshake":
-            if method in PER_CONNECTION:  # shared among the handshake sessions (shared.py)
-                why = f"{method} is shared by this server's sessions: use the handshake era"
+            if method in PER_CONNECTION:  # not in 2026-07-28, which has what replaces them
+                why = (
+                    f"{method} is not part of 2026-07-28: a request's _meta carries its log"
+                    " level, subscriptions/listen its resource subscriptions"
+                )
                 return web.json_response(error(rid, METHOD_NOT_FOUND, why), status=404)
             if message.get("method") == "server/discover":
                 result = eras.discover_result(shook)
                 return web.json_response({"jsonrpc": "2.0", "id": rid, "result": result})
             if method == "subscriptions/listen":  # list changes, from the shared connection
-                return await listen(request, message, server, shook, ("listen", next(self._keys)))
-            method, version = str(message.get("method")), shook.version
-            message = eras.to_handshake_server(message)
-
-            def adapt(answer: dict[str, Any]) -> dict[str, Any]:
-                return eras.to_modern_result(method, version, answer)
-
+                key = ("listen", next(self._keys))
+                return await listen(request, message, server, shook, key, self.connection)
+            return await self._modern_of_handshake(request, message, server, shook)
         # 2026-07-28: closing the response is a cancellation.
         key = ("modern", next(self._keys))
-        return await self._forward(request, message, server, key, (), cancel=True, adapt=adapt)
+        return await self._forward(request, message, server, key, (), cancel=True)
+
+    async def _modern_of_handshake(
+        self, request: web.Request, message: dict[str, Any], server: StdioServer, shook: Handshake
+    ) -> web.StreamResponse:
+        """A 2026-07-28 request to a handshake-only server, adapted both ways. Opted in to
+        logs, it gets the server's log messages at its level while it runs (they are the
+        one connection's: the server cannot say which request one is for)."""
+        method, version = str(message.get("method")), shook.version
+        meta = params_of(message).get("_meta")
+        level = meta.get(LOG_LEVEL_KEY) if isinstance(meta, dict) else None
+        key = ("modern", next(self._keys))
+        member = f"request {key[1]}"
+        if level is not None:
+            refused = await self.connection.set_level(server, member, level)
+            if refused:
+                return web.json_response(dict(refused, id=message.get("id")))
+
+        def adapt(answer: dict[str, Any]) -> dict[str, Any]:
+            return eras.to_modern_result(method, version, answer)
+
+        def keep(said: dict[str, Any]) -> bool:  # its own news, and the logs it opted in to
+            if said.get("method") == "notifications/message":
+                return level is not None and self.connection.wants(member, said)
+            return said.get("method") not in BROADCAST
+
+        try:
+            return await self._forward(
+                request, eras.to_handshake_server(message), server, key, (),
+                cancel=True, adapt=adapt, listens=level is not None, keep=keep,
+                refusal=SERVER_REQUESTS_REFUSED,
+            )  # fmt: skip
+        finally:
+            self.connection.leave(server, member)
 
     async def _handshake_era(
         self, request: web.Request, message: dict[str, Any], server: StdioServer, shook: Handshake
@@ -199,42 +230,10 @@ class StdioEndpoint:
         self, message: dict[str, Any], session: Session, server: StdioServer, shook: Handshake
     ) -> web.Response:
         """logging/setLevel and resources/(un)subscribe, shared out among the sessions."""
-        rid, method, params = message.get("id"), message.get("method"), params_of(message)
+        rid, method = message.get("id"), message.get("method")
         if shook.era == "modern":  # 2026-07-28 has neither: levels and listens go per request
             return web.json_response(error(rid, METHOD_NOT_FOUND, f"{method}: not in 2026-07-28"))
-        if method == "logging/setLevel":
-            level = params.get("level")
-            if level not in LEVELS:
-                return web.json_response(error(rid, INVALID_PARAMS, f"no log level {level!r}"))
-            ask = self.shared.set_level(session.id, str(level))
-            if ask is not None:
-                answer = await self._ask(server, "logging/setLevel", {"level": ask})
-                if "error" in answer:  # refused: asked again next time
-                    self.shared.sent_level = None
-                    return web.json_response(dict(answer, id=rid))
-            return web.json_response({"jsonrpc": "2.0", "id": rid, "result": {}})
-        uri = params.get("uri")
-        if not isinstance(uri, str):
-            return web.json_response(error(rid, INVALID_PARAMS, f"{method} names a uri"))
-        first = method == "resources/subscribe" and self.shared.subscribe(session.id, uri)
-        last = method == "resources/unsubscribe" and self.shared.unsubscribe(session.id, uri)
-        if first or last:
-            answer = await self._ask(server, str(method), {"uri": uri})
-            if "error" in answer:  # refused: nobody holds it (the sessions that joined
-                self.shared.subscribers.pop(uri, None)  # meanwhile get no updates either)
-                return web.json_response(dict(answer, id=rid))
-        return web.json_response({"jsonrpc": "2.0", "id": rid, "result": {}})
-
-    async def _ask(
-        self, server: StdioServer, method: str, params: dict[str, Any]
-    ) -> dict[str, Any]:
-        """A request of the bridge's own, on a channel of its own."""
-        channel = server.open(("mcp-bridge", "shared", next(self._keys)))
-        try:
-            ask = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
-            return await server.request(channel, ask)
-        finally:
-            await server.close(channel, cancel=False)
+        return web.json_response(await self.connection.request(server, session.id, message))
 
     async def _session(self, request: web.Request) -> Session | None:
         """The request's session; one found expired on the way is ended properly."""
@@ -245,25 +244,11 @@ class StdioEndpoint:
         return session
 
     async def _session_ended(self, session: Session) -> None:
-        """Its streams and channel closed, its level and subscriptions let go of, at once;
-        what the server must hear of it is asked in the background, not in the way of the
-        request that ended the session (a hung server would hold it)."""
+        """Its streams and channel closed, its level and subscriptions let go of."""
         _end_streams(session)
-        server = self.server
-        level, released = self.shared.forget(session.id)
-        if server is None:
-            return
-        await server.close(session.channel, cancel=False)
-        asks = [("logging/setLevel", {"level": level})] if level is not None else []
-        asks += [("resources/unsubscribe", {"uri": uri}) for uri in released]
-        if asks:
-            task = asyncio.create_task(self._ask_all(server, asks))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-
-    async def _ask_all(self, server: StdioServer, asks: list[tuple[str, dict[str, Any]]]) -> None:
-        for method, params in asks:
-            await self._ask(server, method, params)
+        self.connection.leave(self.server, session.id)
+        if self.server is not None:
+            await self.server.close(session.channel, cancel=False)
 
     async def _initialize(
         self, message: dict[str, Any], server: StdioServer, shook: Handshake
@@ -297,13 +282,18 @@ class StdioEndpoint:
         *,
         cancel: bool,
         adapt: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        listens: bool = False,
+        keep: Callable[[dict[str, Any]], bool] = lambda said: True,
+        refusal: str | None = None,
     ) -> web.StreamResponse:
         """One request on a channel of its own; its answer as JSON, or its stream as SSE
         (with its progress, and any server request made for it, before the answer)."""
         streams = SSE in request.headers.get("Accept", "")
         # A JSON answer carries nothing but the answer: a server request for this one
         # could never reach the client, so the channel declares no capability.
-        channel = server.open(key, capabilities if streams else ())
+        channel = server.open(
+            key, capabilities if streams else (), listens=listens and streams, refusal=refusal
+        )
         asked = asyncio.ensure_future(server.request(channel, message))
         said: asyncio.Future[dict[str, Any]] | None = None
         try:
@@ -320,17 +310,18 @@ class StdioEndpoint:
                 return web.json_response(adapt(answer) if adapt else answer)
             response = web.StreamResponse(headers=STREAM_HEADERS)
             await response.prepare(request)
-            if said is not None and said.done() and not said.cancelled():
+            if said is not None and said.done() and not said.cancelled() and keep(said.result()):
                 await event(response, said.result())
             while not asked.done():
                 said = asyncio.ensure_future(channel.queue.get())
                 await asyncio.wait({asked, said}, return_when=asyncio.FIRST_COMPLETED)
-                if said.done():
-                    await event(response, said.result())
-                else:
+                if not said.done():
                     said.cancel()
+                elif keep(said.result()):
+                    await event(response, said.result())
             while not channel.queue.empty():  # what came with the answer goes before it
-                await event(response, channel.queue.get_nowait())
+                if keep(told := channel.queue.get_nowait()):
+                    await event(response, told)
             answer = asked.result()
             await event(response, adapt(answer) if adapt else answer)
             return response
@@ -373,7 +364,7 @@ class StdioEndpoint:
                     # (the write fails) even where the server does not cancel handlers.
                     await response.write(b": keep-alive\n\n")
                     continue
-                if self.shared.wants(session.id, said):  # its log level, its subscriptions
+                if self.connection.wants(session.id, said):  # its log level, its subscriptions
                     await event(response, said)
         except ConnectionResetError:
             return response

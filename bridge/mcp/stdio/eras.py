@@ -26,6 +26,7 @@ from bridge.mcp.wire import (
     CLIENT_INFO_KEY,
     HANDSHAKE_VERSIONS,
     LATEST_MODERN,
+    LOG_LEVEL_KEY,
     MODERN_VERSIONS,
     PROTOCOL_VERSION_KEY,
     SERVER_INFO_KEY,
@@ -34,7 +35,9 @@ from bridge.mcp.wire import (
 UNSUPPORTED_PROTOCOL_VERSION = -32022
 HEADER_MISMATCH = -32020
 INVALID_PARAMS = -32602
-ENVELOPE = (PROTOCOL_VERSION_KEY, CLIENT_INFO_KEY, CLIENT_CAPABILITIES_KEY)
+# What 2026-07-28 carries in `_meta` and a handshake-only server never negotiated (the
+# log level is the bridge's to honour for such a server: connection.py).
+ENVELOPE = (PROTOCOL_VERSION_KEY, CLIENT_INFO_KEY, CLIENT_CAPABILITIES_KEY, LOG_LEVEL_KEY)
 
 
 class Unsupported(Exception):

@@ -16,10 +16,12 @@ from typing import Any
 
 from aiohttp import web
 
+from bridge.mcp.stdio.connection import Connection
 from bridge.mcp.stdio.handshake import Handshake
 from bridge.mcp.stdio.http import KEEP_ALIVE, STREAM_HEADERS, event
 from bridge.mcp.stdio.mux import params_of
 from bridge.mcp.stdio.process import StdioServer
+from bridge.mcp.wire import SUBSCRIPTION_ID_KEY
 
 # The filter's key -> (the capability that must declare listChanged, the notification)
 KINDS = {
@@ -41,23 +43,52 @@ def granted(shook: Handshake, asked: Any) -> dict[str, bool]:
     return grant
 
 
+def resources_asked(shook: Handshake, asked: Any) -> list[str]:
+    """The uris of a filter's `resourceSubscriptions`, if the server can subscribe."""
+    uris = asked.get("resourceSubscriptions") if isinstance(asked, dict) else None
+    resources = shook.capabilities.get("resources")
+    if not isinstance(uris, list) or not (
+        isinstance(resources, dict) and resources.get("subscribe")
+    ):
+        return []
+    return list(dict.fromkeys(u for u in uris if isinstance(u, str)))
+
+
+def stamped(notification: dict[str, Any], sid: Any) -> dict[str, Any]:
+    """A copy with the subscription's id in `_meta`, as 2026-07-28 requires on every frame
+    of a listen stream (clients find their subscription by it); the message itself may be
+    on its way to other listeners too."""
+    params = params_of(notification)
+    meta = params.get("_meta")
+    meta = {**(meta if isinstance(meta, dict) else {}), SUBSCRIPTION_ID_KEY: sid}
+    return dict(notification, params={**params, "_meta": meta})
+
+
 async def listen(
-    request: web.Request, message: dict[str, Any], server: StdioServer, shook: Handshake, key: Any
+    request: web.Request,
+    message: dict[str, Any],
+    server: StdioServer,
+    shook: Handshake,
+    key: Any,
+    connection: Connection,
 ) -> web.StreamResponse:
-    grant = granted(shook, params_of(message).get("notifications"))
+    asked = params_of(message).get("notifications")
+    grant: dict[str, Any] = dict(granted(shook, asked))
     wanted = {KINDS[k][1] for k in grant}
+    member, sid = f"listen {key[1]}", message.get("id")
     channel = server.open(key, listens=True)
     response = web.StreamResponse(headers=STREAM_HEADERS)
     got: asyncio.Future[dict[str, Any]] | None = None
     ended = asyncio.ensure_future(server.ended.wait())
     try:
+        uris = await connection.subscribe(server, member, resources_asked(shook, asked))
+        if uris:
+            grant["resourceSubscriptions"] = uris
+            wanted.add("notifications/resources/updated")
         await response.prepare(request)
-        acknowledged = {"notifications": grant}
-        await event(
-            response,
-            {"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
-             "params": acknowledged},
-        )  # fmt: skip
+        acknowledged = {"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
+                        "params": {"notifications": grant}}  # fmt: skip
+        await event(response, stamped(acknowledged, sid))
         while not ended.done():
             got = asyncio.ensure_future(channel.queue.get())
             done, _ = await asyncio.wait(
@@ -65,16 +96,18 @@ async def listen(
             )
             if got in done:
                 said = got.result()
-                if said.get("method") in wanted:
-                    await event(response, said)
+                if said.get("method") in wanted and connection.wants(member, said):
+                    await event(response, stamped(said, sid))
             elif not done:
                 got.cancel()
                 await response.write(b": keep-alive\n\n")  # a client that left is noticed
-        result = {"jsonrpc": "2.0", "id": message.get("id"), "result": {"resultType": "complete"}}
+        ended_result = {"resultType": "complete", "_meta": {SUBSCRIPTION_ID_KEY: sid}}
+        result = {"jsonrpc": "2.0", "id": sid, "result": ended_result}
         await event(response, result)
         return response
     finally:
         for future in (got, ended):
             if future is not None:
                 future.cancel()
+        connection.leave(server, member)
         await server.close(channel, cancel=False)

@@ -85,6 +85,7 @@ class Pending:
 class Client:
     capabilities: frozenset[str] = frozenset()  # of sampling, elicitation, roots
     listens: bool = False  # takes notifications meant for every client (list changes)
+    refusal: str | None = None  # why no server request can reach it, whatever it declared
 
 
 def error(request_id: JsonId | None, code: int, message: str) -> dict[str, Any]:
@@ -108,9 +109,14 @@ class Mux:
     # ---- clients --------------------------------------------------------------------
 
     def open(
-        self, client: ClientKey, capabilities: Iterable[str] = (), *, listens: bool = False
+        self,
+        client: ClientKey,
+        capabilities: Iterable[str] = (),
+        *,
+        listens: bool = False,
+        refusal: str | None = None,
     ) -> None:
-        self.clients[client] = Client(frozenset(capabilities), listens)
+        self.clients[client] = Client(frozenset(capabilities), listens, refusal)
 
     def close(self, client: ClientKey, *, cancel: bool) -> Outcome:
         """The client is gone. `cancel`: its pending requests are cancelled at the server
@@ -259,6 +265,8 @@ class Mux:
         else:
             (client,) = askers
             state = self.clients.get(client)
+            if state is not None and state.refusal is not None:
+                return Outcome(to_server=[error(message["id"], NOT_ROUTABLE, state.refusal)])
             if state is not None and needed in state.capabilities:
                 our_id = self._mint("s")
                 self._asked[our_id] = (client, message["id"])

@@ -109,11 +109,16 @@ class StdioServer:
     # ---- clients ----------------------------------------------------------------------
 
     def open(
-        self, key: Hashable, capabilities: Iterable[str] = (), *, listens: bool = False
+        self,
+        key: Hashable,
+        capabilities: Iterable[str] = (),
+        *,
+        listens: bool = False,
+        refusal: str | None = None,
     ) -> Channel:
         channel = Channel(key)
         self._channels[key] = channel
-        self.mux.open(key, capabilities, listens=listens)
+        self.mux.open(key, capabilities, listens=listens, refusal=refusal)
         return channel
 
     async def close(self, channel: Channel, *, cancel: bool) -> None:

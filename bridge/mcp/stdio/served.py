@@ -111,6 +111,7 @@ class Served:
         self.server: StdioServer | None = None
         self.own: Channel | None = None
         self.shook: Handshake | None = None
+        self.serving = asyncio.Event()  # set while a process is attached and served
         self.processes = 0  # processes attached to so far
         self.active = 0  # requests and streams open now (mcp.max_connections)
         self.ended = Counters()  # the counts of the processes that ended
@@ -248,6 +249,7 @@ class Served:
             reading.cancel()  # when this task is cancelled: the stream is closed with it
             await asyncio.gather(reading, return_exceptions=True)
         self.server = self.own = self.shook = None
+        self.serving.clear()
         self._add_ended(server)
         await self.endpoint.gone()
         if await self._ended(cid, started_at):
@@ -280,6 +282,7 @@ class Served:
                 raise
             await handshakes.put(cid, started_at, shook)
         self.server, self.own, self.shook = server, own, shook
+        self.serving.set()
         self.endpoint.serve(server, shook)
         self.processes += 1
         self.state = "serving"

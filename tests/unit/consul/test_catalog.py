@@ -64,3 +64,12 @@ def test_the_serve_token_goes_to_served_stdio_servers_only() -> None:
     assert servers["time"]["headers"] == {"Authorization": "Bearer s3cret"}
     assert "headers" not in servers["weather"]
     assert "headers" not in client_config([stdio])["mcpServers"]["time"]
+
+
+def test_a_served_endpoint_behind_tls_is_given_to_clients_as_https() -> None:
+    tls = instance_of(
+        entry("h1:mcp-t", "h1", ["passing"], container_transport="stdio", scheme="https")
+    )
+    assert tls.url.startswith("https://")
+    tls.service = "time"
+    assert client_config([tls])["mcpServers"]["time"]["url"] == tls.url

@@ -7,6 +7,7 @@ always proxy, on a pool port, with no port, network or expose of its own.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -165,3 +166,12 @@ def test_the_registration_says_what_clients_and_the_container_speak() -> None:
 def test_container_transport_cannot_be_forged_by_a_label() -> None:
     e = error(stdio({"mcp.meta.container_transport": "http"}))
     assert "written by the bridge itself" in e.reason
+
+
+def test_a_served_endpoint_behind_tls_says_https_and_a_label_cannot_forge_it() -> None:
+    tls = make_settings(serve_tls_cert=Path("/c.pem"), serve_tls_key=Path("/k.pem"))
+    reg = build_registration(spec(stdio(), tls), Endpoint("10.0.0.5", 11200, 11200), "n1")
+    assert reg.meta["scheme"] == "https"
+    plain = build_registration(spec(stdio()), Endpoint("10.0.0.5", 11200, 11200), "n1")
+    assert "scheme" not in plain.meta
+    assert "written by the bridge itself" in error(stdio({"mcp.meta.scheme": "https"})).reason

@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from bridge.mcp.stdio.endpoint import ServeRules, StdioEndpoint
 from bridge.mcp.stdio.handshake import Handshake
 from bridge.mcp.stdio.process import StdioServer
+from bridge.mcp.wire import SUBSCRIPTION_ID_KEY
 from tests.unit.mcp.test_stdio_endpoint import modern
 from tests.unit.mcp.test_stdio_process import FakeProcess, echo_server
 
@@ -69,8 +70,16 @@ async def test_list_changes_reach_a_modern_listener_until_the_process_ends() -> 
     assert events[0] == {
         "jsonrpc": "2.0",
         "method": "notifications/subscriptions/acknowledged",
-        "params": {"notifications": {"toolsListChanged": True}},  # resources: not declared
+        "params": {
+            "notifications": {"toolsListChanged": True},  # resources: not declared
+            "_meta": {SUBSCRIPTION_ID_KEY: 7},  # every frame names its subscription
+        },
     }
-    assert events[1]["method"] == "notifications/tools/list_changed"
-    assert events[2:] == [{"jsonrpc": "2.0", "id": 7, "result": {"resultType": "complete"}}]
+    assert events[1] == {
+        "jsonrpc": "2.0",
+        "method": "notifications/tools/list_changed",
+        "params": {"_meta": {SUBSCRIPTION_ID_KEY: 7}},
+    }
+    ended = {"resultType": "complete", "_meta": {SUBSCRIPTION_ID_KEY: 7}}
+    assert events[2:] == [{"jsonrpc": "2.0", "id": 7, "result": ended}]
     assert not server.mux.clients  # its channel closed

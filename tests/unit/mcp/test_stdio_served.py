@@ -16,7 +16,7 @@ import pytest
 from bridge.core.access import Access
 from bridge.core.model import StdioTarget
 from bridge.loop.stdio import KeptHandshakes
-from bridge.mcp.stdio.check import probe_served
+from bridge.mcp.stdio.check import CHANGES, probe_served
 from bridge.mcp.stdio.http import ServeRules
 from bridge.mcp.stdio.served import AttachRefused, StdioSet, StdioSettings
 from bridge.pool.store import StoreError
@@ -59,6 +59,7 @@ class Engine:
         self.gone = self.down = self.stopped = False
         self.fail_once: Exception | None = None
         self.initialize_after = 0.0
+        self.tools_capability: dict[str, Any] = {}  # what the server declares of tools
 
     async def attach(self, cid: str) -> FakeProcess:
         if self.gone:
@@ -70,6 +71,8 @@ class Engine:
     def _handler(self) -> Any:
         def handle(message: dict[str, Any]) -> list[dict[str, Any]]:
             answers = handshake_only(message)
+            if message.get("method") == "initialize":
+                answers[0]["result"]["capabilities"]["tools"] = self.tools_capability
             if message.get("method") == "initialize" and self.initialize_after:
                 loop = asyncio.get_running_loop()
                 process = self.processes[-1]
@@ -128,6 +131,7 @@ async def test_one_handshake_per_process_and_the_check_is_a_round_trip(engine: E
     assert result.meta["mcp_server_name"] == "mem"
     assert result.meta["mcp_protocol_version"] == "2025-11-25"
     assert result.tools == TOOLS
+    assert not result.listens and result.watch is None  # it announces no tool changes
     process = engine.processes[0]
     assert [m["method"] for m in process.seen if m.get("method") == "ping"] == ["ping"] * 3
     assert engine.initializes() == 1
@@ -138,6 +142,31 @@ async def test_one_handshake_per_process_and_the_check_is_a_round_trip(engine: E
     await wait_until(lambda: len(engine.processes) == 2 and served.state == "serving")
     assert engine.initializes() == 2
     assert (await probe_served(served, 2.0, want_tools=False)).status == "passing"
+    await served_set.close()
+
+
+async def test_tool_list_changes_of_the_process_are_heard_until_it_ends(engine: Engine) -> None:
+    engine.tools_capability = {"listChanged": True}
+    served_set = stdio_set(engine, KeptHandshakes())
+    await served_set.sync({SID: target(free_tcp_port())})
+    served = served_set.served[SID]
+    await wait_until(lambda: served.state == "serving")
+    result = await probe_served(served, 2.0, want_tools=True)
+    assert result.listens and result.watch is not None and result.tools == TOOLS
+    heard: list[str] = []
+    watching = asyncio.create_task(result.watch(lambda: heard.append("changed")))
+    server = served.server
+    assert server is not None
+    await wait_until(lambda: any(key[:2] == CHANGES for key in server.mux.clients))
+    process = engine.processes[0]
+    process.say({"jsonrpc": "2.0", "method": "notifications/prompts/list_changed"})
+    process.say({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
+    await wait_until(lambda: heard)
+    assert heard == ["changed"]  # tools only
+    engine.started = "t2"
+    process.exit()  # the watch ends with the process: its caller lists the next one's
+    await asyncio.wait_for(watching, 5)
+    assert not any(key[:2] == CHANGES for key in server.mux.clients)
     await served_set.close()
 
 

@@ -173,6 +173,9 @@ def _parse_stdio(
     BRIDGE_EXPOSE says), with no port or network of its own."""
     prefix = settings.label_prefix
     stdio.check(container, own, prefix)
+    if "meta.scheme" in own:  # an HTTP server may say it serves TLS; this one is the bridge's
+        raise Bad("meta.scheme", own["meta.scheme"], "for a stdio server it is written by the "
+                  "bridge itself (https when BRIDGE_SERVE_TLS_CERT is set)")  # fmt: skip
     host_port = _host_port(own, settings)
     expose = ExposeMode.PROXY
     return ServiceSpec(

@@ -51,7 +51,6 @@ BRIDGE_META_KEYS = frozenset(
         "expose",
         "transport",
         "container_transport",
-        "scheme",
         "path",
         "mcp_server_name",
         "mcp_server_version",

@@ -43,7 +43,9 @@ class StdioServing(StdioSetAPI, Protocol):
 
 async def probe(stdio: StdioServing, sid: str, budget: float, want_tools: bool) -> ProbeResult:
     """The `mcp` check of one served stdio service (mcp/stdio/check.py)."""
-    return await probe_served(stdio.served.get(sid), budget, want_tools=want_tools)
+    return await probe_served(
+        stdio.served.get(sid), budget, want_tools=want_tools, find=lambda: stdio.served.get(sid)
+    )
 
 
 SENT = '{"sent": true}'  # the row of a process an `initialize` went to, its answer not kept

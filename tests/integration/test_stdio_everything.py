@@ -89,7 +89,7 @@ def test_server_requests_log_messages_and_updates_reach_the_right_clients(
 
     async def modern_news() -> tuple[list[str], list[str]]:
         """A 2026-07-28 client: the resource it listens to, and logs for a request that
-        opts in (the server's simulated logging, every 5 s, during a 6 s call)."""
+        opts in (the server's simulated logging, every 5 s, during an 8 s call)."""
         logged: list[str] = []
 
         async def log(params: types.LoggingMessageNotificationParams) -> None:
@@ -100,7 +100,7 @@ def test_server_requests_log_messages_and_updates_reach_the_right_clients(
             modern.listen(resource_subscriptions=[URI]) as subscription,
         ):
             assert subscription.honored.resource_subscriptions == [URI]
-            await modern.call_tool("trigger-long-running-operation", {"duration": 6, "steps": 2})
+            await modern.call_tool("trigger-long-running-operation", {"duration": 8, "steps": 2})
             async with asyncio.timeout(30):
                 change = await anext(aiter(subscription))
         return logged, [str(getattr(change, "uri", change))]

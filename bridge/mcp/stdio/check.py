@@ -25,7 +25,15 @@ from bridge.mcp.tools import list_tools
 from bridge.mcp.wire import ProbeFailed, modern_request
 
 
-async def probe_served(served: Served | None, budget: float, *, want_tools: bool) -> ProbeResult:
+async def probe_served(
+    served: Served | None,
+    budget: float,
+    *,
+    want_tools: bool,
+    find: Callable[[], Served | None] | None = None,
+) -> ProbeResult:
+    """`find`: the service's Served whenever asked (it is replaced when its container is),
+    for the watch of tool list changes that outlives this probe."""
     if served is None:
         return ProbeResult("critical", "not served yet")
     server, own, shook = served.server, served.own, served.shook
@@ -54,7 +62,7 @@ async def probe_served(served: Served | None, budget: float, *, want_tools: bool
     tools = shook.capabilities.get("tools")
     declared = tools is not None
     listens = isinstance(tools, dict) and bool(tools.get("listChanged"))
-    watch = partial(watch_tools, served) if listens else None
+    watch = partial(watch_tools, find or (lambda: served)) if listens else None
     result = ProbeResult(
         status, output, meta, elapsed, tools_declared=declared, listens=listens, watch=watch
     )
@@ -85,25 +93,35 @@ async def probe_served(served: Served | None, budget: float, *, want_tools: bool
 CHANGES = ("mcp-bridge", "tool list changes")
 
 
-async def watch_tools(served: Served, changed: Callable[[], None]) -> None:
-    """Each `notifications/tools/list_changed` of the process served (the next one, when
-    none is), until it ends; the caller watches again, and lists the tools of a new process
-    then."""
-    await served.serving.wait()
-    server = served.server
-    if server is None:
+async def watch_tools(find: Callable[[], Served | None], changed: Callable[[], None]) -> None:
+    """Each `notifications/tools/list_changed` of the process the service's Served serves
+    (the next one, when none is), until it ends; the caller watches again, and lists the
+    tools of a new process then. A 2026-07-28 server sends list changes only to whoever
+    asked (`subscriptions/listen`); a handshake-era one to its one connection."""
+    served = find()
+    if served is None:
         return
-    channel = server.open((*CHANGES, id(changed)), listens=True)
+    await served.serving.wait()
+    server, shook = served.server, served.shook
+    if server is None or shook is None:
+        return
+    modern = shook.era == "modern"
+    channel = server.open((*CHANGES, id(changed)), listens=not modern)
     ended = asyncio.ensure_future(server.ended.wait())
+    waits: set[asyncio.Future[Any]] = {ended}
+    if modern:
+        filtered = {"notifications": {"toolsListChanged": True}}
+        ask, _ = modern_request("subscriptions/listen", shook.version, next_id(), filtered)
+        waits.add(server.submit(channel, ask))  # answered when the server ends the stream
     said: asyncio.Future[dict[str, Any]] | None = None
     try:
-        while not ended.done():
+        while not any(w.done() for w in waits):
             said = asyncio.ensure_future(channel.queue.get())
-            await asyncio.wait({said, ended}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({said, *waits}, return_when=asyncio.FIRST_COMPLETED)
             if said.done() and said.result().get("method") == "notifications/tools/list_changed":
                 changed()
     finally:
-        for future in (said, ended):
+        for future in (said, *waits):
             if future is not None:
                 future.cancel()
-        await server.close(channel, cancel=False)
+        await server.close(channel, cancel=modern)  # a modern listen ends when closed

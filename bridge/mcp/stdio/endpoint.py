@@ -26,10 +26,10 @@ from typing import Any
 from aiohttp import web
 
 from bridge.mcp.stdio import eras
+from bridge.mcp.stdio.backend import Backend
 from bridge.mcp.stdio.connection import Connection
 from bridge.mcp.stdio.handshake import Handshake
 from bridge.mcp.stdio.http import (
-    BROADCAST,
     HANDSHAKE,
     INVALID_REQUEST,
     JSON,
@@ -49,7 +49,7 @@ from bridge.mcp.stdio.http import (
 )
 from bridge.mcp.stdio.listen import listen
 from bridge.mcp.stdio.mux import PROCESS_ENDED, error, params_of
-from bridge.mcp.stdio.process import Channel, StdioServer
+from bridge.mcp.stdio.process import Channel
 from bridge.mcp.stdio.sessions import Session, Sessions, SessionsFull
 from bridge.mcp.wire import HANDSHAKE_VERSIONS, LOG_LEVEL_KEY
 
@@ -58,7 +58,7 @@ class StdioEndpoint:
     def __init__(self, rules: ServeRules, clock: Callable[[], float] = time.monotonic) -> None:
         self.rules = rules
         self.sessions = Sessions(rules.max_sessions, rules.session_idle, clock)
-        self.server: StdioServer | None = None
+        self.server: Backend | None = None
         self.shook: Handshake | None = None
         self._keys = itertools.count(1)
         self.connection = Connection()  # log levels and subscriptions, held for many
@@ -68,7 +68,7 @@ class StdioEndpoint:
         app.router.add_get(self.rules.path, self.get)
         app.router.add_delete(self.rules.path, self.delete)
 
-    def serve(self, server: StdioServer, shook: Handshake) -> None:
+    def serve(self, server: Backend, shook: Handshake) -> None:
         """The process to serve from now on (after each attach and handshake)."""
         self.server, self.shook = server, shook
 
@@ -109,7 +109,7 @@ class StdioEndpoint:
         return await self._handshake_era(request, message, server, shook)
 
     async def _modern(
-        self, request: web.Request, message: dict[str, Any], server: StdioServer, shook: Handshake
+        self, request: web.Request, message: dict[str, Any], server: Backend, shook: Handshake
     ) -> web.StreamResponse:
         rid = message.get("id")
         try:
@@ -147,40 +147,42 @@ class StdioEndpoint:
         return await self._forward(request, message, server, key, (), cancel=True)
 
     async def _modern_of_handshake(
-        self, request: web.Request, message: dict[str, Any], server: StdioServer, shook: Handshake
+        self, request: web.Request, message: dict[str, Any], server: Backend, shook: Handshake
     ) -> web.StreamResponse:
         """A 2026-07-28 request to a handshake-only server, adapted both ways. Opted in to
-        logs, it gets the server's log messages at its level while it runs (they are the
-        one connection's: the server cannot say which request one is for)."""
+        logs (and streamed, and the server logs at all), it gets the server's log messages
+        at its level while it runs: they are the one connection's, so the server cannot
+        say which request one is for. Nothing else of the connection's news reaches it."""
         method, version = str(message.get("method")), shook.version
         meta = params_of(message).get("_meta")
-        level = meta.get(LOG_LEVEL_KEY) if isinstance(meta, dict) else None
+        asked = meta.get(LOG_LEVEL_KEY) if isinstance(meta, dict) else None
+        streams = SSE in request.headers.get("Accept", "")
+        logs = asked is not None and streams and "logging" in shook.capabilities
         key = ("modern", next(self._keys))
         member = f"request {key[1]}"
-        if level is not None:
-            refused = await self.connection.set_level(server, member, level)
-            if refused:
-                return web.json_response(dict(refused, id=message.get("id")))
 
         def adapt(answer: dict[str, Any]) -> dict[str, Any]:
             return eras.to_modern_result(method, version, answer)
 
-        def keep(said: dict[str, Any]) -> bool:  # its own news, and the logs it opted in to
+        def keep(said: dict[str, Any]) -> bool:  # its progress, and the logs it opted in to
             if said.get("method") == "notifications/message":
-                return level is not None and self.connection.wants(member, said)
-            return said.get("method") not in BROADCAST
+                return logs and self.connection.wants(member, said)
+            return said.get("method") == "notifications/progress"
 
         try:
+            # A level the server refuses (or no level the revision knows): no logs, the
+            # request served all the same.
+            logs = logs and not await self.connection.set_level(server, member, asked)
             return await self._forward(
                 request, eras.to_handshake_server(message), server, key, (),
-                cancel=True, adapt=adapt, listens=level is not None, keep=keep,
+                cancel=True, adapt=adapt, listens=logs, keep=keep,
                 refusal=SERVER_REQUESTS_REFUSED,
             )  # fmt: skip
         finally:
             self.connection.leave(server, member)
 
     async def _handshake_era(
-        self, request: web.Request, message: dict[str, Any], server: StdioServer, shook: Handshake
+        self, request: web.Request, message: dict[str, Any], server: Backend, shook: Handshake
     ) -> web.StreamResponse:
         if message.get("method") == "initialize":
             return await self._initialize(message, server, shook)
@@ -190,7 +192,7 @@ class StdioEndpoint:
                 return rpc_error(400, INVALID_REQUEST, f"{SESSION_HEADER} header required")
             return rpc_error(404, -32001, "session not found", message.get("id"))
         if "method" not in message:  # the answer to a server request it was given
-            asker = server.mux.asker_of(str(message.get("id")))
+            asker = server.asker_of(str(message.get("id")))
             ours = isinstance(asker, tuple) and asker[0] == session.id
             if ours and not await server.send(Channel(asker), message):
                 return overloaded()
@@ -207,7 +209,7 @@ class StdioEndpoint:
         if "id" not in message:
             # A cancellation names one of this session's requests, each on its own channel.
             params = params_of(message)
-            owner = server.mux.client_of(
+            owner = server.client_of(
                 params.get("requestId"), lambda key: isinstance(key, tuple) and key[0] == session.id
             )
             if not await server.send(
@@ -227,7 +229,7 @@ class StdioEndpoint:
             self.sessions.touch(session)
 
     async def _per_connection(
-        self, message: dict[str, Any], session: Session, server: StdioServer, shook: Handshake
+        self, message: dict[str, Any], session: Session, server: Backend, shook: Handshake
     ) -> web.Response:
         """logging/setLevel and resources/(un)subscribe, shared out among the sessions."""
         rid, method = message.get("id"), message.get("method")
@@ -251,7 +253,7 @@ class StdioEndpoint:
             await self.server.close(session.channel, cancel=False)
 
     async def _initialize(
-        self, message: dict[str, Any], server: StdioServer, shook: Handshake
+        self, message: dict[str, Any], server: Backend, shook: Handshake
     ) -> web.Response:
         rid = message.get("id")
         params = params_of(message)
@@ -276,7 +278,7 @@ class StdioEndpoint:
         self,
         request: web.Request,
         message: dict[str, Any],
-        server: StdioServer,
+        server: Backend,
         key: Any,
         capabilities: Any,
         *,

@@ -67,15 +67,6 @@ async def event(response: web.StreamResponse, message: dict[str, Any]) -> None:
     await response.write(f"event: message\ndata: {data}\n\n".encode())
 
 
-# News for every listener: a request's stream is not where it goes in 2026-07-28.
-BROADCAST = frozenset(
-    {
-        "notifications/tools/list_changed",
-        "notifications/prompts/list_changed",
-        "notifications/resources/list_changed",
-        "notifications/resources/updated",
-    }
-)
 SERVER_REQUESTS_REFUSED = (
     "this server speaks only the handshake era, and mcp-bridge does not carry its requests"
     " to 2026-07-28 clients (as input-required results): connect in the handshake era"

@@ -16,11 +16,11 @@ from typing import Any
 
 from aiohttp import web
 
+from bridge.mcp.stdio.backend import Backend
 from bridge.mcp.stdio.connection import Connection
 from bridge.mcp.stdio.handshake import Handshake
 from bridge.mcp.stdio.http import KEEP_ALIVE, STREAM_HEADERS, event
 from bridge.mcp.stdio.mux import params_of
-from bridge.mcp.stdio.process import StdioServer
 from bridge.mcp.wire import SUBSCRIPTION_ID_KEY
 
 # The filter's key -> (the capability that must declare listChanged, the notification)
@@ -67,7 +67,7 @@ def stamped(notification: dict[str, Any], sid: Any) -> dict[str, Any]:
 async def listen(
     request: web.Request,
     message: dict[str, Any],
-    server: StdioServer,
+    server: Backend,
     shook: Handshake,
     key: Any,
     connection: Connection,

@@ -26,6 +26,8 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge.mcp.wire import SUBSCRIPTION_ID_KEY
+
 ClientKey = Hashable  # a session, or one request's stream: whatever the endpoint keys by
 JsonId = str | int
 
@@ -243,6 +245,14 @@ class Mux:
                 to_clients=[_failed(pending, PROCESS_ENDED, reason)],
                 done=[pending.client],
             )
+        subscription = _subscription_of(params)
+        if subscription is not None:  # 2026-07-28: news on one client's listen stream
+            pending = self.pending.get(subscription)
+            if pending is None:
+                return Outcome()  # a listen that is over: nobody to tell
+            meta = {**params["_meta"], SUBSCRIPTION_ID_KEY: pending.client_id}
+            restored = dict(message, params={**params, "_meta": meta})
+            return Outcome(to_clients=[Delivery(pending.client, restored)])
         # Everything else (list changes, log messages, resource updates) is for whoever
         # listens; filtering per session is the endpoint's (log levels, subscriptions).
         return Outcome(
@@ -327,6 +337,12 @@ def _bridges(client: ClientKey) -> bool:
 
 def _failed(pending: Pending, code: int, why: str) -> Delivery:
     return Delivery(pending.client, error(pending.client_id, code, why))
+
+
+def _subscription_of(params: dict[str, Any]) -> str | None:
+    meta = params.get("_meta")
+    said = meta.get(SUBSCRIPTION_ID_KEY) if isinstance(meta, dict) else None
+    return said if isinstance(said, str) else None
 
 
 def params_of(message: dict[str, Any]) -> dict[str, Any]:

@@ -127,25 +127,39 @@ class StdioServer:
             waiter.cancel()
         self._apply(self.mux.close(channel.key, cancel=cancel))
 
+    def submit(self, channel: Channel, message: dict[str, Any]) -> asyncio.Future[dict[str, Any]]:
+        """Write a request now, in order with every other write made so far (no await in
+        between: what the bridge decides is what the server hears, in that order); its
+        answer (or the bridge's error) when it comes."""
+        rid = message.get("id")
+        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        if self.ended.is_set():
+            waiter.set_result(
+                error(rid, PROCESS_ENDED, self.why_ended or "the server's process ended")
+            )
+        elif rid in channel.waiting:  # its answer could not be told from the other's
+            waiter.set_result(
+                error(rid, INVALID_REQUEST, f"request id {rid!r} is already in flight")
+            )
+        elif self._queued > OUTBOX_LIMIT:
+            why = f"the server is not reading its input: {self._queued} bytes wait"
+            waiter.set_result(error(rid, OVERLOADED, why))
+        else:
+            channel.waiting[rid] = waiter
+            waiter.add_done_callback(lambda _: _forget(channel, rid, waiter))
+            self.counters.requests += 1
+            self._apply(self.mux.request(channel.key, message, self._clock()))
+        return waiter
+
     async def request(self, channel: Channel, message: dict[str, Any]) -> dict[str, Any]:
         """Send a request; its answer (or the bridge's error) when it comes."""
-        rid = message.get("id")
-        if self.ended.is_set():
-            return error(rid, PROCESS_ENDED, self.why_ended or "the server's process ended")
-        if rid in channel.waiting:  # its answer could not be told from the other's
-            return error(rid, INVALID_REQUEST, f"request id {rid!r} is already in flight")
-        if self._queued > OUTBOX_LIMIT:
-            return error(
-                rid, OVERLOADED, f"the server is not reading its input: {self._queued} bytes wait"
-            )
-        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        channel.waiting[rid] = waiter
-        self.counters.requests += 1
-        try:
-            self._apply(self.mux.request(channel.key, message, self._clock()))
-            return await waiter
-        finally:
-            channel.waiting.pop(rid, None)
+        return await self.submit(channel, message)
+
+    def asker_of(self, our_id: str) -> Hashable | None:
+        return self.mux.asker_of(our_id)
+
+    def client_of(self, client_id: Any, owned: Callable[[Hashable], bool]) -> Hashable | None:
+        return self.mux.client_of(client_id, owned)
 
     async def send(self, channel: Channel, message: dict[str, Any]) -> bool:
         """A notification, or an answer to a server request the channel was given; False
@@ -264,6 +278,11 @@ class StdioServer:
             channel.queue.get_nowait()
             self.counters.dropped += 1
         channel.queue.put_nowait(message)
+
+
+def _forget(channel: Channel, rid: Any, waiter: asyncio.Future[dict[str, Any]]) -> None:
+    if channel.waiting.get(rid) is waiter:
+        del channel.waiting[rid]
 
 
 def _bridge_error(message: dict[str, Any]) -> bool:

@@ -248,8 +248,8 @@ class Served:
         finally:
             reading.cancel()  # when this task is cancelled: the stream is closed with it
             await asyncio.gather(reading, return_exceptions=True)
+            self.serving.clear()  # cancelled too (closed): nobody waits on a dead process
         self.server = self.own = self.shook = None
-        self.serving.clear()
         self._add_ended(server)
         await self.endpoint.gone()
         if await self._ended(cid, started_at):
@@ -334,6 +334,7 @@ class Served:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         self.server = None
+        self.serving.clear()
         await self.endpoint.gone()
         if self._runner is not None:
             await self._runner.cleanup()

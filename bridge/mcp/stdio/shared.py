@@ -6,7 +6,8 @@ A stdio server has one MCP connection, the bridge's, so `logging/setLevel` and
 virtualises them:
 
 - the server is asked for the most verbose level any session set, and each session gets
-  the log messages at or above its own level only;
+  the log messages at or above its own level only; when no session holds a level any
+  more, the server is asked for `info` again;
 - a resource is subscribed at the server while at least one session wants it (counted),
   and its updates go to those sessions only.
 
@@ -20,6 +21,7 @@ from typing import Any
 
 # RFC 5424 severities, as MCP names them, least severe first.
 LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+QUIET = "info"  # asked for when the last session that set a level is gone
 
 
 @dataclass(slots=True)
@@ -70,7 +72,10 @@ class Shared:
         return True
 
     def _server_level(self) -> str | None:
-        wanted = min(self.levels.values(), key=_rank, default=None)
+        # Once the bridge has set a level, the server keeps it: when nobody holds one any
+        # more it goes back to QUIET, lest one client's `debug` outlive it for everyone.
+        quiet = QUIET if self.sent_level is not None else None
+        wanted = min(self.levels.values(), key=_rank, default=quiet)
         if wanted is None or wanted == self.sent_level:
             return None
         self.sent_level = wanted

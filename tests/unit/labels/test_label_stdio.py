@@ -175,3 +175,10 @@ def test_a_served_endpoint_behind_tls_says_https_and_a_label_cannot_forge_it() -
     plain = build_registration(spec(stdio()), Endpoint("10.0.0.5", 11200, 11200), "n1")
     assert "scheme" not in plain.meta
     assert "written by the bridge itself" in error(stdio({"mcp.meta.scheme": "https"})).reason
+    # an HTTP server may say so itself (it serves TLS); the catalog then gives https URLs
+    http = spec(
+        make_container(
+            labels={"mcp.enable": "true", "mcp.port": "8080", "mcp.meta.scheme": "https"}
+        )
+    )
+    assert ("scheme", "https") in http.meta

@@ -32,6 +32,15 @@ SHOOK = Handshake(
 )
 
 
+async def wait_until(predicate: Any, seconds: float = 10) -> None:
+    """Polled, bounded: a regression fails here instead of hanging the run."""
+    for _ in range(int(seconds * 100)):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"still not true after {seconds:g}s")
+
+
 def headers(method: str) -> dict[str, str]:
     return {
         "Content-Type": "application/json",
@@ -67,24 +76,32 @@ async def events(response: Any) -> list[dict[str, Any]]:
     ]
 
 
-async def serve(handle: Handler) -> tuple[FakeProcess, StdioEndpoint, web.Application]:
+async def serve(
+    handle: Handler, capabilities: dict[str, Any] | None = None
+) -> tuple[FakeProcess, StdioEndpoint, web.Application]:
     process = FakeProcess(handle)
     server = StdioServer(process, max_message=1 << 20, request_timeout=30)
     asyncio.create_task(server.run())  # noqa: RUF006 - ends with the process
     endpoint = StdioEndpoint(ServeRules())
-    endpoint.serve(server, SHOOK)
+    shook = SHOOK
+    if capabilities is not None:
+        shook = Handshake(
+            "handshake", SHOOK.version, {**SHOOK.result, "capabilities": capabilities}
+        )
+    endpoint.serve(server, shook)
     app = web.Application()
     endpoint.add_routes(app)
     return process, endpoint, app
 
 
 def logging_server(message: dict[str, Any]) -> list[dict[str, Any]]:
-    """A tool that logs at two levels, and a list change, while it works."""
+    """A tool that logs at two levels while it works, and the connection's other news."""
     if message.get("method") == "tools/call":
         return [
             log("debug", "detail"),
             log("error", "trouble"),
             {"jsonrpc": "2.0", "method": "notifications/tools/list_changed"},
+            {"jsonrpc": "2.0", "method": "notifications/elicitation/complete", "params": {}},
             {"jsonrpc": "2.0", "id": message["id"], "result": {"content": []}},
         ]
     return echo_server(message)
@@ -97,24 +114,64 @@ async def test_a_request_opted_in_to_logs_gets_them_at_its_level_while_it_runs()
         said = await events(opted)
         plain = await client.post("/mcp", json=tool_call(), headers=headers("tools/call"))
         unsaid = await events(plain)
+        json_only = {**headers("tools/call"), "Accept": "application/json"}
+        unstreamed = await client.post("/mcp", json=tool_call("debug"), headers=json_only)
+        assert (await unstreamed.json())["id"] == 7
     assert [e.get("params", {}).get("data") for e in said[:-1]] == ["trouble"]  # not debug
     assert said[-1]["id"] == 7 and said[-1]["result"]["resultType"] == "complete"
-    assert [e["id"] for e in unsaid] == [7]  # not opted in: no logs, and never list changes
-    asks = [m for m in process.seen if m.get("method") == "logging/setLevel"]
-    assert [a["params"] for a in asks] == [{"level": "warning"}]  # once: the most verbose
+    assert [e["id"] for e in unsaid] == [7]  # not opted in: no logs, and never other news
+    asks = [m["params"] for m in process.seen if m.get("method") == "logging/setLevel"]
+    # its level while it ran, then back to quiet; none for a client that cannot stream
+    assert asks == [{"level": "warning"}, {"level": "info"}]
     calls = [m for m in process.seen if m.get("method") == "tools/call"]
     assert all(LOG_LEVEL_KEY not in c["params"].get("_meta", {}) for c in calls)  # not its era
     assert not endpoint.connection.shared.levels  # let go of when the request ended
     process.exit()
 
 
-async def test_a_log_level_the_revision_does_not_know_is_refused() -> None:
-    process, _, app = await serve(logging_server)
+async def test_a_level_the_server_refuses_leaves_the_request_served_without_logs() -> None:
+    def refusing(message: dict[str, Any]) -> list[dict[str, Any]]:
+        if message.get("method") == "logging/setLevel":
+            return [
+                {"jsonrpc": "2.0", "id": message["id"], "error": {"code": -32601, "message": "no"}}
+            ]
+        return logging_server(message)
+
+    process, endpoint, app = await serve(refusing)
     async with TestClient(TestServer(app)) as client:
-        response = await client.post("/mcp", json=tool_call("loud"), headers=headers("tools/call"))
-        body = await response.json()
-    assert body["id"] == 7 and body["error"]["code"] == -32602
-    assert not [m for m in process.seen if m.get("method") == "tools/call"]
+        for level in ("debug", "loud"):  # refused by the server; unknown to the revision
+            response = await client.post(
+                "/mcp", json=tool_call(level), headers=headers("tools/call")
+            )
+            said = await events(response)
+            assert [e.get("id") for e in said] == [7] and "result" in said[0]  # no logs
+    assert not endpoint.connection.shared.levels
+    assert len([m for m in process.seen if m.get("method") == "tools/call"]) == 2
+    process.exit()
+
+
+async def test_a_server_without_logging_is_not_asked_for_a_level() -> None:
+    process, _, app = await serve(logging_server, capabilities={"tools": {}})
+    async with TestClient(TestServer(app)) as client:
+        response = await client.post("/mcp", json=tool_call("debug"), headers=headers("tools/call"))
+        assert [e.get("id") for e in await events(response)] == [7]
+    assert not [m for m in process.seen if m.get("method") == "logging/setLevel"]
+    process.exit()
+
+
+async def test_a_client_gone_while_its_level_is_set_leaves_nothing_behind() -> None:
+    def slow_level(message: dict[str, Any]) -> list[dict[str, Any]]:
+        return [] if message.get("method") == "logging/setLevel" else logging_server(message)
+
+    process, endpoint, app = await serve(slow_level)
+    async with TestClient(TestServer(app, handler_cancellation=True)) as client:
+        posting = asyncio.ensure_future(
+            client.post("/mcp", json=tool_call("debug"), headers=headers("tools/call"))
+        )
+        await wait_until(lambda: any(m.get("method") == "logging/setLevel" for m in process.seen))
+        posting.cancel()  # the client leaves before the server answered the level
+        await asyncio.gather(posting, return_exceptions=True)
+        await wait_until(lambda: not endpoint.connection.shared.levels)
     process.exit()
 
 
@@ -155,19 +212,18 @@ async def test_resource_subscriptions_of_a_listen_stream_are_held_while_it_is_op
                     came.put_nowait(json.loads(line[5:]))
 
         reader = asyncio.create_task(read())
-        acknowledged = await came.get()
+        acknowledged = await asyncio.wait_for(came.get(), 10)
         for uri in ("a://2", "a://1"):
             update = {"uri": uri}
             process.say(
                 {"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": update}
             )
-        updated = await came.get()
+        updated = await asyncio.wait_for(came.get(), 10)
         response.close()  # the client leaves: the server is told, in the background
         reader.cancel()
-        for _ in range(100):
-            if any(m.get("method") == "resources/unsubscribe" for m in process.seen):
-                break
-            await asyncio.sleep(0.01)
+        await wait_until(
+            lambda: any(m.get("method") == "resources/unsubscribe" for m in process.seen)
+        )
     assert acknowledged["params"]["notifications"] == {"resourceSubscriptions": ["a://1"]}
     assert updated["params"] == {
         "uri": "a://1",

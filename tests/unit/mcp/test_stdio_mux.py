@@ -145,6 +145,24 @@ def test_list_changes_go_to_every_listening_client() -> None:
     assert sorted(d.client for d in mux.from_server(changed).to_clients) == ["a", "c"]
 
 
+def test_news_of_a_listen_stream_goes_to_the_client_that_opened_it() -> None:
+    mux = Mux("n")
+    mux.open("a", listens=True)  # a listener of the connection's news: not this
+    listen = req(5, "subscriptions/listen", notifications={"toolsListChanged": True})
+    written = mux.request("b", listen).to_server[0]
+    key = "io.modelcontextprotocol/subscriptionId"
+    changed = {
+        "jsonrpc": "2.0",
+        "method": "notifications/tools/list_changed",
+        "params": {"_meta": {key: written["id"]}},
+    }
+    (delivery,) = mux.from_server(changed).to_clients
+    assert delivery.client == "b" and delivery.message["params"]["_meta"][key] == 5
+    assert changed["params"]["_meta"][key] == written["id"]  # the server's message untouched
+    mux.from_server(answer_to(written))  # the listen is over
+    assert mux.from_server(changed).to_clients == []
+
+
 def test_the_clients_initialized_never_reaches_the_server() -> None:
     note = {"jsonrpc": "2.0", "method": "notifications/initialized"}
     assert Mux("n").notify("a", note).to_server == []

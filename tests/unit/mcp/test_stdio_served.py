@@ -6,7 +6,6 @@ critical while nothing is attached, and the access rules before anything is read
 from __future__ import annotations
 
 import asyncio
-import itertools
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -59,6 +58,7 @@ class Engine:
         self.gone = self.down = self.stopped = False
         self.fail_once: Exception | None = None
         self.initialize_after = 0.0
+        self.serve_with: Any = handshake_only  # how each process answers
         self.tools_capability: dict[str, Any] = {}  # what the server declares of tools
 
     async def attach(self, cid: str) -> FakeProcess:
@@ -70,7 +70,7 @@ class Engine:
 
     def _handler(self) -> Any:
         def handle(message: dict[str, Any]) -> list[dict[str, Any]]:
-            answers = handshake_only(message)
+            answers = self.serve_with(message)
             if message.get("method") == "initialize":
                 answers[0]["result"]["capabilities"]["tools"] = self.tools_capability
             if message.get("method") == "initialize" and self.initialize_after:
@@ -97,15 +97,17 @@ class Engine:
         return sum(m.get("method") == "initialize" for p in self.processes for m in p.seen)
 
 
-def target(port: int, access: Access | None = None) -> StdioTarget:
-    return StdioTarget(port, "c1", "mcp-s", "/mcp", access or Access())
+def target(port: int, access: Access | None = None, container: str = "c1") -> StdioTarget:
+    return StdioTarget(port, container, "mcp-s", "/mcp", access or Access())
 
 
-async def wait_until(predicate: Any) -> None:
-    for _ in itertools.count():
+async def wait_until(predicate: Any, seconds: float = 10) -> None:
+    """Polled, bounded: a regression fails here instead of hanging the run."""
+    for _ in range(int(seconds * 100)):
         if predicate():
             return
         await asyncio.sleep(0.01)
+    raise AssertionError(f"still not true after {seconds:g}s")
 
 
 @pytest.fixture
@@ -168,6 +170,86 @@ async def test_tool_list_changes_of_the_process_are_heard_until_it_ends(engine: 
     await asyncio.wait_for(watching, 5)
     assert not any(key[:2] == CHANGES for key in server.mux.clients)
     await served_set.close()
+
+
+def modern_listening(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """A 2026-07-28 server: list changes only on a `subscriptions/listen` stream."""
+    rid, method = message.get("id"), message.get("method")
+    if method == "server/discover":
+        result = {
+            "supportedVersions": ["2026-07-28"],
+            "capabilities": {"tools": {"listChanged": True}},
+            "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "new", "version": "2"}},
+        }
+        return [{"jsonrpc": "2.0", "id": rid, "result": result}]
+    if method == "tools/list":
+        return [{"jsonrpc": "2.0", "id": rid, "result": {"tools": TOOLS}}]
+    if method == "subscriptions/listen":  # acknowledged, then a change; the stream stays
+        meta = {"_meta": {"io.modelcontextprotocol/subscriptionId": rid}}
+        acknowledged = {"notifications": {"toolsListChanged": True}, **meta}
+        return [
+            {
+                "jsonrpc": "2.0",
+                "method": "notifications/subscriptions/acknowledged",
+                "params": acknowledged,
+            },
+            {"jsonrpc": "2.0", "method": "notifications/tools/list_changed", "params": meta},
+        ]
+    return []
+
+
+async def test_a_modern_servers_tool_changes_are_asked_for_and_heard(engine: Engine) -> None:
+    engine.serve_with = modern_listening
+    served_set = stdio_set(engine, KeptHandshakes())
+    await served_set.sync({SID: target(free_tcp_port())})
+    served = served_set.served[SID]
+    await wait_until(lambda: served.state == "serving")
+    result = await probe_served(served, 2.0, want_tools=True)
+    assert result.listens and result.watch is not None
+    heard: list[str] = []
+    watching = asyncio.create_task(result.watch(lambda: heard.append("changed")))
+    await wait_until(lambda: heard)
+    listens = [m for m in engine.processes[0].seen if m.get("method") == "subscriptions/listen"]
+    assert listens[0]["params"]["notifications"] == {"toolsListChanged": True}
+    watching.cancel()
+    await asyncio.gather(watching, return_exceptions=True)
+    await served_set.close()
+
+
+async def test_the_watch_follows_the_service_when_its_container_is_replaced(
+    engine: Engine,
+) -> None:
+    engine.tools_capability = {"listChanged": True}
+    served_set = stdio_set(engine, KeptHandshakes())
+    port = free_tcp_port()
+    await served_set.sync({SID: target(port)})
+    await wait_until(lambda: served_set.served[SID].state == "serving")
+    find = lambda: served_set.served.get(SID)  # noqa: E731 - as the agent's probe finds it
+    result = await probe_served(find(), 2.0, want_tools=True, find=find)
+    assert result.watch is not None
+    heard: list[str] = []
+    watching = asyncio.create_task(result.watch(lambda: heard.append("changed")))
+    await wait_until(
+        lambda: any(key[:2] == CHANGES for key in engine_server(served_set).mux.clients)
+    )
+    await served_set.sync({SID: target(port, container="c2")})  # re-created: a new Served
+    await asyncio.wait_for(watching, 5)  # the old one's watch ends with it, and
+    again = asyncio.create_task(result.watch(lambda: heard.append("changed")))  # the next
+    await wait_until(lambda: served_set.served[SID].state == "serving")
+    await wait_until(
+        lambda: any(key[:2] == CHANGES for key in engine_server(served_set).mux.clients)
+    )
+    engine.processes[-1].say({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
+    await wait_until(lambda: heard)
+    again.cancel()
+    await asyncio.gather(again, return_exceptions=True)
+    await served_set.close()
+
+
+def engine_server(served_set: StdioSet) -> Any:
+    server = served_set.served[SID].server
+    assert server is not None
+    return server
 
 
 async def test_a_restarted_bridge_serves_a_live_process_without_a_second_initialize(

@@ -37,6 +37,7 @@ class Instance:
     url: str
     tool_names: list[str] | None = field(default=None)
     served: bool = False  # a stdio server the bridge serves (container_transport=stdio)
+    protected: bool = False  # behind MCP authorization (mcp_auth=required)
 
     @property
     def healthy(self) -> bool:
@@ -69,6 +70,7 @@ def instance_of(entry: Mapping[str, Any]) -> Instance:
         bridge_node=meta.get("bridge_node"),
         url=f"{'https' if meta.get('scheme') == 'https' else 'http'}://{url_host(address)}:{port}{path}",
         served=meta.get("container_transport") == "stdio",
+        protected=meta.get("mcp_auth") == "required",
     )
 
 

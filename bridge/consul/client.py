@@ -335,7 +335,40 @@ class ConsulClient:
         _, entries = await self._call(f"health/service/{name}", lambda c: c.health.service(name))
         return list(entries or ())
 
+    # ---- blocking queries, for the gateway: (index, what) when it changed or `wait` ran out
+
+    async def watch_services(self, index: int, wait: str) -> tuple[int, dict[str, list[str]]]:
+        new, services = await self._call(
+            "catalog/services", lambda c: c.catalog.services(index=_index(index), wait=wait)
+        )
+        return int(new), {str(n): list(tags or ()) for n, tags in (services or {}).items()}
+
+    async def watch_health(
+        self, name: str, index: int, wait: str
+    ) -> tuple[int, list[Mapping[str, Any]]]:
+        new, entries = await self._call(
+            f"health/service/{name}",
+            lambda c: c.health.service(name, index=_index(index), wait=wait),
+        )
+        return int(new), list(entries or ())
+
+    async def watch_kv(self, prefix: str, index: int, wait: str) -> tuple[int, list[KVEntry]]:
+        new, items = await self._call(
+            f"kv {prefix}",
+            lambda c: c.kv.get(prefix, index=_index(index), wait=wait, recurse=True),
+        )
+        entries = [
+            KVEntry(str(i["Key"]), i.get("Value") or b"", int(i.get("ModifyIndex", 0)))
+            for i in items or ()
+        ]
+        return int(new), entries
+
     async def close(self) -> None:
         if self._client is not None:
             await self._client.close()
             self._client = None
+
+
+def _index(index: int) -> str | None:
+    """0: no index yet, an answer at once."""
+    return str(index) if index > 0 else None

@@ -84,6 +84,16 @@ def _parse_allow(value: Any) -> tuple[str, ...]:
     return tuple(str(n) for n in parse_networks(str(value)))
 
 
+def _parse_names(value: Any) -> tuple[str, ...]:
+    if isinstance(value, tuple):
+        return value
+    names = tuple(n.strip() for n in str(value).split(",") if n.strip())
+    for name in names:
+        if not re.fullmatch(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", name):
+            raise ValueError(f"{name!r} is not a service name (a DNS label)")
+    return names
+
+
 def _parse_origins(value: Any) -> tuple[str, ...]:
     if isinstance(value, tuple):
         return value
@@ -161,6 +171,11 @@ class Settings(BaseSettings):
     serve_token_file: Path | None = None
     serve_tls_cert: Path | None = None
     serve_tls_key: Path | None = None
+    # The gateway (`mcp-bridge gateway`): where it serves, what, and to whom.
+    gateway_addr: str = "127.0.0.1:9200"
+    gateway_services: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_parse_names)] = ()
+    gateway_allow: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_parse_allow)] = ()
+    gateway_timeout: Duration = 300.0  # one call's longest wait for its instance
 
     @field_validator("consul_url")
     @classmethod
@@ -178,7 +193,11 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "resync_interval", "tools_interval", "stdio_request_timeout", "stdio_session_idle"
+        "resync_interval",
+        "tools_interval",
+        "stdio_request_timeout",
+        "stdio_session_idle",
+        "gateway_timeout",
     )
     @classmethod
     def _positive(cls, value: float) -> float:
@@ -200,7 +219,7 @@ class Settings(BaseSettings):
             raise ValueError("expected a KV path such as mcp-bridge (no leading or trailing '/')")
         return value
 
-    @field_validator("http_addr")
+    @field_validator("http_addr", "gateway_addr")
     @classmethod
     def _http_addr(cls, value: str) -> str:
         host, sep, port = value.rpartition(":")
@@ -245,6 +264,11 @@ class Settings(BaseSettings):
     @property
     def http_host_port(self) -> tuple[str, int]:
         host, _, port = self.http_addr.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    @property
+    def gateway_host_port(self) -> tuple[str, int]:
+        host, _, port = self.gateway_addr.rpartition(":")
         return host.strip("[]"), int(port)
 
 

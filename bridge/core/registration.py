@@ -34,6 +34,7 @@ PROBE_META = (
     "mcp_protocol_version",
     "mcp_tools",
     "mcp_tools_hash",
+    "mcp_auth",  # required: behind MCP authorization
 )
 # The meta keys the bridge writes itself are listed in labels.BRIDGE_META_KEYS, which
 # refuses them in labels.

@@ -57,6 +57,7 @@ BRIDGE_META_KEYS = frozenset(
         "mcp_protocol_version",
         "mcp_tools",
         "mcp_tools_hash",
+        "mcp_auth",
         "bridge_fingerprint",
         "port_tier",
         "access_allow",

@@ -154,7 +154,10 @@ async def probe(
     except HttpRefused as exc:
         seconds = time.monotonic() - started
         if exc.status == 401 and exc.challenge:
-            return ProbeResult("warning", _protected(url, exc.challenge), seconds=seconds)
+            # Said in meta: the gateway must not proxy it (no token passthrough), and a
+            # warning alone does not tell it from a slow server.
+            protected = {"mcp_auth": "required"}
+            return ProbeResult("warning", _protected(url, exc.challenge), protected, seconds)
         return ProbeResult("critical", str(exc), seconds=seconds)
     except ProbeFailed as exc:
         return ProbeResult("critical", str(exc), seconds=time.monotonic() - started)

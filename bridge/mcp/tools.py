@@ -2,7 +2,8 @@
 they changed.
 
 The list goes to Consul KV at `<prefix>/<node id>/<service id>/tools` as one JSON record
-(name, title, description and input schema of each tool), written only when its digest
+(each tool's whole definition: name, title, description, input and output schemas,
+annotations, `_meta`; the gateway offers them as they are), written only when its digest
 changes and kept under Consul's value size limit: a list too large is cut, with a marker
 that says so, rather than failing anything.
 """
@@ -21,19 +22,15 @@ from bridge.mcp.wire import ACCEPT, ProbeFailed, modern_request, sse_events
 MAX_PAGES = 100  # a cursor loop that never ends is a broken server, not a big one
 # Consul refuses values over 512 KiB (kv_max_value_size); stay well below it.
 KV_VALUE_LIMIT = 400 * 1024
-TOOL_FIELDS = ("name", "title", "description", "inputSchema")
 
 Call = Callable[[str, dict[str, Any] | None], Awaitable[dict[str, Any]]]
 
 
 def _entry(tool: Any) -> dict[str, Any] | None:
+    """A tool as its server defined it (nothing cut: the gateway offers it as it is)."""
     if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
         return None
-    entry = {k: tool[k] for k in TOOL_FIELDS if k in tool}
-    title = (tool.get("annotations") or {}).get("title")
-    if "title" not in entry and isinstance(title, str):
-        entry["title"] = title  # older revisions put it among the annotations
-    return entry
+    return dict(tool)
 
 
 async def list_tools(call: Call) -> list[dict[str, Any]]:

@@ -19,6 +19,11 @@ from bridge.loop.metrics import POOL_WARN_RATIO
 from bridge.pool.store import StoreError, StoreSnapshot, read_snapshot
 from bridge.pool.tiers import tier_label
 from bridge.surface.doctor import run_checks
+from bridge.surface.gateway import (
+    cmd_gateway,
+    cmd_gateway_status,
+    gateway_entry,
+)
 from bridge.surface.ports import allocation_row, tier_rows
 
 
@@ -296,8 +301,14 @@ def cmd_services(settings: Settings, as_json: bool, with_tools: bool) -> int:
     return 0
 
 
-def cmd_client_config(settings: Settings, names: Sequence[str], per_instance: bool) -> int:
+def cmd_client_config(
+    settings: Settings, names: Sequence[str], per_instance: bool, gateway: bool = False
+) -> int:
     from bridge.consul.catalog import client_config
+
+    if gateway:  # the one entry: every healthy server through the gateway
+        print(json.dumps(gateway_entry(settings), indent=2))
+        return 0
 
     instances = _read_catalog(settings, names, False)
     if instances is None:
@@ -352,6 +363,16 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument(
         "--per-instance", action="store_true", help="one entry per instance, not per service"
     )
+    config.add_argument(
+        "--gateway", action="store_true", help="the one entry of `mcp-bridge gateway`"
+    )
+    gateway = sub.add_parser(
+        "gateway", help="one MCP endpoint for every healthy MCP server in the datacenter"
+    )
+    gateway.add_argument(
+        "action", nargs="?", choices=["status"], help="status: its instances, breakers, traffic"
+    )
+    gateway.add_argument("--json", action="store_true", help="machine-readable status")
     return parser
 
 
@@ -375,5 +396,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "services":
         return cmd_services(settings, args.json, args.tools)
     if args.command == "client-config":
-        return cmd_client_config(settings, args.service, args.per_instance)
+        return cmd_client_config(settings, args.service, args.per_instance, args.gateway)
+    if args.command == "gateway":
+        if args.action == "status":
+            return cmd_gateway_status(settings, args.json)
+        return cmd_gateway(settings)
     raise AssertionError(args.command)

@@ -17,6 +17,7 @@ import os
 import secrets
 import stat
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,7 @@ from tests.e2e.conftest import (
     run,
     wait_for,
 )
-from tests.integration.conftest import mcp_initialize
+from tests.integration.conftest import free_tcp_port, mcp_initialize
 
 pytestmark = pytest.mark.slow
 
@@ -55,6 +56,26 @@ def test_compose_files_interpolate_with_public_defaults(e2e_tools: dict[str, str
         if "dind" in images:
             assert images["dind"] == "docker:29-dind"
             assert config["services"]["bridge"]["network_mode"] == "service:dind"
+
+
+def tool_names(url: str) -> list[str]:
+    """tools/list as a 2026-07-28 client sends it (self-contained, JSON answer)."""
+    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {}}  # fmt: skip
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": meta}}
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "MCP-Protocol-Version": "2026-07-28",
+            "Mcp-Method": "tools/list",
+        },
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return [t["name"] for t in json.load(response)["result"]["tools"]]
 
 
 def published_ports(files: list[Path]) -> set[int]:
@@ -96,6 +117,7 @@ def test_sidecar_stack_registers_the_example_server(
     token = secrets.token_hex(3)
     base = free_port_block(POOL_SIZE + 2)
     consul_port, http_port = base + POOL_SIZE, base + POOL_SIZE + 1
+    gateway_port = free_tcp_port()
     prefix = f"e2e{token}."
     socket_path = docker_socket()
 
@@ -136,6 +158,7 @@ def test_sidecar_stack_registers_the_example_server(
             "HOST_BIND_IP": "127.0.0.1",
             "CONSUL_HOST_PORT": str(consul_port),
             "BRIDGE_HTTP_PORT": str(http_port),
+            "GATEWAY_ADDR": f"127.0.0.1:{gateway_port}",
             "BRIDGE_PORT_RANGE": f"{base}-{base + POOL_SIZE - 1}",
             "BRIDGE_LISTEN_ADDRESS": "127.0.0.1",
             "BRIDGE_ADVERTISE_ADDRESS": "127.0.0.1",
@@ -178,3 +201,8 @@ def test_sidecar_stack_registers_the_example_server(
     assert base <= served["Port"] < base + POOL_SIZE and served["Port"] != registered["Port"]
     url = f"http://{served['Address']}:{served['Port']}/mcp"
     assert mcp_initialize(url)["serverInfo"]["name"] == "example-stdio-mcp"
+
+    # The gateway beside them: both examples' tools through its one endpoint.
+    gateway = f"http://127.0.0.1:{gateway_port}/mcp"
+    wanted = {f"{labels['mcp.name']}__echo", f"{stdio['mcp.name']}__echo"}
+    wait_for("both through the gateway", lambda: wanted <= set(tool_names(gateway)))

@@ -6,6 +6,7 @@ from tests.integration.conftest import (  # noqa: F401  (fixtures are found by n
     mcp_server_image,
     mcp_server_npm_image,
     mcp_server_time_image,
+    mcp_server_v1_image,
     pytest_collection_modifyitems,
     services,
 )

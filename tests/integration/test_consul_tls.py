@@ -6,6 +6,7 @@ several failed passes, and mending the files or the token is enough: no restart.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -19,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mcp import Client
 
 from tests.integration.conftest import Bridge, free_tcp_port, wait_for
+from tests.integration.gateway_process import GatewayProcess
 from tests.pki import Authority
 
 MASTER = "7c1f6c0e-5a3b-4f44-9b0c-2a7d0f6e8b21"
@@ -30,6 +33,12 @@ service_prefix "" { policy = "write" }
 key_prefix "mcp-bridge/%s/" { policy = "write" }
 key_prefix "mcp-bridge/ports/" { policy = "write" }
 session_prefix "" { policy = "write" }
+"""
+# The gateway's (README.md, docs/gateway.md): it only reads.
+GATEWAY_POLICY = """
+service_prefix "" { policy = "read" }
+node_prefix "" { policy = "read" }
+key_prefix "mcp-bridge/" { policy = "read" }
 """
 
 
@@ -77,11 +86,11 @@ acl {{ enabled = true  default_policy = "deny"  tokens {{ master = "{MASTER}" }}
         with urllib.request.urlopen(request, context=context, timeout=10) as response:
             return json.loads(response.read() or b"null")
 
-    def token(self, node_id: str, *, with_rights: bool) -> dict[str, Any]:
+    def token(self, node_id: str, *, with_rights: bool, rules: str | None = None) -> dict[str, Any]:
         policies = []
         if with_rights:
-            policy = self.api("PUT", "/v1/acl/policy", {"Name": f"mcp-bridge-{node_id}",
-                                                        "Rules": POLICY % node_id})  # fmt: skip
+            named = {"Name": f"mcp-bridge-{node_id}", "Rules": rules or POLICY % node_id}
+            policy = self.api("PUT", "/v1/acl/policy", named)
             policies = [{"ID": policy["ID"]}]
         return dict(self.api("PUT", "/v1/acl/token", {"Policies": policies}))
 
@@ -235,7 +244,57 @@ def test_the_readme_policy_is_the_one_tested() -> None:
     readme = hcl_blocks((root / "README.md").read_text())
     assert readme, "README.md gives no ```hcl policy"
     assert readme[0].strip() == tested
+    assert readme[1].strip() == GATEWAY_POLICY.strip()  # the gateway's, next to it
+    (gateway_doc,) = hcl_blocks((root / "docs" / "gateway.md").read_text())
+    assert gateway_doc.strip() == GATEWAY_POLICY.strip()
     # docs/operations.md gives it too, when it does: the same.
     for block in hcl_blocks((root / "docs" / "operations.md").read_text()):
         if "key_prefix" in block:
             assert block.strip() == tested
+
+
+def test_the_gateway_reads_through_tls_with_its_least_privilege_token(
+    bridge: Bridge, tls_consul: TLSConsul, mcp_server_image: str, tmp_path: Path
+) -> None:
+    node = bridge.agent.node_id
+    pki = {n: tmp_path / f"{n}.pem" for n in ("ca", "c", "k")}
+    client = tls_consul.ca.issue("bridge", server=False)
+    for name, source in (("ca", tls_consul.ca.pem), ("c", client.cert), ("k", client.key)):
+        shutil.copy(source, pki[name])
+    tls = {"CONSUL_CACERT": str(pki["ca"]), "CONSUL_CLIENT_CERT": str(pki["c"]),
+           "CONSUL_CLIENT_KEY": str(pki["k"])}  # fmt: skip
+    agent_token = tls_consul.token(node, with_rights=True)["SecretID"]
+    bridge.agent.env.update(
+        {"BRIDGE_CONSUL_URL": tls_consul.url, "CONSUL_HTTP_TOKEN": agent_token, **tls}
+    )
+    bridge.agent.start()
+    bridge.docker.containers.run(
+        mcp_server_image,
+        name=bridge.tag + "m",
+        detach=True,
+        labels=bridge.labels(
+            {"check.interval": "2s", "check.timeout": "2s"},
+            enable="true",
+            port="8000",
+            expose="proxy",
+        ),
+    )
+    wait_for("the tool record in KV", lambda: tools_record(tls_consul, node, bridge))
+    token = tls_consul.token(f"gateway-{node}", with_rights=True, rules=GATEWAY_POLICY)
+    gateway = GatewayProcess.for_services(
+        [f"{bridge.tag}m"], tmp_path / "gateway.log",
+        BRIDGE_CONSUL_URL=tls_consul.url, CONSUL_HTTP_TOKEN=token["SecretID"], **tls,
+    )  # fmt: skip
+    try:
+        gateway.start()
+        wait_for("the union", lambda: gateway.status()["tools"] == 1, timeout=90)
+
+        async def call() -> str:
+            async with Client(gateway.url) as mcp:
+                said = await mcp.call_tool(f"{bridge.tag}m__echo", {"text": "through tls"})
+                return str(said.content[0].text)  # type: ignore[union-attr]
+
+        assert asyncio.run(call()) == "through tls"
+        assert gateway.status()["consul_error"] is None
+    finally:
+        gateway.stop()

@@ -22,6 +22,8 @@ BREAKS = [
     ("pool/fleet.py", "import bridge.consul.session", "only through the core's Protocols"),
     ("mcp/checks.py", "import bridge.pool.store", "no other adapter reaches into the pool"),
     ("pool/work.py", "import aiohttp", "the core does no I/O of its own"),
+    ("gateway/balance.py", "import aiohttp", "the core does no I/O of its own"),
+    ("gateway/catalog.py", "import bridge.loop.agent", "core < adapters < loop < surface"),
 ]
 
 

@@ -55,8 +55,10 @@ class Unsupported(Exception):
 
 def initialize_result(shook: Handshake, requested: Any) -> dict[str, Any]:
     """The answer to a handshake-era client's `initialize`."""
-    if shook.era == "handshake":
+    if shook.era == "handshake" and not (shook.any_version and requested in HANDSHAKE_VERSIONS):
         return dict(shook.result)
+    if shook.era == "handshake":
+        return dict(shook.result, protocolVersion=requested)
     # The server hears this client's requests in the modern envelope (to_modern_server),
     # so any handshake revision the client asks for can be served; its own list matters not.
     version = requested if requested in HANDSHAKE_VERSIONS else HANDSHAKE_VERSIONS[-1]

@@ -40,6 +40,9 @@ class Handshake:
     era: Literal["modern", "handshake"]
     version: str  # the revision the bridge speaks to the server
     result: dict[str, Any]  # server/discover's result, or initialize's
+    # Serves any handshake revision a client asks for (the gateway, which is no process
+    # with one revision agreed).
+    any_version: bool = False
 
     @property
     def server_info(self) -> dict[str, Any]:

@@ -39,6 +39,9 @@ OVERLOADED = -32005  # the server is not reading its input (process.OUTBOX_LIMIT
 CANCELLED = -32800  # the client cancelled it: what its own still-open request is told
 INVALID_REQUEST = -32600
 
+# Requests answered only when their stream ends (2026-07-28's listen): no timeout applies.
+LONG_LIVED = frozenset({"subscriptions/listen"})
+
 # The bridge's own requests (its one handshake, the health round trip): the only client
 # that may send `initialize`, and never one a server request is for.
 BRIDGE_KEY = ("mcp-bridge", "own requests")
@@ -143,6 +146,15 @@ class Mux:
             if pending.client_id == client_id and owned(pending.client):
                 return pending.client
         return None
+
+    def in_flight(self) -> int:
+        """Clients' requests the server has not answered yet (not the bridge's own, not
+        listen streams, which stay open by design)."""
+        return sum(
+            1
+            for p in self.pending.values()
+            if not _bridges(p.client) and p.method not in LONG_LIVED
+        )
 
     def asker_of(self, our_id: str) -> ClientKey | None:
         """Who was given the server request the bridge numbered `our_id`."""
@@ -307,6 +319,8 @@ class Mux:
         error, the server a cancellation."""
         out = Outcome()
         for our_id, pending in list(self.pending.items()):
+            if pending.method in LONG_LIVED:
+                continue
             if now - pending.sent_at >= timeout:
                 self._forget(our_id)
                 why = f"no answer from the server within {timeout:g} s"

@@ -309,7 +309,7 @@ class Served:
             state=self.state,
             processes=self.processes,
             sessions=len(self.endpoint.sessions),
-            in_flight=len(last.mux.pending) if last is not None else 0,
+            in_flight=last.mux.in_flight() if last is not None else 0,
             requests=ended.requests + now.requests,
             answered=ended.answered + now.answered,
             failed=ended.failed + now.failed,

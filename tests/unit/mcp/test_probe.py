@@ -317,8 +317,8 @@ async def test_tools_are_listed_across_pages_in_either_era(server: Fixture, disc
     result = await probe(session, base + "/mcp", "streamable-http", 2.0, want_tools=True)
     assert result.status == "passing", result.output
     assert result.tools == [
-        {"name": "a", "inputSchema": {"type": "object"}, "title": "First"},
-        {"name": "b", "description": "second", "inputSchema": {"type": "object"}},
+        {"name": "a", "inputSchema": {"type": "object"}, "annotations": {"title": "First"}},
+        {"name": "b", "description": "second", "inputSchema": {"type": "object"}, "extra": 1},
         {"name": "c", "title": "Third", "inputSchema": {"type": "object"}},
     ]
     assert result.output.endswith("; 3 tools")
@@ -390,6 +390,8 @@ async def test_legacy_sse_http_errors_are_judged_as_in_streamable_http(
     result = await probe(session, base + "/sse", "sse", 2.0)
     assert (result.status, words in result.output) == (status, True), result.output
     assert state.calls == calls
+    # protected: said in meta, so that the gateway leaves it out (no token passthrough)
+    assert (result.meta.get("mcp_auth") == "required") is (status == "warning")
 
 
 async def test_nothing_listening_is_critical_with_the_reason() -> None:

@@ -91,6 +91,17 @@ def test_a_request_past_its_time_is_answered_and_cancelled_at_the_server() -> No
     assert len(mux.pending) == 1
 
 
+def test_a_listen_stream_has_no_timeout_and_is_not_counted_in_flight() -> None:
+    mux = Mux("n")
+    mux.request("a", req(1, "subscriptions/listen"), now=0.0)
+    mux.request(("mcp-bridge", "own"), req(2), now=0.0)
+    mux.request("b", req(3), now=0.0)
+    assert mux.in_flight() == 1  # b's call only
+    out = mux.expire(now=1000.0, timeout=10.0)
+    assert ("mcp-bridge", "own") in [d.client for d in out.to_clients]
+    assert "a" not in [d.client for d in out.to_clients]  # the listen stays open
+
+
 def test_a_disconnect_cancels_in_the_modern_era_only() -> None:
     mux = Mux("n")
     mux.open("a")

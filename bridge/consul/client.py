@@ -59,6 +59,7 @@ class ConsulClient:
         client_key: str | None = None,
         kv_prefix: str = "mcp-bridge",
         timeout: float = 10.0,
+        connections: int | None = None,
         attempts: int = 3,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -74,6 +75,7 @@ class ConsulClient:
         self._cert_file = client_cert
         self._not_before = 0.0  # monotonic time before which nothing is sent (429)
         self._timeout = timeout
+        self._connections = connections  # at once (aiohttp's default: 100)
         self._attempts = attempts
         self._sleep = sleep
         self._clock = clock
@@ -110,6 +112,7 @@ class ConsulClient:
                 verify=self._cacert or True,
                 cert=self._cert,
                 connections_timeout=self._timeout,
+                connections_limit=self._connections,
             )
         return self._client
 
@@ -129,7 +132,9 @@ class ConsulClient:
                 f"{what}: Consul refused it: {explain(exc, self._cert_file)}"
             ) from exc
         except FAULTS as exc:
-            if isinstance(exc, (*TLS_FAULTS, OSError)):
+            # (Not for a timeout: a blocking query that outlived its wait says nothing of
+            # the connection, and closing would abort every other query under way.)
+            if isinstance(exc, (*TLS_FAULTS, OSError)) and not isinstance(exc, TimeoutError):
                 # Drop the client: the next call reads the TLS files again, so a fixed
                 # certificate needs no restart.
                 await self.close()

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Collection, Hashable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -23,7 +23,7 @@ from bridge.consul.catalog import Instance
 from bridge.gateway.balance import Balancer, NoInstance
 from bridge.gateway.catalog import View
 from bridge.gateway.names import Offered, listing
-from bridge.gateway.upstream import CANCEL_UPSTREAM, GATEWAY_INFO, Failed, NotDelivered, Upstreams
+from bridge.gateway.upstream import CANCEL_UPSTREAM, GATEWAY_INFO, Failed, NotDelivered
 from bridge.mcp.stdio.eras import ENVELOPE
 from bridge.mcp.stdio.handshake import Handshake
 from bridge.mcp.stdio.mux import error, params_of
@@ -65,10 +65,27 @@ class Outcomes:
     cancelled: int = 0
 
 
+class Upstream(Protocol):
+    """upstream.py's Upstreams, as the server uses it."""
+
+    async def call(
+        self,
+        instance: Instance,
+        message: dict[str, Any],
+        session: Hashable,
+        tell: Any,
+        input_schema: Any = None,
+    ) -> dict[str, Any]: ...
+
+    def end(self, session: Hashable) -> None: ...
+
+    def forget(self, alive: Collection[str]) -> None: ...
+
+
 class GatewayServer:
     def __init__(
         self,
-        upstreams: Upstreams,
+        upstreams: Upstream,
         *,
         timeout: float,
         clock: Callable[[], float] = time.monotonic,
@@ -94,13 +111,23 @@ class GatewayServer:
         """A new view of Consul and the union of tools made from it."""
         changed = listing(offered) != listing(self.offered)
         self.view, self.offered = view, offered
-        self.balancer.forget({i.service_id for g in view.instances.values() for i in g})
+        alive = [i for g in view.instances.values() for i in g]
+        ids = {i.service_id for i in alive}
+        self.balancer.forget(ids)  # what is kept per instance goes with it
+        for gone in [sid for sid in self.outcomes if sid not in ids]:
+            del self.outcomes[gone]
+        self.upstreams.forget({i.url for i in alive})
         if changed:
             note = {"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}
             for key in list(self._listening):
                 self._put(key, note)
 
     # ---- the endpoint's side (mcp/stdio/backend.py) --------------------------------------
+
+    @property
+    def listening(self) -> set[Hashable]:
+        """Channels told when the union changes (GET streams, listens)."""
+        return self._listening
 
     def open(
         self,
@@ -123,7 +150,7 @@ class GatewayServer:
         if session is not None and _is_session_channel(channel.key):
             for pin in [p for p in self._pins if p[0] == session]:
                 del self._pins[pin]
-            await self.upstreams.end(session)
+            self.upstreams.end(session)
 
     async def send(self, channel: Channel, message: dict[str, Any]) -> bool:
         if message.get("method") == "notifications/cancelled":
@@ -179,7 +206,8 @@ class GatewayServer:
             forwarded = dict(message, params=up_params)
             outcome, answer = await self._one(channel, instance, forwarded, schema)
             if outcome != "not_delivered":
-                if outcome == "ok" and session is not None:
+                live = session is not None and (session, "session") in self._channels
+                if outcome == "ok" and session is not None and live:  # not ended meanwhile
                     self._pins[(session, offered.service)] = instance.service_id
                 return self._wrap_state(answer, instance) if outcome == "ok" else answer
             tried.append(instance.service_id)
@@ -213,45 +241,56 @@ class GatewayServer:
             )
         )
         self._calls[(channel.key, rid)] = call
-        outcome, ok = "ok", True
+        # Exactly one of these per try, whatever ends it: the balancer's count of calls in
+        # flight (and a half-open trial) is released on every path.
+        outcome, answer = "left", error(rid, CANCELLED, "the client went away")
         try:
             async with asyncio.timeout(self.timeout):
                 answer = await asyncio.shield(call)
-            if "error" in answer:
-                outcome = "error"
+            outcome = "error" if "error" in answer else "ok"
         except NotDelivered as exc:
-            outcome, ok = "not_delivered", False
-            answer = error(rid, UNAVAILABLE, str(exc))
+            outcome, answer = "not_delivered", error(rid, UNAVAILABLE, str(exc))
             log.warning(
                 "gateway_not_delivered", instance=where, service=instance.service, error=str(exc)
             )
         except Failed as exc:
-            outcome, ok = "failed", False
-            why = f"{exc}; it may have run, so it was not sent again"
-            answer = error(rid, UNAVAILABLE, why)
+            outcome = "failed"
+            answer = error(rid, UNAVAILABLE, f"{exc}; it may have run, so it was not sent again")
             log.warning(
                 "gateway_call_failed", instance=where, service=instance.service, error=str(exc)
             )
         except TimeoutError:
             call.cancel(CANCEL_UPSTREAM)
-            outcome, ok = "timed_out", False
+            outcome = "timed_out"
             answer = error(rid, TIMED_OUT, f"{where} did not answer within {self.timeout:g}s")
         except asyncio.CancelledError:
             if not call.cancelled() or asyncio.current_task().cancelling():  # type: ignore[union-attr]
-                call.cancel()
-                raise  # the client went away
-            outcome = "cancelled"
-            answer = error(rid, CANCELLED, CANCEL_UPSTREAM)
+                # The client went away. In 2026-07-28 that is its cancellation, to be heard
+                # upstream; in the handshake era it is not (the call runs on, unheard).
+                call.cancel(CANCEL_UPSTREAM if _session_of(channel.key) is None else None)
+                raise
+            outcome, answer = "cancelled", error(rid, CANCELLED, CANCEL_UPSTREAM)
+        except Exception as exc:  # a fault of the gateway's own: said, and counted failed
+            outcome = "failed"
+            answer = error(rid, UNAVAILABLE, f"{where}: {type(exc).__name__}: {exc}")
+            log.exception("gateway_call_broke", instance=where, service=instance.service)
         finally:
             self._calls.pop((channel.key, rid), None)
-        ejected = self.balancer.done(where, self.clock(), ok=ok or outcome == "cancelled")
-        if ejected:
+            self._account(instance, outcome, started)
+        return outcome, answer
+
+    def _account(self, instance: Instance, outcome: str, started: float) -> None:
+        where, now = instance.service_id, self.clock()
+        if outcome in ("cancelled", "left"):  # neither the instance's success nor its fault
+            self.balancer.release(where)
+        elif self.balancer.done(where, now, ok=outcome in ("ok", "error")):
             log.warning("gateway_instance_ejected", instance=where, service=instance.service)
+        if outcome == "left":
+            outcome = "cancelled"
         counts = self.outcomes.setdefault(where, Outcomes())
         setattr(counts, outcome, getattr(counts, outcome) + 1)
         if self._observe is not None:
-            self._observe(instance, outcome, self.clock() - started)
-        return outcome, answer
+            self._observe(instance, outcome, now - started)
 
     # ---- requestState: a 2026-07-28 retry goes back where it began ------------------------
 

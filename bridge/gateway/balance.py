@@ -74,6 +74,14 @@ class Balancer:
             return False
         return breaker.failed(now)
 
+    def release(self, instance: str) -> None:
+        """The call ended neither well nor badly (the client cancelled or left): counted
+        out, and a half-open trial given back, the breaker otherwise as it was."""
+        self.in_flight[instance] = max(0, self.in_flight[instance] - 1)
+        if not self.in_flight[instance]:
+            del self.in_flight[instance]
+        self.breakers[instance].trial = False
+
     def forget(self, keep: Collection[str]) -> None:
         """Instances Consul no longer lists lose their breakers (a new one starts afresh)."""
         for instance in [i for i in self.breakers if i not in keep]:

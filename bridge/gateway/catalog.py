@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -29,6 +30,7 @@ log = structlog.get_logger("bridge.gateway")
 
 WAIT = "55s"  # each blocking query's longest wait (the client's timeout is longer)
 RETRY_FIRST, RETRY_MAX = 1.0, 30.0
+MIN_INTERVAL = 0.2  # seconds between one watch's queries, at least
 
 
 class Watching(Protocol):
@@ -74,6 +76,8 @@ class Catalog:
         self._records: dict[str, Mapping[str, Any]] = {}
         self._watches: dict[str, asyncio.Task[None]] = {}
         self._errors: dict[str, str] = {}
+        self._since: float | None = None
+        self._kv_seen = self._services_seen = False
 
     async def run(self) -> None:
         """Follow Consul until cancelled."""
@@ -87,14 +91,21 @@ class Catalog:
             await asyncio.gather(kv, *self._watches.values(), return_exceptions=True)
 
     async def _follow(self, what: str, step: Callable[[int], Any]) -> None:
-        """One blocking query after another, with backoff while Consul is away."""
+        """One blocking query after another, with backoff while Consul is away. Consul's
+        rules for the index: one that goes backwards starts over (0: an answer at once),
+        and one that is not above 0 is taken as 1, lest the loop spin; and never more than
+        one query per MIN_INTERVAL, whatever Consul answers."""
         index, wait = 0, RETRY_FIRST
         while True:
+            asked = time.monotonic()
             try:
                 new = await step(index)
-            except (ConsulUnavailable, ConsulRejected) as exc:
+            except Exception as exc:  # Consul away, or a fault of the gateway's own
+                if not isinstance(exc, (ConsulUnavailable, ConsulRejected)):
+                    log.exception("gateway_watch_broke", watch=what)
                 if self._errors.get(what) is None:
                     log.warning("gateway_consul_unreachable", watch=what, error=str(exc))
+                    self._since = self._since or time.time()
                 self._errors[what] = str(exc)
                 self._note_errors()
                 await asyncio.sleep(wait)
@@ -104,11 +115,18 @@ class Catalog:
                 log.info("gateway_consul_back", watch=what)
                 self._note_errors()
             wait = RETRY_FIRST
-            # Consul's rule: an index that goes backwards (or is 0) starts over.
-            index = new if new > index else 0 if new < index else index
+            index = 0 if new < index else max(new, 1)
+            await asyncio.sleep(max(0.0, MIN_INTERVAL - (time.monotonic() - asked)))
 
     def _note_errors(self) -> None:
         self.consul_error = "; ".join(f"{w}: {e}" for w, e in sorted(self._errors.items())) or None
+        if self.consul_error is None:
+            self._since = None
+
+    @property
+    def consul_error_since(self) -> float | None:
+        """When Consul stopped answering (wall clock), while it does not."""
+        return self._since
 
     async def _services(self, index: int) -> int:
         new, services = await self.consul.watch_services(index, WAIT)
@@ -119,13 +137,15 @@ class Catalog:
         for gone in set(self._watches) - names:
             self._watches.pop(gone).cancel()
             self._instances.pop(gone, None)
+            self._errors.pop(f"service {gone}", None)  # its watch's error goes with it
+            self._note_errors()
             log.info("gateway_service_gone", service=gone)
         for name in sorted(names - set(self._watches)):
             self._watches[name] = asyncio.create_task(
                 self._follow(f"service {name}", partial(self._health, name))
             )
-        if not names:
-            self.synced.set()
+        self._services_seen = True
+        self._note_synced()
         self._changed()
         return new
 
@@ -134,8 +154,7 @@ class Catalog:
         instances = tuple(sorted((instance_of(e) for e in entries), key=lambda i: i.service_id))
         if name in self._watches:  # not withdrawn meanwhile
             self._instances[name] = instances
-            if set(self._instances) >= set(self._watches):
-                self.synced.set()
+            self._note_synced()
             self._changed()
         return new
 
@@ -152,8 +171,15 @@ class Catalog:
             if isinstance(record, dict) and isinstance(record.get("service_id"), str):
                 records[record["service_id"]] = record
         self._records = records
+        self._kv_seen = True
+        self._note_synced()
         self._changed()
         return new
+
+    def _note_synced(self) -> None:
+        """The first full view: every service's instances, and the tool records."""
+        if self._kv_seen and self._services_seen and set(self._instances) >= set(self._watches):
+            self.synced.set()
 
     def _changed(self) -> None:
         self.view = View(dict(self._instances), dict(self._records))

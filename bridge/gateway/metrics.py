@@ -41,10 +41,20 @@ class GatewayMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self._seen: dict[str, tuple[str, set[str]]] = {}  # instance -> service, outcomes
 
     def observe(self, instance: Instance, outcome: str, seconds: float) -> None:
         self.calls.labels(instance.service, instance.service_id, outcome).inc()
         self.seconds.labels(instance.service, instance.service_id).observe(seconds)
+        self._seen.setdefault(instance.service_id, (instance.service, set()))[1].add(outcome)
+
+    def forget(self, alive: set[str]) -> None:
+        """Instances gone from Consul: their series go too (ids churn with containers)."""
+        for sid in [s for s in self._seen if s not in alive]:
+            service, outcomes = self._seen.pop(sid)
+            for outcome in outcomes:
+                self.calls.remove(service, sid, outcome)
+            self.seconds.remove(service, sid)
 
     def watch(self, server: Callable[[], GatewayServer], consul_up: Callable[[], bool]) -> None:
         self.registry.register(_Live(server, consul_up))

@@ -10,6 +10,7 @@ anything is read.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -30,7 +31,7 @@ from bridge.gateway.metrics import GatewayMetrics
 from bridge.gateway.union import Union
 from bridge.gateway.upstream import Upstreams
 from bridge.mcp.stdio.endpoint import StdioEndpoint
-from bridge.mcp.stdio.http import ServeRules, rpc_error
+from bridge.mcp.stdio.http import ServeRules, refuse, rpc_error
 from bridge.mcp.tools import list_tools
 from bridge.mcp.wire import ProbeFailed
 
@@ -38,6 +39,7 @@ log = structlog.get_logger("bridge.gateway")
 
 FORBIDDEN = -32003
 BLOCKING_TIMEOUT = 70.0  # the Consul client's timeout: longer than a blocking query's wait
+CONSUL_CONNECTIONS = 1000
 
 
 def read_token(settings: Settings) -> str | None:
@@ -73,8 +75,10 @@ class Gateway:
             self.upstreams, timeout=settings.gateway_timeout, observe=self.metrics.observe
         )
         self.union = Union(self._list_tools, self._rebuild)
+        # A blocking query per service at once, each held up to its wait: as many
+        # connections as that takes, and a timeout longer than the wait.
         self.consul = consul or ConsulClient.from_settings(
-            settings, timeout=BLOCKING_TIMEOUT, attempts=1
+            settings, timeout=BLOCKING_TIMEOUT, attempts=1, connections=CONSUL_CONNECTIONS
         )
         self.catalog = Catalog(self.consul, settings.gateway_services, self._view_changed)
         rules = ServeRules(
@@ -89,10 +93,12 @@ class Gateway:
         self.endpoint.serve(self.server, gateway_handshake())
         self.access = Access(settings.gateway_allow)
         self.started = time.time()
+        self._listings = itertools.count(1)
         self.metrics.watch(lambda: self.server, lambda: self.catalog.consul_error is None)
 
     def _view_changed(self, view: View) -> None:
         self.server.update(view, self.union.offered(view))
+        self.metrics.forget({i.service_id for g in view.instances.values() for i in g})
 
     def _rebuild(self) -> None:
         self._view_changed(self.catalog.view)
@@ -100,15 +106,20 @@ class Gateway:
     async def _list_tools(self, instance: Instance) -> list[dict[str, Any]]:
         """An instance's tools, asked by the gateway itself (its record is cut or none)."""
 
+        session = ("gateway", "tools", next(self._listings))  # its own, ended after
+
         async def call(method: str, params: dict[str, Any] | None) -> dict[str, Any]:
             ask = {"jsonrpc": "2.0", "id": 0, "method": method, "params": params or {}}
-            answer = await self.upstreams.call(instance, ask, ("gateway", "tools"), lambda _: None)
+            answer = await self.upstreams.call(instance, ask, session, lambda _: None)
             if not isinstance(answer.get("result"), dict):
                 raise ProbeFailed(f"{method}: {answer.get('error') or answer}")
             return dict(answer["result"])
 
-        async with asyncio.timeout(30):
-            return await list_tools(call)
+        try:
+            async with asyncio.timeout(30):
+                return await list_tools(call)
+        finally:
+            self.upstreams.end(session)
 
     # ---- HTTP -----------------------------------------------------------------------------
 
@@ -121,15 +132,23 @@ class Gateway:
         return await handler(request)
 
     def app(self) -> web.Application:
-        async def healthz(_: web.Request) -> web.Response:
-            return web.json_response({"alive": True, "consul_error": self.catalog.consul_error})
+        rules = self.endpoint.rules
 
-        async def metrics(_: web.Request) -> web.Response:
+        async def healthz(_: web.Request) -> web.Response:  # for liveness checks: no details
+            return web.json_response({"alive": True, "consul": self.catalog.consul_error is None})
+
+        async def metrics(request: web.Request) -> web.Response:
+            refused = refuse(request, rules)  # the same token and Origin as /mcp
+            if refused is not None:
+                return refused
             return web.Response(
                 body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST}
             )
 
-        async def status(_: web.Request) -> web.Response:
+        async def status(request: web.Request) -> web.Response:
+            refused = refuse(request, rules)
+            if refused is not None:
+                return refused
             return web.json_response(self.status())
 
         app = web.Application(middlewares=[self._allow], client_max_size=0)
@@ -163,11 +182,13 @@ class Gateway:
             services.append({"service": name, "tools": tools, "instances": rows})
         return {
             "consul_error": self.catalog.consul_error,
+            "consul_error_since": self.catalog.consul_error_since,
             "synced": self.catalog.synced.is_set(),
             "tools": len(server.offered),
             "services": services,
             "protected": [i.service_id for i in view.protected()],
             "sessions": len(self.endpoint.sessions),
+            "listening": len(server.listening),
         }
 
     async def run(self, stop: asyncio.Event) -> None:

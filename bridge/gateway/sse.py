@@ -37,14 +37,15 @@ class SseSession:
         self._tells: dict[Any, Tell] = {}  # progress token -> whom to tell
         self.broken: str | None = None
 
-    async def open(self, not_delivered: type[Exception], failed: type[Exception]) -> None:
+    async def open(self, not_delivered: type[Exception]) -> None:
+        """The stream, and where to POST: whatever fails here carried no call."""
         where = self.instance.service_id
         try:
             stream = await self.http.get(
                 self.instance.url, headers={**self.headers, "Accept": "text/event-stream"}
             )
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            raise not_delivered(f"{where}: cannot connect: {exc}") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise not_delivered(f"{where}: cannot open the SSE stream: {exc}") from exc
         if stream.status != 200:
             stream.close()
             raise not_delivered(f"{where}: GET {self.instance.url}: HTTP {stream.status}")
@@ -56,9 +57,12 @@ class SseSession:
                     if event == "endpoint":
                         self.endpoint = urljoin(self.instance.url, data.strip())
                         break
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
             stream.close()
             raise not_delivered(f"{where}: no endpoint event: {exc}") from exc
+        except BaseException:
+            stream.close()
+            raise
         if self.endpoint is None:
             stream.close()
             raise not_delivered(f"{where}: the SSE stream ended without an endpoint event")
@@ -136,6 +140,7 @@ class SseSession:
                 self._tells.pop(token, None)
 
     async def close(self) -> None:
+        self.broken = self.broken or "closed"
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -33,6 +33,9 @@ class Union:
         self._listing: dict[tuple[str, str], asyncio.Task[None]] = {}
 
     def offered(self, view: View) -> dict[str, Offered]:
+        ids = {i.service_id for group in view.instances.values() for i in group}
+        for key in [k for k in self.listed if k[0] not in ids]:  # instances gone
+            del self.listed[key]
         tools: dict[str, list[Mapping[str, Any]]] = {}
         for service in view.instances:
             found = self._tools_of(view, service)

@@ -49,8 +49,12 @@ def cmd_gateway_status(settings: Settings, as_json: bool) -> int:
     url = gateway_url(settings, "/v1/status")
     try:
         # http or https only: the URL is built from BRIDGE_GATEWAY_ADDR, not taken as given
+        request = urllib.request.Request(url)  # noqa: S310
+        if settings.serve_token_file is not None:  # status is behind the same token
+            token = settings.serve_token_file.read_text().strip()
+            request.add_header("Authorization", f"Bearer {token}")
         with urllib.request.urlopen(  # noqa: S310
-            url, timeout=10, context=upstream_tls(settings)
+            request, timeout=10, context=upstream_tls(settings)
         ) as response:
             report = json.load(response)
     except (urllib.error.URLError, OSError) as exc:

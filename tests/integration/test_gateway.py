@@ -179,7 +179,7 @@ def test_a_new_service_is_announced_to_a_listening_client(
 
     async def main() -> list[str]:
         listening = asyncio.create_task(listen())
-        await asyncio.sleep(1)  # its stream open
+        await asyncio.to_thread(wait_for, "its stream open", lambda: gateway.status()["listening"])
         await asyncio.to_thread(
             run_server, bridge, mcp_server_v1_image, "late", "proxy", None, name=f"{bridge.tag}late"
         )

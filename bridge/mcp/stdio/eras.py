@@ -141,6 +141,8 @@ def to_modern_result(method: str, server_version: str, answer: dict[str, Any]) -
     result = answer.get("result")
     if not isinstance(result, dict):
         return answer  # an error passes as it is
+    if "resultType" in result:  # already one of 2026-07-28 (the gateway's modern upstreams)
+        return answer
     try:
         # Imported here: only a served stdio server needs the SDK's models (memory).
         from mcp_types.methods import parse_server_result

@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bridge.consul.catalog import Instance
 from bridge.gateway.backend import GatewayServer, gateway_handshake
+from bridge.gateway.breaker import State
 from bridge.gateway.catalog import View
 from bridge.gateway.names import union
 from bridge.gateway.upstream import CANCEL_UPSTREAM, Failed, NotDelivered
@@ -64,6 +65,8 @@ class FakeUpstreams:
             raise NotDelivered(f"{inst.service_id}: cannot connect")
         if how == "break":
             raise Failed(f"{inst.service_id}: the answer broke off")
+        if how == "explode":
+            raise RuntimeError("a fault of the gateway's own")
         if how == "hang":
             try:
                 await asyncio.Event().wait()
@@ -78,8 +81,11 @@ class FakeUpstreams:
             "result": {"content": [{"type": "text", "text": text}]},
         }
 
-    async def end(self, session: Hashable) -> None:
+    def end(self, session: Hashable) -> None:
         self.ended.append(session)
+
+    def forget(self, alive: Any) -> None:
+        self.alive = set(alive)
 
 
 ECHO = {"name": "echo", "inputSchema": {"type": "object"}, "annotations": {"readOnlyHint": True}}
@@ -318,3 +324,39 @@ async def test_the_gateways_status_and_metrics_show_each_instance() -> None:
             in metrics
         )
         assert "mcp_bridge_gateway_tools 1.0" in metrics
+
+
+async def test_a_client_that_leaves_mid_call_releases_the_instance_in_either_era() -> None:
+    async with gateway(instance("h1:time")) as (client, server, upstreams):
+        upstreams.behaviour = {"h1:time": "hang"}
+        server.balancer.breakers["h1:time"].state = State.HALF_OPEN  # its one trial call
+        headers = {**MODERN, "Mcp-Method": "tools/call"}
+        body = json.dumps(modern("tools/call", 1, name="time__echo"))
+        leaving = asyncio.ensure_future(
+            client.post("/mcp", data=body, headers={**JSON_ONLY, **headers})
+        )
+        await wait_until(lambda: upstreams.calls)
+        leaving.cancel()  # a 2026-07-28 client closes its stream: its cancellation
+        await asyncio.gather(leaving, return_exceptions=True)
+        await wait_until(lambda: upstreams.cancelled)
+        assert upstreams.cancelled == [("h1:time", (CANCEL_UPSTREAM,))]
+        await wait_until(lambda: not server.balancer.in_flight)
+        assert server.balancer.breakers["h1:time"].trial is False  # the trial given back
+        assert server.outcomes["h1:time"].cancelled == 1
+        sid = await session_of(client)
+        leaving = asyncio.ensure_future(post(client, call("h"), **{"Mcp-Session-Id": sid}))
+        await wait_until(lambda: len(upstreams.calls) == 2)
+        leaving.cancel()  # a handshake-era client goes away: not a cancellation upstream
+        await asyncio.gather(leaving, return_exceptions=True)
+        await wait_until(lambda: len(upstreams.cancelled) == 2)
+        assert upstreams.cancelled[1] == ("h1:time", ())
+        await wait_until(lambda: not server.balancer.in_flight)
+
+
+async def test_a_fault_of_the_gateways_own_is_an_answer_and_a_failure() -> None:
+    async with gateway(instance("h1:time")) as (client, server, upstreams):
+        upstreams.behaviour = {"h1:time": "explode"}
+        headers = {**MODERN, "Mcp-Method": "tools/call"}
+        _, answer = await post(client, modern("tools/call", 1, name="time__echo"), **headers)
+        assert answer["id"] == 1 and "RuntimeError" in answer["error"]["message"]
+        assert server.outcomes["h1:time"].failed == 1 and not server.balancer.in_flight

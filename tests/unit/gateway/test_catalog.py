@@ -43,6 +43,7 @@ class FakeConsul:
         self.asked: list[tuple[str, int]] = []
 
     def push(self, key: str, value: Any, index: int | None = None) -> None:
+        """A change, at a new index (or the one given)."""
         self.state[key] = value
         self.index = index if index is not None else self.index + 1
         self.changed.set()
@@ -53,7 +54,7 @@ class FakeConsul:
         if self.down is not None:
             await asyncio.sleep(0.01)
             raise self.down
-        if index >= self.index:
+        if index and index >= self.index:  # index 0: an answer at once, as Consul gives
             await self.changed.wait()
         if self.down is not None:
             raise self.down
@@ -125,5 +126,20 @@ async def test_an_index_that_goes_backwards_starts_over() -> None:
     await wait_until(lambda: ("services", 50) in consul.asked)
     consul.push("services", {}, index=3)  # Consul restarted: its index is lower
     await wait_until(lambda: ("services", 0) in consul.asked[1:])
+    running.cancel()
+    await asyncio.gather(running, return_exceptions=True)
+
+
+async def test_an_index_of_zero_is_taken_as_one_and_a_gone_services_error_goes_with_it() -> None:
+    consul = FakeConsul()
+    consul.index = 0  # a Consul bug: an index of 0 must never be blocked on (a busy loop)
+    catalog = Catalog(consul, (), lambda _: None)
+    running = asyncio.create_task(catalog.run())
+    await wait_until(lambda: ("services", 1) in consul.asked)
+    catalog._errors["service git"] = "connection refused"  # its watch failed, then
+    catalog._watches["git"] = asyncio.create_task(asyncio.sleep(3600))
+    consul.push("services", {})  # git withdrawn
+    await wait_until(lambda: "git" not in catalog._watches)
+    assert catalog.consul_error is None
     running.cancel()
     await asyncio.gather(running, return_exceptions=True)

@@ -18,6 +18,7 @@ from bridge.consul.catalog import Instance
 from bridge.gateway.upstream import Failed, NotDelivered, Upstreams
 from bridge.mcp.wire import PROTOCOL_VERSION_KEY
 from tests.integration.conftest import free_tcp_port
+from tests.unit.mcp.test_stdio_modern_adapt import wait_until
 
 
 def instance(url: str, protocol: str) -> Instance:
@@ -43,7 +44,9 @@ class Peer:
             assert request.transport is not None
             request.transport.close()  # the request arrived; no answer ever comes
             return web.Response()
-        if self.mode == "500":
+        if self.mode == "500" or (
+            self.mode == "init500" and body and body.get("method") == "initialize"
+        ):
             return web.Response(status=500, text="boom")
         if request.method == "DELETE":
             self.sessions.discard(request.headers.get("Mcp-Session-Id", ""))
@@ -100,8 +103,12 @@ async def test_a_modern_call_carries_the_envelope_and_its_progress_is_told(
     server, url = peer
     upstreams = Upstreams(token="t0k")
     told: list[dict[str, Any]] = []
-    answer = await upstreams.call(instance(url, "2026-07-28"), call(), "s", told.append)
+    served = instance(url, "2026-07-28")
+    served.served = True  # a bridge's stdio endpoint: the fleet's token goes to it
+    answer = await upstreams.call(served, call(), "s", told.append)
+    await upstreams.call(instance(url, "2026-07-28"), call(), "s", lambda _: None)
     await upstreams.close()
+    assert "Authorization" not in server.seen[1][1]  # never to anyone else
     assert answer["id"] == "client-1" and "result" in answer
     assert [m["method"] for m in told] == ["notifications/progress"]
     _, headers, body = server.seen[0]
@@ -124,8 +131,9 @@ async def test_a_handshake_session_is_begun_once_again_after_a_404_and_ended(
     assert "result" in await upstreams.call(where, call(3), "client-session", lambda _: None)
     methods = [b["method"] for m, _, b in server.seen if m == "POST"][4:]
     assert methods == ["tools/call", "initialize", "notifications/initialized", "tools/call"]
-    await upstreams.end("client-session")
-    assert server.seen[-1][0] == "DELETE" and not server.sessions
+    upstreams.end("client-session")  # on the side
+    await wait_until(lambda: server.seen[-1][0] == "DELETE")
+    assert not server.sessions
     await upstreams.close()
 
 
@@ -147,6 +155,9 @@ async def test_nobody_listening_is_not_delivered_and_a_broken_answer_is_failed(
     server.mode = "500"
     with pytest.raises(Failed, match="HTTP 500"):
         await upstreams.call(instance(url, "2026-07-28"), call(), "s", lambda _: None)
+    server.mode = "init500"  # the session could not be opened: the call was never sent
+    with pytest.raises(NotDelivered, match="opening a session"):
+        await upstreams.call(instance(url, "2025-06-18"), call(), "s", lambda _: None)
     await upstreams.close()
 
 
@@ -223,13 +234,19 @@ async def test_a_legacy_sse_instance_is_called_on_its_stream() -> None:
         for _ in range(2):  # one stream, one initialize, for the session
             answer = await upstreams.call(where, ask, "session", told.append)
             assert answer["id"] == "c" and answer["result"]["content"][0]["text"] == "old said"
-        assert [m["params"]["progressToken"] for m in told] == ["p", "p"]
+        assert [m["params"]["progressToken"] for m in told] == ["p", "p"]  # the client's own
+        sent = [
+            b["params"]["_meta"]["progressToken"]
+            for b in peer.posted
+            if b.get("method") == "tools/call"
+        ]
+        assert len(set(sent)) == 2 and "p" not in sent  # the gateway's, one per call
         assert [b["method"] for b in peer.posted] == [
             "initialize",
             "notifications/initialized",
             "tools/call",
             "tools/call",
         ]
-        await upstreams.end("session")
+        upstreams.end("session")
         await upstreams.close()
         peer.done.set()

@@ -219,3 +219,27 @@ def test_an_instance_that_keeps_failing_is_ejected_and_its_calls_go_elsewhere(
         assert rows[ghost]["calls"]["not_delivered"] == 5  # then no more were tried
     finally:
         consul_put(f"/v1/agent/service/deregister/{ghost}")
+
+
+def test_a_legacy_sse_server_is_called_through_the_gateway(
+    bridge: Bridge, gateway: GatewayProcess, mcp_server_v1_image: str
+) -> None:
+    """The SDK 1.x fixture on the 2024-11-05 HTTP+SSE transport, registered by the bridge
+    (`mcp.transport=sse`), used through the gateway by clients of both eras."""
+    bridge.agent.start()
+    run_server(bridge, mcp_server_v1_image, "v1", "proxy", {"MCP_TRANSPORT": "sse"},
+               name=f"{bridge.tag}v1", transport="sse", path="/sse")  # fmt: skip
+    settled_check(bridge, "v1", "passing")
+    gateway.start()
+    tool = f"{bridge.tag}v1__echo"
+    wait_for("the union", lambda: union_names(gateway) == [tool], timeout=90)
+
+    async def use(mode: str, n: int) -> str:
+        async with Client(gateway.url, mode=mode) as client:  # type: ignore[arg-type]
+            said = await client.call_tool(tool, {"text": f"{mode} {n}"})
+            return str(said.content[0].text)  # type: ignore[union-attr]
+
+    async def main() -> list[str]:
+        return list(await asyncio.gather(*(use(("auto", "legacy")[n % 2], n) for n in range(6))))
+
+    assert asyncio.run(main()) == [f"{('auto', 'legacy')[n % 2]} {n}" for n in range(6)]

@@ -142,7 +142,7 @@ def test_ports_shows_use_per_tier(tmp_path: Path) -> None:
 
 
 def test_status_says_why_a_check_is_not_passing() -> None:
-    from bridge.surface.cli import status_lines
+    from bridge.surface.status import status_lines
 
     def managed(name: str, status: str, output: str) -> dict[str, object]:
         return {

@@ -104,6 +104,7 @@ class GatewayServer:
         self._listening: set[Hashable] = set()
         self._calls: dict[tuple[Hashable, Any], asyncio.Future[dict[str, Any]]] = {}
         self._pins: dict[tuple[str, str], str] = {}  # (session, service) -> instance id
+        self._callable: dict[str, dict[str, Instance]] = {}  # the view's, by service and id
 
     # ---- what the catalog says -----------------------------------------------------------
 
@@ -111,6 +112,7 @@ class GatewayServer:
         """A new view of Consul and the union of tools made from it."""
         changed = listing(offered) != listing(self.offered)
         self.view, self.offered = view, offered
+        self._callable = {s: {i.service_id: i for i in view.callable(s)} for s in view.instances}
         alive = [i for g in view.instances.values() for i in g]
         ids = {i.service_id for i in alive}
         self.balancer.forget(ids)  # what is kept per instance goes with it
@@ -217,7 +219,7 @@ class GatewayServer:
     def _choose(
         self, service: str, session: str | None, pinned: str | None, tried: list[str]
     ) -> Instance:
-        instances = {i.service_id: i for i in self.view.callable(service)}
+        instances = self._callable.get(service, {})
         now = self.clock()
         if pinned is not None:
             chosen = self.balancer.pinned(pinned, list(instances), now)

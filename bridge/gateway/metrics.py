@@ -8,6 +8,7 @@ cannot drift from what it does. One registry per gateway (tests run several).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -41,26 +42,42 @@ class GatewayMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self._seen: dict[str, tuple[str, set[str]]] = {}  # instance -> service, outcomes
+        # Each instance's series, kept: looking a labelled child up costs a lock and a
+        # dict on every call, and every call is counted.
+        self._kept: dict[str, _Series] = {}
 
     def observe(self, instance: Instance, outcome: str, seconds: float) -> None:
-        self.calls.labels(instance.service, instance.service_id, outcome).inc()
-        self.seconds.labels(instance.service, instance.service_id).observe(seconds)
-        self._seen.setdefault(instance.service_id, (instance.service, set()))[1].add(outcome)
+        sid = instance.service_id
+        series = self._kept.get(sid)
+        if series is None:
+            latency = self.seconds.labels(instance.service, sid)
+            series = self._kept[sid] = _Series(instance.service, latency, {})
+        counter = series.calls.get(outcome)
+        if counter is None:
+            counter = series.calls[outcome] = self.calls.labels(instance.service, sid, outcome)
+        counter.inc()
+        series.seconds.observe(seconds)
 
     def forget(self, alive: set[str]) -> None:
         """Instances gone from Consul: their series go too (ids churn with containers)."""
-        for sid in [s for s in self._seen if s not in alive]:
-            service, outcomes = self._seen.pop(sid)
-            for outcome in outcomes:
-                self.calls.remove(service, sid, outcome)
-            self.seconds.remove(service, sid)
+        for sid in [s for s in self._kept if s not in alive]:
+            series = self._kept.pop(sid)
+            for outcome in series.calls:
+                self.calls.remove(series.service, sid, outcome)
+            self.seconds.remove(series.service, sid)
 
     def watch(self, server: Callable[[], GatewayServer], consul_up: Callable[[], bool]) -> None:
         self.registry.register(_Live(server, consul_up))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+@dataclass(slots=True)
+class _Series:
+    service: str
+    seconds: Histogram  # the instance's labelled child
+    calls: dict[str, Counter]  # by outcome
 
 
 class _Live(Collector):

@@ -44,7 +44,7 @@ async def post(
     """The answer to `body` and the session id it came with (a notification: {})."""
     where = instance.service_id
     try:
-        response = await http.post(instance.url, data=json.dumps(body), headers=headers)
+        response = await http.post(instance.url, data=json.dumps(body).encode(), headers=headers)
     except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
         raise NotDelivered(f"{where}: cannot connect: {exc}") from exc
     except (aiohttp.ClientError, OSError) as exc:

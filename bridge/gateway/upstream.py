@@ -95,6 +95,9 @@ class Upstreams:
                     keepalive_timeout=KEEP_ALIVE, limit=1000, ssl=self._tls or True
                 ),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT),
+                # No cookies: one client's would go with every other client's calls (and
+                # keeping a jar costs each call a filter and a parse).
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
         return self._http
 

@@ -15,6 +15,7 @@ A JSON-RPC error can come with any HTTP status (the modern transport maps error 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -113,6 +114,12 @@ def session_headers(version: str, session_id: str | None) -> dict[str, str]:
 async def read_body(response: aiohttp.ClientResponse, limit: int, *, cut: bool = False) -> bytes:
     """The body up to EOF (content.read(n) returns only what has arrived so far). Over
     `limit`: cut there when `cut`, else the answer is refused."""
+    length = response.content_length
+    if length is not None and length <= limit:  # the usual case: one read of exactly that
+        try:
+            return await response.content.readexactly(length)
+        except asyncio.IncompleteReadError as exc:  # cut short: what came, as below
+            return exc.partial
     body = bytearray()
     while chunk := await response.content.read(65536):
         body += chunk

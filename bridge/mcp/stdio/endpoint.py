@@ -17,6 +17,7 @@ else. While no process is attached, requests are answered 503 with a JSON-RPC er
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import time
@@ -87,11 +88,9 @@ class StdioEndpoint:
             return refused
         if request.content_type != JSON:
             return rpc_error(415, INVALID_REQUEST, "Content-Type must be application/json")
-        body = bytearray()
-        async for chunk in request.content.iter_chunked(65536):  # read() stops at what came
-            body += chunk
-            if len(body) > self.rules.max_message:
-                return rpc_error(413, INVALID_REQUEST, f"over {self.rules.max_message} bytes")
+        body = await self._body(request)
+        if body is None:
+            return rpc_error(413, INVALID_REQUEST, f"over {self.rules.max_message} bytes")
         try:
             message = json.loads(body)
         except (ValueError, RecursionError):
@@ -108,12 +107,29 @@ class StdioEndpoint:
             return await self._modern(request, message, server, shook)
         return await self._handshake_era(request, message, server, shook)
 
+    async def _body(self, request: web.Request) -> bytes | None:
+        """The whole body, or None past max_message (never read further than that)."""
+        limit, length = self.rules.max_message, request.content_length
+        if length is not None:  # the usual case: one read of exactly that
+            if length > limit:
+                return None
+            with contextlib.suppress(asyncio.IncompleteReadError):
+                return await request.content.readexactly(length)
+            return b""  # cut short: not JSON, said as such
+        body = bytearray()
+        async for chunk in request.content.iter_chunked(65536):  # read() stops at what came
+            body += chunk
+            if len(body) > limit:
+                return None
+        return bytes(body)
+
     async def _modern(
         self, request: web.Request, message: dict[str, Any], server: Backend, shook: Handshake
     ) -> web.StreamResponse:
         rid = message.get("id")
         try:
-            eras.check_modern(message, {k.lower(): v for k, v in request.headers.items()})
+            said = {h: request.headers.get(h) for h in eras.CHECKED_HEADERS}
+            eras.check_modern(message, said)
         except eras.Unsupported as exc:
             return web.json_response(exc.answer(rid), status=400)
         method = message.get("method")
@@ -297,39 +313,29 @@ class StdioEndpoint:
             key, capabilities if streams else (), listens=listens and streams, refusal=refusal
         )
         asked = asyncio.ensure_future(server.request(channel, message))
-        said: asyncio.Future[dict[str, Any]] | None = None
+        inbox = channel.queue
         try:
             if streams:
                 # Most answers come with nothing before them: then one JSON answer (one
                 # write) serves a client that accepts both; SSE only once there is more.
-                said = asyncio.ensure_future(channel.queue.get())
-                await asyncio.wait({asked, said}, return_when=asyncio.FIRST_COMPLETED)
-                if not said.done():
-                    said.cancel()
-                    streams = not channel.queue.empty()
+                await inbox.until(asked)
+                streams = not inbox.empty()
             if not streams:
                 answer = await asked
                 return web.json_response(adapt(answer) if adapt else answer)
             response = web.StreamResponse(headers=STREAM_HEADERS)
             await response.prepare(request)
-            if said is not None and said.done() and not said.cancelled() and keep(said.result()):
-                await event(response, said.result())
-            while not asked.done():
-                said = asyncio.ensure_future(channel.queue.get())
-                await asyncio.wait({asked, said}, return_when=asyncio.FIRST_COMPLETED)
-                if not said.done():
-                    said.cancel()
-                elif keep(said.result()):
-                    await event(response, said.result())
-            while not channel.queue.empty():  # what came with the answer goes before it
-                if keep(told := channel.queue.get_nowait()):
-                    await event(response, told)
+            while True:
+                while not inbox.empty():  # what came with the answer goes before it
+                    if keep(told := inbox.get_nowait()):
+                        await event(response, told)
+                if asked.done():
+                    break
+                await inbox.until(asked)
             answer = asked.result()
             await event(response, adapt(answer) if adapt else answer)
             return response
         finally:
-            if said is not None:
-                said.cancel()
             answered = asked.done() and not asked.cancelled()
             if not asked.done():
                 asked.cancel()

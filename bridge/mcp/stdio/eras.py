@@ -16,6 +16,7 @@ was, so fields newer than the bridge survive.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from bridge.mcp.stdio.handshake import Handshake
@@ -87,7 +88,10 @@ def discover_result(shook: Handshake) -> dict[str, Any]:
     return result
 
 
-def check_modern(message: dict[str, Any], headers: dict[str, str]) -> str:
+CHECKED_HEADERS = ("mcp-protocol-version", "mcp-method")  # what check_modern reads
+
+
+def check_modern(message: dict[str, Any], headers: Mapping[str, str | None]) -> str:
     """The modern envelope as the revision says (the SDK's inbound ladder): the version in
     `params._meta` and in the header agree, `Mcp-Method` names the body's method, and the
     version is one the bridge serves. The version, or Unsupported."""

@@ -59,12 +59,42 @@ class Stream(Protocol):
     def abort(self) -> None: ...
 
 
+class Inbox(asyncio.Queue[dict[str, Any]]):
+    """A channel's messages. `until(task)` waits for the next one or the task's end with
+    no task of its own: a request's answer usually comes with nothing before it, and a
+    reader task made (and cancelled) per request cost every call two turns of the loop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._wake: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: dict[str, Any]) -> None:
+        super().put_nowait(item)
+        self._poke()
+
+    async def until(self, task: asyncio.Future[Any]) -> None:
+        """Until a message is waiting or `task` is done (at once if either already is)."""
+        if not self.empty() or task.done():
+            return
+        self._wake = asyncio.get_running_loop().create_future()
+        task.add_done_callback(self._poke)
+        try:
+            await self._wake
+        finally:
+            task.remove_done_callback(self._poke)
+            self._wake = None
+
+    def _poke(self, _: object = None) -> None:
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+
 @dataclass(eq=False)
 class Channel:
     """One client of the shared process."""
 
     key: Hashable
-    queue: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
+    queue: Inbox = field(default_factory=Inbox)
     waiting: dict[Any, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
 
 

@@ -44,6 +44,17 @@ class Peer:
             assert request.transport is not None
             request.transport.close()  # the request arrived; no answer ever comes
             return web.Response()
+        if self.mode == "cut":  # a JSON answer that stops short of its Content-Length
+            response = web.StreamResponse(headers={"Content-Type": "application/json"})
+            response.content_length = 500
+            await response.prepare(request)
+            await response.write(b'{"jsonrpc": "2.0", "id": ')
+            assert request.transport is not None
+            request.transport.close()
+            return response
+        if self.mode == "json":  # one JSON answer, and a cookie no client may get back
+            answer = {"jsonrpc": "2.0", "id": body["id"], "result": {"content": []}}
+            return web.json_response(answer, headers={"Set-Cookie": "who=client-1; Path=/"})
         if self.mode == "500" or (
             self.mode == "init500" and body and body.get("method") == "initialize"
         ):
@@ -158,6 +169,24 @@ async def test_nobody_listening_is_not_delivered_and_a_broken_answer_is_failed(
     server.mode = "init500"  # the session could not be opened: the call was never sent
     with pytest.raises(NotDelivered, match="opening a session"):
         await upstreams.call(instance(url, "2025-06-18"), call(), "s", lambda _: None)
+    await upstreams.close()
+
+
+async def test_a_json_answer_is_read_whole_cut_short_is_failed_and_no_cookie_is_kept(
+    peer: tuple[Peer, str],
+) -> None:
+    """An instance's cookie would go back with every later client's calls: none is kept."""
+    server, url = peer
+    url = url.replace("127.0.0.1", "localhost")  # a jar keeps no cookies of an IP address
+    upstreams = Upstreams()
+    server.mode = "json"
+    for n in (1, 2):
+        answer = await upstreams.call(instance(url, "2026-07-28"), call(n), "s", lambda _: None)
+        assert answer == {"jsonrpc": "2.0", "id": n, "result": {"content": []}}
+    assert all("Cookie" not in headers for _, headers, _ in server.seen)
+    server.mode = "cut"
+    with pytest.raises(Failed, match="h1:s"):
+        await upstreams.call(instance(url, "2026-07-28"), call(), "s", lambda _: None)
     await upstreams.close()
 
 

@@ -244,6 +244,54 @@ async def test_a_large_body_in_many_chunks_is_read_whole(world: Any) -> None:
     assert response.status == 413
 
 
+async def raw_post(client: TestClient, head: str, parts: list[bytes], *, stop: bool) -> bytes:
+    """A POST written by hand, in `parts` a moment apart; the reply as it came. `stop`:
+    the client then stops sending (half-closes)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    writer.write(f"POST /mcp HTTP/1.1\r\nHost: t\r\n{head}\r\n".encode())
+    for part in parts:
+        writer.write(part)
+        await writer.drain()
+        await asyncio.sleep(0.01)
+    if stop:
+        writer.write_eof()
+    # The answer, not the connection's end: a server may linger reading what is left.
+    try:
+        head_of_reply = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    except asyncio.IncompleteReadError:
+        writer.close()
+        return b""  # closed without an answer
+    length = int(head_of_reply.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    reply = head_of_reply + await asyncio.wait_for(reader.readexactly(length), 10)
+    writer.close()
+    return reply
+
+
+async def test_a_body_with_its_length_is_read_whole_and_a_short_or_long_one_refused(
+    world: Any,
+) -> None:
+    """The usual body (Content-Length) is read in one read of exactly that: arriving in
+    pieces it is still read whole; announced over the limit it is refused before a byte is
+    read (it used to wait for the whole of it first); a client that stops short of its
+    length is let go of, not waited for."""
+    client, endpoint = world
+    sid = await session_of(client)
+    endpoint.rules = ServeRules(max_message=400_000)
+    data = json.dumps(call(3, text="z" * 300_000)).encode()
+    head = (
+        f"Content-Type: application/json\r\nAccept: application/json\r\n"
+        f"Mcp-Session-Id: {sid}\r\nConnection: close\r\nContent-Length: {len(data)}\r\n"
+    )
+    pieces = [data[i : i + 50_000] for i in range(0, len(data), 50_000)]
+    reply = await raw_post(client, head, pieces, stop=False)
+    assert reply.startswith(b"HTTP/1.1 200") and b'"text": "' + b"z" * 1000 in reply
+    too_long = head.replace(f"Content-Length: {len(data)}", "Content-Length: 400001")
+    assert (await raw_post(client, too_long, [], stop=False)).startswith(b"HTTP/1.1 413")
+    reply = await raw_post(client, head, [data[:1000]], stop=True)
+    assert reply == b"" or (reply.startswith(b"HTTP/1.1 400") and b"-32700" in reply)
+    assert await session_of(client)  # nothing else disturbed
+
+
 async def test_progress_that_came_with_the_answer_is_streamed_before_it() -> None:
     """Review finding: progress queued in the same moment as the answer was dropped."""
 

@@ -18,7 +18,7 @@ from bridge.mcp.stdio.handshake import Handshake, handshake, own_channel, round_
 from bridge.mcp.stdio.http import PER_CONNECTION
 from bridge.mcp.stdio.lines import encode
 from bridge.mcp.stdio.mux import PROCESS_ENDED, TIMED_OUT
-from bridge.mcp.stdio.process import StdioServer
+from bridge.mcp.stdio.process import Inbox, StdioServer
 
 Handler = Callable[[dict[str, Any]], list[dict[str, Any]]]
 
@@ -327,3 +327,29 @@ async def test_an_error_that_is_not_an_object_still_reaches_its_client() -> None
     assert answer["error"] == "no"
     process.exit()
     await task
+
+
+async def test_an_inbox_wakes_its_reader_for_a_message_or_the_end_of_the_request() -> None:
+    """Inbox.until: at once when a message waits or the request is done, else at the first
+    of the two; what it hooked onto the request is let go of either way."""
+    inbox, loop = Inbox(), asyncio.get_running_loop()
+    request: asyncio.Future[dict[str, Any]] = loop.create_future()
+    waiting = asyncio.ensure_future(inbox.until(request))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    inbox.put_nowait({"method": "notifications/progress"})
+    await waiting  # woken by the message
+    await inbox.until(request)  # one waits: at once
+    assert inbox.get_nowait() == {"method": "notifications/progress"}
+    waiting = asyncio.ensure_future(inbox.until(request))
+    await asyncio.sleep(0)
+    request.set_result({"id": 1})
+    await asyncio.wait_for(waiting, 5)  # woken by the request's end
+    await inbox.until(request)  # done already: at once
+    assert request.remove_done_callback(inbox._poke) == 0  # nothing left hooked on
+    cancelled = asyncio.ensure_future(inbox.until(loop.create_future()))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    await asyncio.gather(cancelled, return_exceptions=True)
+    inbox.put_nowait({"method": "later"})  # a reader that left is not woken, nor broken
+    assert inbox.qsize() == 1

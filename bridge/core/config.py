@@ -176,6 +176,7 @@ class Settings(BaseSettings):
     gateway_services: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_parse_names)] = ()
     gateway_allow: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_parse_allow)] = ()
     gateway_timeout: Duration = 300.0  # one call's longest wait for its instance
+    gateway_ejection: Duration = 30.0  # an instance's first time out of balancing (Envoy's)
 
     @field_validator("consul_url")
     @classmethod
@@ -198,6 +199,7 @@ class Settings(BaseSettings):
         "stdio_request_timeout",
         "stdio_session_idle",
         "gateway_timeout",
+        "gateway_ejection",
     )
     @classmethod
     def _positive(cls, value: float) -> float:

@@ -21,6 +21,7 @@ import structlog
 
 from bridge.consul.catalog import Instance
 from bridge.gateway.balance import Balancer, NoInstance
+from bridge.gateway.breaker import BASE_EJECTION
 from bridge.gateway.catalog import View
 from bridge.gateway.names import Offered, listing
 from bridge.gateway.upstream import CANCEL_UPSTREAM, GATEWAY_INFO, Failed, NotDelivered
@@ -88,6 +89,7 @@ class GatewayServer:
         upstreams: Upstream,
         *,
         timeout: float,
+        ejection: float = BASE_EJECTION,
         clock: Callable[[], float] = time.monotonic,
         observe: Callable[[Instance, str, float], None] | None = None,
     ) -> None:
@@ -95,7 +97,7 @@ class GatewayServer:
         self.timeout = timeout
         self.clock = clock
         self.ended = asyncio.Event()  # never set: the gateway lives while it runs
-        self.balancer = Balancer()
+        self.balancer = Balancer(ejection)
         self.view = View()
         self.offered: dict[str, Offered] = {}
         self.outcomes: dict[str, Outcomes] = {}

@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
-from bridge.gateway.breaker import Breaker
+from bridge.gateway.breaker import BASE_EJECTION, Breaker
 
 
 class NoInstance(Exception):
@@ -25,9 +25,13 @@ class NoInstance(Exception):
 
 @dataclass(slots=True)
 class Balancer:
+    ejection: float = BASE_EJECTION  # an instance's first time out (breaker.py)
     in_flight: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
-    breakers: defaultdict[str, Breaker] = field(default_factory=lambda: defaultdict(Breaker))
+    breakers: defaultdict[str, Breaker] = field(init=False)
     _turn: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def __post_init__(self) -> None:
+        self.breakers = defaultdict(lambda: Breaker(base=self.ejection))
 
     def choose(
         self,

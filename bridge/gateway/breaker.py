@@ -6,9 +6,10 @@ should stop getting them now. So each instance has a breaker:
 - **closed**: calls go to it. A call that fails for the transport's reasons (refused, reset,
   timed out, HTTP 5xx: not a JSON-RPC error, which is the server answering) counts; a
   success resets the count. `CONSECUTIVE` failures in a row eject it.
-- **open** (ejected): no call goes to it for `BASE_EJECTION` seconds times the number of
-  times it has been ejected (at most `MAX_EJECTION`): an instance that keeps failing stays
-  out longer each time.
+- **open** (ejected): no call goes to it for the base ejection time (Envoy's
+  `base_ejection_time`, BRIDGE_GATEWAY_EJECTION, 30 s by default) times the number of
+  times it has been ejected, at most ten times the base (Envoy's 30 s and 300 s): an
+  instance that keeps failing stays out longer each time.
 - **half-open**: the time is up; exactly one trial call goes to it. Success closes the
   breaker; failure ejects it again, for longer. `CONSECUTIVE` successes in a row while
   closed forget past ejections.
@@ -24,7 +25,7 @@ from enum import StrEnum
 
 CONSECUTIVE = 5  # Envoy's consecutive_5xx and consecutive_gateway_failure default
 BASE_EJECTION = 30.0  # Envoy's base_ejection_time
-MAX_EJECTION = 300.0  # Envoy's max_ejection_time
+LONGEST = 10  # times the base: Envoy's max_ejection_time (300 s) over its base
 
 
 class State(StrEnum):
@@ -41,6 +42,7 @@ class Breaker:
     open_until: float = 0.0
     trial: bool = False  # the half-open trial call is under way
     state: State = State.CLOSED
+    base: float = BASE_EJECTION  # seconds out for a first ejection
 
     def allows(self, now: float) -> bool:
         """May a new call go to this instance now (claims the half-open trial)?"""
@@ -69,7 +71,7 @@ class Breaker:
         ):
             self.ejections += 1
             self.state, self.trial, self.failures = State.OPEN, False, 0
-            self.open_until = now + min(BASE_EJECTION * self.ejections, MAX_EJECTION)
+            self.open_until = now + self.base * min(self.ejections, LONGEST)
             return True
         if self.state is State.CLOSED:
             self.failures += 1

@@ -72,7 +72,10 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self.upstreams = Upstreams(token=token, tls=upstream_tls(settings))
         self.server = GatewayServer(
-            self.upstreams, timeout=settings.gateway_timeout, observe=self.metrics.observe
+            self.upstreams,
+            timeout=settings.gateway_timeout,
+            ejection=settings.gateway_ejection,
+            observe=self.metrics.observe,
         )
         self.union = Union(self._list_tools, self._rebuild)
         # A blocking query per service at once, each held up to its wait: as many

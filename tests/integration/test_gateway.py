@@ -3,11 +3,15 @@ Consul (the SDK fixture over HTTP in both eras, twice as one service; the SDK 1.
 handshake only; a stdio server through its bridge endpoint; one behind MCP
 authorization), the gateway as a user starts it, and real clients of every kind through
 it: the union and its names, calls balanced over two instances, an instance killed under
-calls, a new service announced to a listening client, a breaker that opens."""
+calls, a new service announced to a listening client, a breaker that opens, and one that
+closes again."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +20,7 @@ from typing import Any
 import pytest
 from mcp import Client
 
+from tests.integration.agent_process import ROOT
 from tests.integration.conftest import Bridge, consul_put, free_tcp_port, wait_for
 from tests.integration.gateway_process import GatewayProcess
 from tests.integration.stdio_clients import ts_call, ts_client, v1_calls
@@ -219,6 +224,62 @@ def test_an_instance_that_keeps_failing_is_ejected_and_its_calls_go_elsewhere(
         assert rows[ghost]["calls"]["not_delivered"] == 5  # then no more were tried
     finally:
         consul_put(f"/v1/agent/service/deregister/{ghost}")
+
+
+def test_an_ejected_instance_is_tried_again_and_taken_back_once_it_answers(
+    bridge: Bridge, mcp_server_image: str, tmp_path: Path
+) -> None:
+    """The breaker's whole round: an instance where nothing listens is ejected; while it is
+    out a real server comes up at its address; once the ejection time is up one trial
+    call goes to it, succeeds, and the breaker closes: it takes calls again."""
+    echo = echo_service(bridge)
+    gateway = GatewayProcess.for_services(
+        [echo], tmp_path / "gateway.log", BRIDGE_GATEWAY_EJECTION="3s"
+    )
+    bridge.agent.start()
+    run_server(bridge, mcp_server_image, "echo1", "proxy", name=echo)
+    settled_check(bridge, "echo1", "passing")
+    ghost, port = f"{bridge.tag}ghost", free_tcp_port()
+    consul_put("/v1/agent/service/register", {
+        "ID": ghost, "Name": echo, "Tags": ["mcp"], "Address": "127.0.0.1", "Port": port,
+        "Meta": {"mcp_protocol_version": "2026-07-28", "path": "/mcp"},
+    })  # fmt: skip
+    server: subprocess.Popen[bytes] | None = None
+    tool = f"{echo}__echo"
+
+    def calls(n: int) -> list[str]:
+        async def main() -> list[str]:
+            async with Client(gateway.url) as client:
+                said = [await client.call_tool(tool, {"text": str(i)}) for i in range(n)]
+                return [str(s.content[0].text) for s in said]  # type: ignore[union-attr]
+
+        return asyncio.run(main())
+
+    def breaker() -> str:
+        rows = {r["id"]: r for s in gateway.status()["services"] for r in s["instances"]}
+        return str(rows[ghost]["breaker"])
+
+    try:
+        gateway.start()
+        wait_for("the union", lambda: tool in union_names(gateway), timeout=90)
+        assert calls(12) == [str(i) for i in range(12)]  # every call answered meanwhile
+        assert breaker().startswith("open") and gateway.calls_of(ghost).get("ok", 0) == 0
+        server = subprocess.Popen(  # a real server comes up where the ejected one was
+            [sys.executable, str(ROOT / "tests" / "fixtures" / "mcp_server.py")],
+            env={**os.environ, "MCP_PORT": str(port), "MCP_HOST": "127.0.0.1"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for("taken back", lambda: calls(4) and gateway.calls_of(ghost).get("ok", 0) >= 1)
+        assert breaker() == "closed"
+        calls(8)
+        assert gateway.calls_of(ghost)["ok"] >= 3  # balanced onto it again
+    finally:
+        if server is not None:
+            server.kill()
+            server.wait(10)
+        consul_put(f"/v1/agent/service/deregister/{ghost}")
+        gateway.stop()
 
 
 def test_a_legacy_sse_server_is_called_through_the_gateway(

@@ -55,6 +55,19 @@ def test_failures_in_a_row_eject_and_the_half_open_trial_decides() -> None:
     assert balance.breakers["a"].state is State.CLOSED
 
 
+def test_the_ejection_time_is_the_settings_and_grows_to_ten_times_it() -> None:
+    balance, now = Balancer(ejection=2.0), 0.0
+    outs = []
+    for _ in range(12):
+        while balance.breakers["a"].state is not State.OPEN:
+            balance.choose("s", ["a"], now)
+            balance.done("a", now, ok=False)
+        outs.append(balance.breakers["a"].open_until - now)
+        now = balance.breakers["a"].open_until
+        balance.breakers["a"].allows(now)  # half-open: its trial fails below
+    assert outs == [2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0, 18.0, 20.0, 20.0, 20.0]
+
+
 def test_a_success_resets_the_count_and_tried_instances_are_excluded() -> None:
     balance = Balancer()
     for _ in range(3):

@@ -9,6 +9,10 @@ Needs Consul (scripts/local-services.sh up); installs Debian's haproxy when miss
 instances are the SDK fixture server (tests/fixtures/mcp_server.py, both eras) as local
 processes, registered in Consul by hand: the gateway is what is measured, not a bridge.
 
+Paths: straight to the instance; through HAProxy (the cost of any proxy); through the least
+a Python proxy can be (benchkit/least_proxy.py: aiohttp on uvloop, reading nothing inside
+the messages: the floor for a proxy written like the gateway); through the gateway.
+
 Measured, in interleaved rounds (each concurrency, each path in turn): 2026-07-28
 `tools/call`s per second with 1, 16 and 64 clients, each one call at a time on a
 kept-alive connection of its own; latency p50 and p99 over every round's calls; p50 added
@@ -38,6 +42,7 @@ from benchkit.gateway_rig import (
     Outcomes,
     consul,
     haproxy,
+    least_proxy,
     start_gateway,
     start_instance,
     worker,
@@ -66,10 +71,14 @@ async def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     try:
         gateway = start_gateway(service, free_port(), workdir / "gateway.log")
         try:
-            with haproxy(free_port(), a.port, workdir) as through_haproxy:
+            with (
+                haproxy(free_port(), a.port, workdir) as through_haproxy,
+                least_proxy(free_port(), a.url) as through_least,
+            ):
                 paths = {
                     "direct": (a.url, "echo"),
                     "haproxy": (through_haproxy, "echo"),
+                    "least-python": (through_least, "echo"),
                     "gateway": (gateway.base + "/mcp", f"{service}__echo"),
                 }
                 for url, tool in paths.values():  # warm: connections, imports, caches
@@ -147,7 +156,7 @@ def report(figures: dict[str, Any]) -> str:
     rows = []
     for c in CONCURRENCY:
         direct = raw["direct"][str(c)]
-        for name in ("direct", "haproxy", "gateway"):
+        for name in ("direct", "haproxy", "least-python", "gateway"):
             f = raw[name][str(c)]
             added = f["p50_ms"] - direct["p50_ms"]
             ratio = f["calls_per_s"] / direct["calls_per_s"]

@@ -137,6 +137,23 @@ def start_gateway(service: str, port: int, log: Path) -> Gateway:
     return gateway
 
 
+@contextlib.contextmanager
+def least_proxy(port: int, target: str) -> Iterator[str]:
+    """The floor: the least a Python proxy can be (least_proxy.py)."""
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("least_proxy.py")), str(port), target],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/mcp"
+    wait("the least proxy", lambda: _answers(url))
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def haproxy_binary() -> str:
     """Debian's haproxy, installed when missing (root)."""
     found = shutil.which("haproxy") or shutil.which("/usr/sbin/haproxy")

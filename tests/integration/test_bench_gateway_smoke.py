@@ -1,4 +1,4 @@
-"""The gateway benchmark runs all three paths and the kill under load, and reports its
+"""The gateway benchmark runs all four paths and the kill under load, and reports its
 summary (figures not asserted; what a kill must leave behind is)."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def test_bench_gateway_quick_prints_a_json_summary_last(services: dict[str, str]
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
     summary = json.loads(lines[-1])
-    assert set(summary["raw"]) == {"direct", "haproxy", "gateway"}
+    assert set(summary["raw"]) == {"direct", "haproxy", "least-python", "gateway"}
     for path, figures in summary["raw"].items():
         for c in ("1", "16", "64"):
             assert figures[c]["calls_per_s"] > 0, (path, c)

@@ -6,6 +6,8 @@ from the record of one of its callable instances (the first by id with a whole r
 they run one image, so one record speaks for all). Where no record is whole (over
 Consul's value limit the bridge cuts it and marks it `truncated`) or none is there yet,
 the gateway lists that instance's tools itself, once per record digest, in the background.
+A service whose name is not a DNS label (registered by hand or by another tool, with `_`)
+is left out: names.py's scheme relies on service names having no `_`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ from bridge.gateway.names import Offered, union
 log = structlog.get_logger("bridge.gateway")
 
 Lister = Callable[[Instance], Awaitable[list[dict[str, Any]]]]
+SKIPPED = (
+    "its name has '_' (not a DNS label, so never a bridge's): its tools' names could"
+    " collide with another service's, so it is left out of the union"
+)
 
 
 class Union:
@@ -31,6 +37,7 @@ class Union:
         self._on_listed = on_listed
         self.listed: dict[tuple[str, str], list[dict[str, Any]]] = {}  # (instance, digest)
         self._listing: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._skipped: set[str] = set()  # said once each
 
     def offered(self, view: View) -> dict[str, Offered]:
         ids = {i.service_id for group in view.instances.values() for i in group}
@@ -38,6 +45,11 @@ class Union:
             del self.listed[key]
         tools: dict[str, list[Mapping[str, Any]]] = {}
         for service in view.instances:
+            if "_" in service:  # not a DNS label: `<service>__<tool>` would be ambiguous
+                if service not in self._skipped:
+                    self._skipped.add(service)
+                    log.warning("gateway_service_skipped", service=service, reason=SKIPPED)
+                continue
             found = self._tools_of(view, service)
             if found is not None:
                 tools[service] = found

@@ -60,3 +60,23 @@ async def test_a_failed_listing_is_tried_again_with_the_next_view() -> None:
     union.offered(view)
     await wait_until(lambda: len(tries) == 2)
     await union.close()
+
+
+async def test_services_whose_names_could_collide_are_left_out() -> None:
+    """`a_` + `b` and `a` + `_b` would both be `a___b`: a name with `_` (never a bridge's,
+    which are DNS labels) is left out, so no offered name can mean two tools."""
+
+    async def lister(inst: Instance) -> list[dict[str, Any]]:
+        return []
+
+    union = Union(lister, lambda: None)
+    records = {
+        "h1:a_": {"service_id": "h1:a_", "truncated": 0, "tools": [{"name": "b"}]},
+        "h1:a": {"service_id": "h1:a", "truncated": 0, "tools": [{"name": "_b"}]},
+    }
+    view = View({"a_": (instance("h1:a_", "a_"),), "a": (instance("h1:a", "a"),)}, records)
+    offered = union.offered(view)
+    assert list(offered) == ["a___b"] and offered["a___b"].service == "a"
+    alone = View({"a_": view.instances["a_"]}, records)  # without the one it would shadow
+    assert union.offered(alone) == {}
+    await union.close()

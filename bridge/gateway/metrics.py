@@ -44,14 +44,14 @@ class GatewayMetrics:
         )
         # Each instance's series, kept: looking a labelled child up costs a lock and a
         # dict on every call, and every call is counted.
-        self._kept: dict[str, _Series] = {}
+        self._kept: dict[tuple[str, str], _Series] = {}  # by (service, instance)
 
     def observe(self, instance: Instance, outcome: str, seconds: float) -> None:
         sid = instance.service_id
-        series = self._kept.get(sid)
-        if series is None:
+        series = self._kept.get((instance.service, sid))
+        if series is None:  # (an id can come back under another service's name)
             latency = self.seconds.labels(instance.service, sid)
-            series = self._kept[sid] = _Series(instance.service, latency, {})
+            series = self._kept[(instance.service, sid)] = _Series(instance.service, latency, {})
         counter = series.calls.get(outcome)
         if counter is None:
             counter = series.calls[outcome] = self.calls.labels(instance.service, sid, outcome)
@@ -60,8 +60,8 @@ class GatewayMetrics:
 
     def forget(self, alive: set[str]) -> None:
         """Instances gone from Consul: their series go too (ids churn with containers)."""
-        for sid in [s for s in self._kept if s not in alive]:
-            series = self._kept.pop(sid)
+        for key in [k for k in self._kept if k[1] not in alive]:
+            series, sid = self._kept.pop(key), key[1]
             for outcome in series.calls:
                 self.calls.remove(series.service, sid, outcome)
             self.seconds.remove(series.service, sid)

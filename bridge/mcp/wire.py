@@ -15,7 +15,6 @@ A JSON-RPC error can come with any HTTP status (the modern transport maps error 
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -111,15 +110,20 @@ def session_headers(version: str, session_id: str | None) -> dict[str, str]:
     return headers
 
 
+def _encoded(headers: Mapping[str, str]) -> bool:
+    """A body sent compressed (Content-Encoding other than identity)."""
+    return headers.get("Content-Encoding", "identity").strip().lower() != "identity"
+
+
 async def read_body(response: aiohttp.ClientResponse, limit: int, *, cut: bool = False) -> bytes:
     """The body up to EOF (content.read(n) returns only what has arrived so far). Over
     `limit`: cut there when `cut`, else the answer is refused."""
     length = response.content_length
-    if length is not None and length <= limit:  # the usual case: one read of exactly that
-        try:
-            return await response.content.readexactly(length)
-        except asyncio.IncompleteReadError as exc:  # cut short: what came, as below
-            return exc.partial
+    if length is not None and length <= limit and not _encoded(response.headers):
+        # The usual case: one read of exactly that. (Not for a compressed body: its
+        # length is the compressed one, and content gives it uncompressed.) aiohttp ends a
+        # body cut short with an error of its own, as for the loop below.
+        return await response.content.readexactly(length)
     body = bytearray()
     while chunk := await response.content.read(65536):
         body += chunk

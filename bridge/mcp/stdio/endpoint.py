@@ -17,7 +17,6 @@ else. While no process is attached, requests are answered 503 with a JSON-RPC er
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import time
@@ -110,12 +109,13 @@ class StdioEndpoint:
     async def _body(self, request: web.Request) -> bytes | None:
         """The whole body, or None past max_message (never read further than that)."""
         limit, length = self.rules.max_message, request.content_length
-        if length is not None:  # the usual case: one read of exactly that
+        encoded = request.headers.get("Content-Encoding", "identity").lower() != "identity"
+        if length is not None and not encoded:  # the usual case: one read of exactly that
             if length > limit:
                 return None
-            with contextlib.suppress(asyncio.IncompleteReadError):
-                return await request.content.readexactly(length)
-            return b""  # cut short: not JSON, said as such
+            # (A compressed body's length is the compressed one; content gives it
+            # uncompressed, so it is read as a chunked one is, below.)
+            return await request.content.readexactly(length)
         body = bytearray()
         async for chunk in request.content.iter_chunked(65536):  # read() stops at what came
             body += chunk

@@ -6,6 +6,7 @@ listens on is not delivered, a connection that breaks after the request is."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -52,6 +53,12 @@ class Peer:
             assert request.transport is not None
             request.transport.close()
             return response
+        if self.mode == "gzip":  # compressed whole, with its (compressed) length
+            answer = {"jsonrpc": "2.0", "id": body["id"], "result": {"text": "z" * 5000}}
+            packed = gzip.compress(json.dumps(answer).encode())
+            return web.Response(body=packed, headers={
+                "Content-Type": "application/json", "Content-Encoding": "gzip",
+            })  # fmt: skip
         if self.mode == "json":  # one JSON answer, and a cookie no client may get back
             answer = {"jsonrpc": "2.0", "id": body["id"], "result": {"content": []}}
             return web.json_response(answer, headers={"Set-Cookie": "who=client-1; Path=/"})
@@ -172,7 +179,7 @@ async def test_nobody_listening_is_not_delivered_and_a_broken_answer_is_failed(
     await upstreams.close()
 
 
-async def test_a_json_answer_is_read_whole_cut_short_is_failed_and_no_cookie_is_kept(
+async def test_a_json_answer_is_read_whole_compressed_or_not_cut_short_is_failed_no_cookie_kept(
     peer: tuple[Peer, str],
 ) -> None:
     """An instance's cookie would go back with every later client's calls: none is kept."""
@@ -184,6 +191,9 @@ async def test_a_json_answer_is_read_whole_cut_short_is_failed_and_no_cookie_is_
         answer = await upstreams.call(instance(url, "2026-07-28"), call(n), "s", lambda _: None)
         assert answer == {"jsonrpc": "2.0", "id": n, "result": {"content": []}}
     assert all("Cookie" not in headers for _, headers, _ in server.seen)
+    server.mode = "gzip"  # its length is the compressed one: read whole all the same
+    answer = await upstreams.call(instance(url, "2026-07-28"), call(3), "s", lambda _: None)
+    assert answer["result"] == {"text": "z" * 5000}
     server.mode = "cut"
     with pytest.raises(Failed, match="h1:s"):
         await upstreams.call(instance(url, "2026-07-28"), call(), "s", lambda _: None)

@@ -338,15 +338,15 @@ async def test_an_inbox_wakes_its_reader_for_a_message_or_the_end_of_the_request
     await asyncio.sleep(0)
     assert not waiting.done()
     inbox.put_nowait({"method": "notifications/progress"})
-    await waiting  # woken by the message
-    await inbox.until(request)  # one waits: at once
+    await asyncio.wait_for(waiting, 5)  # woken by the message
+    assert request.remove_done_callback(inbox._poke) == 0  # and unhooked, still pending
+    await asyncio.wait_for(inbox.until(request), 5)  # one waits: at once
     assert inbox.get_nowait() == {"method": "notifications/progress"}
     waiting = asyncio.ensure_future(inbox.until(request))
     await asyncio.sleep(0)
     request.set_result({"id": 1})
     await asyncio.wait_for(waiting, 5)  # woken by the request's end
-    await inbox.until(request)  # done already: at once
-    assert request.remove_done_callback(inbox._poke) == 0  # nothing left hooked on
+    await asyncio.wait_for(inbox.until(request), 5)  # done already: at once
     cancelled = asyncio.ensure_future(inbox.until(loop.create_future()))
     await asyncio.sleep(0)
     cancelled.cancel()

@@ -229,12 +229,17 @@ def cmd_services(settings: Settings, as_json: bool, with_tools: bool) -> int:
 
 
 def cmd_client_config(
-    settings: Settings, names: Sequence[str], per_instance: bool, gateway: bool = False
+    settings: Settings,
+    names: Sequence[str],
+    per_instance: bool,
+    gateway: bool = False,
+    fmt: str = "mcp-json",
 ) -> int:
     from bridge.consul.catalog import client_config
+    from bridge.surface.client_formats import render
 
     if gateway:  # the one entry: every healthy server through the gateway
-        print(json.dumps(gateway_entry(settings), indent=2))
+        print(json.dumps(render(gateway_entry(settings), fmt), indent=2))
         return 0
 
     instances = _read_catalog(settings, names, False)
@@ -247,7 +252,7 @@ def cmd_client_config(
     missing = sorted(set(names) - {i.service for i in instances if i.healthy})
     for name in missing:
         print(f"mcp-bridge: no healthy instance of service {name!r}", file=sys.stderr)
-    print(json.dumps(config, indent=2))
+    print(json.dumps(render(config, fmt), indent=2))
     return 1 if missing else 0
 
 
@@ -293,6 +298,13 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument(
         "--gateway", action="store_true", help="the one entry of `mcp-bridge gateway`"
     )
+    config.add_argument(
+        "--format",
+        choices=["mcp-json", "vscode", "claude-desktop"],
+        default="mcp-json",
+        help="mcp-json: .mcp.json, Cursor (default); vscode: .vscode/mcp.json;"
+        " claude-desktop: stdio commands through mcp-remote",
+    )
     gateway = sub.add_parser(
         "gateway", help="one MCP endpoint for every healthy MCP server in the datacenter"
     )
@@ -323,7 +335,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "services":
         return cmd_services(settings, args.json, args.tools)
     if args.command == "client-config":
-        return cmd_client_config(settings, args.service, args.per_instance, args.gateway)
+        return cmd_client_config(
+            settings, args.service, args.per_instance, args.gateway, args.format
+        )
     if args.command == "gateway":
         if args.action == "status":
             return cmd_gateway_status(settings, args.json)

@@ -25,7 +25,7 @@ from tests.integration.conftest import Bridge, consul_put, free_tcp_port, wait_f
 from tests.integration.gateway_process import GatewayProcess
 from tests.integration.stdio_clients import ts_call, ts_client, v1_calls
 from tests.integration.test_mcp_eras import run_server, settled_check
-from tests.integration.test_stdio_agent import FAST_CHECKS
+from tests.integration.test_stdio_agent import run_stdio
 
 pytestmark = pytest.mark.usefixtures("services")
 __all__ = ["ts_client"]  # a fixture, found by name
@@ -52,16 +52,7 @@ def start_world(bridge: Bridge, mcp_server_image: str, mcp_server_v1_image: str)
     for n in (1, 2):  # two instances of one service
         run_server(bridge, mcp_server_image, f"echo{n}", "proxy", name=echo_service(bridge))
     run_server(bridge, mcp_server_v1_image, "v1", "proxy", name=f"{bridge.tag}v1")
-    bridge.docker.containers.run(  # a stdio server, served by its bridge
-        mcp_server_image,
-        name=bridge.tag + "time",
-        detach=True,
-        stdin_open=True,
-        environment={"MCP_TRANSPORT": "stdio"},
-        labels=bridge.labels(
-            FAST_CHECKS, enable="true", transport="stdio", name=f"{bridge.tag}time"
-        ),
-    )
+    run_stdio(bridge, mcp_server_image, "time", name=f"{bridge.tag}time")  # served by its bridge
     run_server(bridge, mcp_server_image, "locked", "proxy", {"MCP_AUTH_TOKEN": "s3cret"},
                name=f"{bridge.tag}locked")  # fmt: skip
     for container in ("echo1", "echo2", "v1", "time"):

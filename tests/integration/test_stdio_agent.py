@@ -18,11 +18,12 @@ pytestmark = pytest.mark.usefixtures("services")
 FAST_CHECKS = {"check.interval": "2s", "check.timeout": "2s"}
 
 
-def run_stdio(bridge: Bridge, image: str, name: str, **labels: str) -> Any:
-    """As `docker run -d -i -e MCP_TRANSPORT=stdio <image>`."""
+def run_stdio(bridge: Bridge, image: str, container: str, **labels: str) -> Any:
+    """As `docker run -d -i -e MCP_TRANSPORT=stdio <image>`; `labels` (under the test's
+    prefix) may name the service (`name=...`)."""
     return bridge.docker.containers.run(
         image,
-        name=bridge.tag + name,
+        name=bridge.tag + container,
         detach=True,
         stdin_open=True,
         environment={"MCP_TRANSPORT": "stdio"},

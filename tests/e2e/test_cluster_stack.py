@@ -7,6 +7,7 @@ tests run in this order against one stack.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import subprocess
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mcp import Client
 
 from tests.e2e.cluster import HOSTS, SERVERS, Cluster
 from tests.e2e.conftest import (
@@ -30,6 +32,7 @@ from tests.e2e.conftest import (
     run,
     wait_for,
 )
+from tests.e2e.haproxy import haproxy
 
 pytestmark = pytest.mark.slow
 
@@ -133,6 +136,17 @@ def test_the_stack_names_public_images_by_default(e2e_tools: dict[str, str]) -> 
     assert config["services"]["bridge-b"]["network_mode"] == "service:host-b"
 
 
+def test_the_haproxy_example_names_a_public_image_and_mounts_the_tested_config(
+    e2e_tools: dict[str, str],
+) -> None:
+    example = [COMPOSE_DIR / "haproxy" / "compose.yaml"]
+    stack = ComposeStack(example, "mcpe2e-haproxy-config", {"MCP_SERVICE": "weather"})
+    service = json.loads(stack.compose("config", "--format", "json").stdout)["services"]["haproxy"]
+    assert service["image"] == "haproxy:3.2" and service["network_mode"] == "host"
+    (mount,) = service["volumes"]
+    assert Path(mount["source"]) == COMPOSE_DIR / "haproxy" / "haproxy.cfg"  # the one tested
+
+
 def test_every_instance_of_every_host_is_healthy_in_the_api_and_in_dns(cluster: Cluster) -> None:
     started = time.monotonic()
     for host in HOSTS:
@@ -157,6 +171,56 @@ def test_every_instance_of_every_host_is_healthy_in_the_api_and_in_dns(cluster: 
     rows = {r["service"]: r for r in json.loads(fleet)["services"]}
     assert rows["weather"]["port"] == weather["host-a"]
     assert sorted(rows["weather"]["hosts"]) == sorted(HOSTS)
+
+
+def test_haproxy_fed_by_consul_dns_balances_keeps_sessions_and_lets_a_dead_one_go(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """docs/deployment.md's recipe (compose/haproxy/haproxy.cfg as it is) in front of the
+    service both hosts run: handshake-era sessions of real clients, each several requests
+    long, all answered (each stuck to the instance that began it) and spread over both
+    instances; one instance killed: once Consul DNS stops naming it HAProxy lets it go,
+    and new sessions all go to the other."""
+    weather = cluster.healthy("weather")
+    address = {host: f"{cluster.ip(host)}:{port}" for host, port in weather.items()}
+
+    async def sessions(n: int, calls: int) -> list[str]:
+        said = []
+        for i in range(n):  # fresh sessions, one after another, as editors open them
+            async with Client(lb.url, mode="legacy") as client:
+                for k in range(calls):
+                    answer = await client.call_tool("echo", {"text": f"{i}.{k}"})
+                    said.append(str(answer.content[0].text))  # type: ignore[union-attr]
+        return said
+
+    with haproxy(f"{cluster.ip('consul-server-2')}:8600", "weather", tmp_path) as lb:
+        wait_for("both instances in HAProxy", lambda: lb.up() == set(address.values()))
+        asked = [f"{i}.{k}" for i in range(8) for k in range(3)]
+        assert asyncio.run(sessions(8, 3)) == asked  # every request reached its session
+        slots = {s.address: s for s in lb.slots()}
+        assert all(slots[a].requests > 0 for a in address.values()), slots  # both used
+
+        cluster.docker("host-a", "update", "--restart=no", "mcp-weather")  # stays dead
+        started = time.monotonic()
+        cluster.docker("host-a", "kill", "mcp-weather")
+        try:
+            survivor = {(cluster.ip("host-b"), weather["host-b"])}
+            wait_for("out of DNS", lambda: cluster.dns_srv("weather") == survivor)
+            wait_for("HAProxy lets it go", lambda: address["host-a"] not in lb.up())
+            figure(
+                "HAProxy: a killed instance left its backend"
+                f" {time.monotonic() - started:.1f}s after the kill"
+            )
+            before = {s.name: s.requests for s in lb.slots()}
+            assert asyncio.run(sessions(6, 2)) == [f"{i}.{k}" for i in range(6) for k in range(2)]
+            after = {s.name: s.requests for s in lb.slots()}
+            dead = slots[address["host-a"]].name
+            assert after.get(dead, 0) == before.get(dead, 0), "a request went to the dead one"
+        finally:
+            cluster.docker("host-a", "update", "--restart=unless-stopped", "mcp-weather")
+            cluster.docker("host-a", "start", "mcp-weather")
+    settled(cluster, "after weather came back on host-a")
+    assert cluster.healthy("weather") == weather
 
 
 def test_a_dead_host_leaves_the_healthy_set_and_comes_back_on_the_same_ports(

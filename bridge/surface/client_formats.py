@@ -12,7 +12,9 @@ reads.
   client. It refuses plain `http://` except to `localhost` and `127.0.0.1`, so other
   addresses get `--allow-http` (the bridges serve plain HTTP unless BRIDGE_SERVE_TLS_* is
   set); the transport is pinned (`http-only` or `sse-only`), since its default tries the
-  other on a 404; a token goes in the command's environment and mcp-remote puts it into
+  other on a 404; `--protocol auto` (one `server/discover` first) lets it speak to servers
+  that serve only 2026-07-28, which its default, passing the client's `initialize` on,
+  cannot; a token goes in the command's environment and mcp-remote puts it into
   the header (`Authorization:${MCP_BRIDGE_AUTH}`, no space: some clients split arguments
   on spaces), so it is in neither the arguments nor the process list.
 """
@@ -63,7 +65,7 @@ def _vscode(servers: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def _mcp_remote(entry: dict[str, Any]) -> dict[str, Any]:
     url = entry["url"]
-    args = ["-y", "mcp-remote", url, "--transport", f"{entry['type']}-only"]
+    args = ["-y", "mcp-remote", url, "--transport", f"{entry['type']}-only", "--protocol", "auto"]
     parts = urlsplit(url)
     if parts.scheme == "http" and parts.hostname not in MCP_REMOTE_LOOPBACK:
         args.append("--allow-http")

@@ -48,7 +48,7 @@ LOCAL_IMAGES = {
 }
 # Variables a compose file reads: none may leak in from the environment the tests run in
 # (e.g. BRIDGE_CONSUL_URL from scripts/local-services.sh).
-_COMPOSE_VARIABLE_PREFIXES = ("BRIDGE_", "CONSUL_", "COMPOSE_", "DIND_", "MCP_")
+_COMPOSE_VARIABLE_PREFIXES = ("BRIDGE_", "CONSUL_", "COMPOSE_", "DIND_", "MCP_", "HAPROXY_")
 _COMPOSE_VARIABLES = ("HOST_BIND_IP", "DOCKER_GID", "DOCKER_SOCKET")
 
 

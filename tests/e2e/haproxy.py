@@ -58,12 +58,11 @@ def binary() -> str:
     """Debian's haproxy, installed when missing (CI runs as root)."""
     found = shutil.which("haproxy") or shutil.which("/usr/sbin/haproxy")
     if found is None:
-        subprocess.run(
-            ["apt-get", "install", "-y", "-q", "haproxy"],
-            check=True,
-            capture_output=True,
-            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-        )
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install = ["apt-get", "install", "-y", "-q", "haproxy"]
+        if subprocess.run(install, capture_output=True, env=env, check=False).returncode:
+            subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env, check=True)
+            subprocess.run(install, capture_output=True, env=env, check=True)
         found = shutil.which("haproxy") or "/usr/sbin/haproxy"
     return found
 
@@ -93,4 +92,8 @@ def haproxy(consul_dns: str, service: str, workdir: Path) -> Iterator[HAProxy]:
         yield found
     finally:
         proc.terminate()
-        proc.wait(10)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)

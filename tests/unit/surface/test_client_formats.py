@@ -40,15 +40,24 @@ def test_claude_desktop_launches_mcp_remote_with_what_it_needs() -> None:
     out = render(CONFIG, "claude-desktop")["mcpServers"]
     assert out["time"] == {  # loopback: plain http allowed as it is
         "command": "npx",
-        "args": ["-y", "mcp-remote", "http://127.0.0.1:20001/mcp", "--transport", "http-only"],
+        "args": [
+            "-y",
+            "mcp-remote",
+            "http://127.0.0.1:20001/mcp",
+            "--transport",
+            "http-only",
+            "--protocol",
+            "auto",
+        ],
     }
     git = out["git"]
     assert git["args"][2:] == [
-        "http://10.0.0.5:20002/mcp", "--transport", "http-only", "--allow-http",
+        "http://10.0.0.5:20002/mcp", "--transport", "http-only", "--protocol", "auto",
+        "--allow-http",
         "--header", "Authorization:${MCP_BRIDGE_AUTH}",
     ]  # fmt: skip
     assert git["env"] == {"MCP_BRIDGE_AUTH": "Bearer s3cret"}  # not in the arguments
-    assert out["old"]["args"][2:] == ["https://mcp.example/sse", "--transport", "sse-only"]
+    assert out["old"]["args"][2:5] == ["https://mcp.example/sse", "--transport", "sse-only"]
 
 
 def test_an_unknown_format_is_refused() -> None:

@@ -235,18 +235,27 @@ class KVEntry:
     session: str | None = None  # the session holding its lock, if any
 
 
+PODMAN = "Podman"
+
+
 @dataclass(frozen=True, slots=True)
 class EngineVersion:
-    version: str  # e.g. 28.5.2
-    api: str  # e.g. 1.51
+    version: str  # e.g. 28.5.2, or Podman's 5.4.2
+    api: str  # the Docker API version it speaks, e.g. 1.51
+    name: str = "Docker Engine"  # or PODMAN: its Docker-compatible API
+
+    @property
+    def podman(self) -> bool:
+        return self.name == PODMAN
 
     @property
     def major(self) -> int:
+        """The Docker Engine's major version; 0 for Podman, whose numbers are its own."""
         head = self.version.split(".", 1)[0]
-        return int(head) if head.isdigit() else 0
+        return int(head) if head.isdigit() and not self.podman else 0
 
     def __str__(self) -> str:
-        return f"{self.version} (API {self.api})"
+        return f"{self.name} {self.version} (API {self.api})"
 
 
 @dataclass(frozen=True, slots=True)

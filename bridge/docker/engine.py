@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import dataclasses
 import os
 import re
 import threading
@@ -23,7 +24,7 @@ import docker.errors
 import requests
 import structlog
 
-from bridge.core.model import Container, ContainerEvent, EngineVersion, PortBinding, Stdin
+from bridge.core.model import PODMAN, Container, ContainerEvent, EngineVersion, PortBinding, Stdin
 from bridge.core.protocols import DockerAPI, DockerUnavailable, EventQueue, EventStream, StreamEnded
 from bridge.core.retry import retry_forever
 
@@ -86,8 +87,8 @@ def parse_inspect(obj: Mapping[str, Any]) -> Container:
     exposed: set[int] = set()
     published: dict[int, list[PortBinding]] = {}
     # The ports of the running container, as the listing shows them (not Config's: a
-    # stopped container lists none).
-    ports = settings.get("Ports") or {}
+    # stopped container lists none, and Docker's inspect has none; Podman's keeps them).
+    ports = (settings.get("Ports") or {}) if state.get("Running") else {}
     for key in ports:
         number, _, proto = str(key).partition("/")
         if proto == "tcp" and number.isdigit():
@@ -117,6 +118,17 @@ def parse_inspect(obj: Mapping[str, Any]) -> Container:
     )
 
 
+def parse_version(info: Mapping[str, Any]) -> EngineVersion:
+    """GET /version: Podman names itself among the components ("Podman Engine")."""
+    components = info.get("Components") or []
+    podman = any(str((c or {}).get("Name", "")).startswith(PODMAN) for c in components)
+    return EngineVersion(
+        str(info.get("Version", "")),
+        str(info.get("ApiVersion", "")),
+        PODMAN if podman else "Docker Engine",
+    )
+
+
 def parse_stdin(config: Mapping[str, Any], host_config: Mapping[str, Any]) -> Stdin:
     return Stdin(
         open=bool(config.get("OpenStdin")),
@@ -127,9 +139,15 @@ def parse_stdin(config: Mapping[str, Any], host_config: Mapping[str, Any]) -> St
 
 
 class DockerEngine:
-    def __init__(self, docker_host: str | None = None, timeout: float = 30.0) -> None:
+    def __init__(
+        self, docker_host: str | None = None, timeout: float = 30.0, label_prefix: str | None = None
+    ) -> None:
+        """`label_prefix`: Podman's listings need an inspect of each running container;
+        with a prefix, only of containers carrying a label under it."""
         self._docker_host = docker_host
         self._timeout = timeout
+        self._label_prefix = label_prefix
+        self._podman: bool | None = None  # told by the engine's version
         self._client: docker.DockerClient | None = None
         self._lock = threading.Lock()
 
@@ -163,9 +181,10 @@ class DockerEngine:
         return bool(await self._call(lambda: self._api().ping()))
 
     async def version(self) -> EngineVersion:
-        """The engine's version and API version (GET /version)."""
-        info = await self._call(lambda: self._api().version())
-        return EngineVersion(str(info.get("Version", "")), str(info.get("ApiVersion", "")))
+        """The engine's version and API version (GET /version): Docker's, or Podman's."""
+        engine = parse_version(await self._call(lambda: self._api().version()))
+        self._podman = engine.podman
+        return engine
 
     async def list(self, ids: Iterable[str] | None = None) -> list[Container]:
         """All containers (None), or just these ids (a gone one is left out).
@@ -182,8 +201,26 @@ class DockerEngine:
             if len(wanted) <= INSPECT_AT_MOST:
                 return await self._call(lambda: self._inspect_each(wanted))
             filters = {"id": wanted}
-        rows = await self._call(lambda: self._api().containers(all=True, filters=filters))
-        return [parse_row(r) for r in rows]
+        if self._podman is None:
+            await self.version()
+        return await self._call(lambda: self._listed(filters))
+
+    def _listed(self, filters: dict[str, Any] | None) -> builtins.list[Container]:
+        listed = [parse_row(r) for r in self._api().containers(all=True, filters=filters)]
+        if not self._podman:
+            return listed
+        # Podman's compatible listing leaves out the health ("Up 2 seconds", where Docker
+        # says "(healthy)") and the ports exposed but not published: its inspects carry
+        # both, so the running containers we may register are inspected, and a full pass
+        # sees what an event's look sees.
+        wanted = [c.id for c in listed if c.running and self._may_check(c)]
+        looked = {c.id: dataclasses.replace(c, stdin=None) for c in self._inspect_each(wanted)}
+        return [looked.get(c.id, c) for c in listed]
+
+    def _may_check(self, container: Container) -> bool:
+        return self._label_prefix is None or any(
+            key.startswith(self._label_prefix) for key in container.labels
+        )
 
     async def stdin_of(self, ids: Iterable[str]) -> dict[str, Stdin]:
         """How these containers were created with respect to stdin (a gone one is left
@@ -304,7 +341,9 @@ def _parse_event(raw: Any) -> ContainerEvent | None:
     attributes = actor.get("Attributes") or {}
     if raw.get("Type") == "network":
         # connect/disconnect change a container's address: look at that container again.
-        container = attributes.get("container")
+        # Docker names the container in the attributes (the actor is the network); Podman
+        # names none there: its actor is the container.
+        container = attributes.get("container") or actor.get("ID")
         action = str(raw.get("Action") or "")
         if action not in ("connect", "disconnect") or not container:
             return None

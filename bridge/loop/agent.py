@@ -70,7 +70,11 @@ class Agent:
         self.view = View()
         self.node_id = settings.node_id
         self.advertise = settings.advertise_address or detect_advertise_address()
-        engine = DockerEngine(settings.docker_host) if docker is None else None
+        engine = (
+            DockerEngine(settings.docker_host, label_prefix=settings.label_prefix)
+            if docker is None
+            else None
+        )
         self.handshakes = stdio_parts.KeptHandshakes()
         self.docker: DockerAPI = docker or engine  # type: ignore[assignment]
         self.consul = consul or ConsulClient.from_settings(settings)

@@ -32,6 +32,7 @@ RELEVANT_ACTIONS = frozenset(
         "kill",
         "oom",
         "destroy",
+        "remove",  # Podman's destroy
         "rename",
         "pause",
         "unpause",

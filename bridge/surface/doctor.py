@@ -85,7 +85,7 @@ async def check_services(settings: Settings) -> list[Finding]:
             Finding(
                 Level.OK,
                 "docker",
-                f"{where} answers: Engine {engine}, {len(containers)} containers",
+                f"{where} answers: {engine}, {len(containers)} containers",
             )
         )
         if engine.major >= 28:

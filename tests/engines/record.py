@@ -1,8 +1,9 @@
 """Record what each engine says, for the unit tests of the Docker adapter.
 
-    .venv/bin/python -m tests.engines.record        # writes tests/fixtures/engines/*.json
+    .venv/bin/python -m tests.engines.record [SUITE...]  # writes tests/fixtures/engines/*.json
 
-For each DinD engine (bookworm's 20.10, trixie's 26.1, sid's 28.5) it plays one scenario
+For each engine (the DinD engines bookworm's 20.10, trixie's 26.1, sid's 28.5, and
+Podman 4.3 and 5.4 serving Docker's API) it plays one scenario
 and keeps the raw `/events` objects and `/containers/json` rows it produced: a container
 published with `-P`-style ports and a HEALTHCHECK that turns healthy and then unhealthy
 (an exec in between), a network connected and disconnected, a rename, stop, start and
@@ -13,6 +14,7 @@ the adapter, so what differs between engines is pinned down without running them
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from pathlib import Path
@@ -20,7 +22,7 @@ from typing import Any
 
 import docker
 
-from tests.engines.dind import SUITES, running
+from tests.engines.dind import PODMAN, SUITES, running
 from tests.integration.conftest import IMAGE
 
 OUT = Path(__file__).parents[1] / "fixtures" / "engines"
@@ -69,10 +71,17 @@ def record(suite: str, outer: docker.DockerClient) -> dict[str, Any]:
             ports={"8080/tcp": None},
             healthcheck=HEALTH,
         )
-        wait("healthy", lambda: "(healthy)" in row(web)["Status"])
+
+        def health(status: str) -> bool:
+            engine.run_healthchecks(web.id)
+            # as the inspect says: Podman's listing leaves the health out of Status
+            inspected = api.inspect_container(web.id)["State"].get("Health") or {}
+            return bool(inspected.get("Status") == status)
+
+        wait("healthy", lambda: health("healthy"))
         rows["published_healthy"] = row(web)
         web.exec_run(["rm", "/tmp/ok"])
-        wait("unhealthy", lambda: "(unhealthy)" in row(web)["Status"])
+        wait("unhealthy", lambda: health("unhealthy"))
         rows["unhealthy"] = row(web)
         net = client.networks.create("rec-net")
         net.connect(web)
@@ -101,6 +110,7 @@ def record(suite: str, outer: docker.DockerClient) -> dict[str, Any]:
             "engine": version["Version"],
             "api": version["ApiVersion"],
             "client_api": own,  # the version these rows and events were asked for at
+            "version": version,  # GET /version, as the adapter reads it
             "containers": rows,
             "events": events,
         }
@@ -109,7 +119,7 @@ def record(suite: str, outer: docker.DockerClient) -> dict[str, Any]:
 def main() -> None:
     outer = docker.from_env()
     OUT.mkdir(parents=True, exist_ok=True)
-    for suite in SUITES:
+    for suite in sys.argv[1:] or [*SUITES, *PODMAN]:
         recording = record(suite, outer)
         path = OUT / f"{suite}.json"
         path.write_text(json.dumps(recording, indent=1, sort_keys=True) + "\n")

@@ -32,6 +32,11 @@
 #                 dind        mcp-bridge/dind:local: Docker-in-Docker, a debootstrap'ed
 #                             bookworm (minbase + docker.io iptables procps
 #                             ca-certificates) with images/dind/dind-entrypoint.sh
+#                 podman      mcp-bridge/podman:<suite>: rootful Podman serving its
+#                             Docker-compatible API, a debootstrap'ed suite (+ podman crun
+#                             conmon netavark aardvark-dns iptables nftables catatonit) with the same
+#                             entrypoint; podman-bookworm (4.3), podman-trixie (5.4),
+#                             podman-all
 #                 bridge      mcp-bridge/bridge:local: the repository's Dockerfile with
 #                             BASE_IMAGE=mcp-bridge/python:local, installed offline from
 #                             wheels fetched on the host
@@ -94,6 +99,9 @@ PY_VERSION=3.11
 VARIANT=minbase
 INCLUDE="python3,python3-venv,ca-certificates"
 DIND_INCLUDE="docker.io,iptables,procps,ca-certificates"
+# Rootful Podman and what it runs containers with (its Recommends are not installed by
+# debootstrap); netavark is its network stack on both 4.3 and 5.x.
+PODMAN_INCLUDE="podman,crun,conmon,netavark,aardvark-dns,iptables,nftables,catatonit,procps,ca-certificates"
 MIRROR="${MCP_BRIDGE_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 MIRROR="${MIRROR%/}"
 MCP_SDK_SPEC="${MCP_SDK_SPEC:-mcp==2.3.0}"
@@ -176,6 +184,9 @@ parse_args() {
             dind-trixie|mcp-bridge/dind:trixie) WANT+=(dind-trixie) ;;
             dind-sid|mcp-bridge/dind:sid) WANT+=(dind-sid) ;;
             dind-all) WANT+=(dind dind-trixie dind-sid) ;;
+            podman|podman-bookworm|mcp-bridge/podman:bookworm) WANT+=(podman-bookworm) ;;
+            podman-trixie|mcp-bridge/podman:trixie) WANT+=(podman-trixie) ;;
+            podman-all) WANT+=(podman-bookworm podman-trixie) ;;
             bridge|mcp-bridge/bridge|"$BRIDGE_IMAGE") WANT+=(bridge) ;;
             all) WANT+=("${ALL_NAMES[@]}") ;;
             *) usage; die "unknown image $a (known: ${ALL_NAMES[*]})" ;;
@@ -693,7 +704,7 @@ build_consul() {
 # mcp-bridge/dind:local
 
 dind_rootfs_inputs() {
-    { echo "$SUITE $VARIANT $DIND_INCLUDE $ARCH $MIRROR"; declare -f make_rootfs slim_rootfs; } | sha
+    { echo "$SUITE $VARIANT $ENGINE_INCLUDE $ARCH $MIRROR"; declare -f make_rootfs slim_rootfs; } | sha
 }
 
 # The images of one suite: build_dind sets SUITE, DIND_ROOTFS_IMAGE and DIND_SUITE_IMAGE
@@ -705,28 +716,31 @@ build_dind_rootfs() {
     local hash old id
     hash=$(dind_rootfs_inputs)
     needs_build "$DIND_ROOTFS_IMAGE" "$hash" || return 0
-    ensure_rootfs_tarball "dind-debian-$SUITE-$VARIANT-$ARCH" "$hash" "$DIND_INCLUDE" \
-        dockerd --version
+    # shellcheck disable=SC2086 # a command and its arguments
+    ensure_rootfs_tarball "$ENGINE-debian-$SUITE-$VARIANT-$ARCH" "$hash" "$ENGINE_INCLUDE" \
+        $ENGINE_ROOTFS_CHECK
     old=$(image_id "$DIND_ROOTFS_IMAGE" || true)
     log "docker import $ROOTFS_TARBALL as $DIND_ROOTFS_IMAGE"
     docker import \
         --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
         --change 'ENV LANG=C.UTF-8' \
         --change "LABEL $INPUTS_LABEL=$hash" \
-        --change "LABEL org.opencontainers.image.description=\"debootstrap --variant=$VARIANT --include=$DIND_INCLUDE $SUITE $MIRROR\"" \
-        --message "debootstrap $SUITE $VARIANT +$DIND_INCLUDE" \
+        --change "LABEL org.opencontainers.image.description=\"debootstrap --variant=$VARIANT --include=$ENGINE_INCLUDE $SUITE $MIRROR\"" \
+        --message "debootstrap $SUITE $VARIANT +$ENGINE_INCLUDE" \
         - "$DIND_ROOTFS_IMAGE" <"$ROOTFS_TARBALL" >/dev/null
     id=$(image_id "$DIND_ROOTFS_IMAGE")
     drop_old_image "$old" "$id"
 }
 
+# The engine's build context: images/<engine>/ (Dockerfile and what it copies) and the
+# shared entrypoint
 dind_inputs() {  # rootfs-image-id
-    { echo "$1"; cat "$REPO_ROOT/images/dind/Dockerfile" "$REPO_ROOT/images/dind/dind-entrypoint.sh"; } | sha
+    { echo "$1"; cat "$REPO_ROOT/images/$ENGINE"/* "$REPO_ROOT/images/dind/dind-entrypoint.sh"; } | sha
 }
 
 build_dind_suite() {
     local base_id hash ctx t0
-    [ -r "$REPO_ROOT/images/dind/Dockerfile" ] || die "missing images/dind/Dockerfile"
+    [ -r "$REPO_ROOT/images/$ENGINE/Dockerfile" ] || die "missing images/$ENGINE/Dockerfile"
     [ -r "$REPO_ROOT/images/dind/dind-entrypoint.sh" ] || die "missing images/dind/dind-entrypoint.sh"
     t0=$SECONDS
     build_dind_rootfs
@@ -734,7 +748,7 @@ build_dind_suite() {
     hash=$(dind_inputs "$base_id")
     needs_build "$DIND_SUITE_IMAGE" "$hash" || return 0
     make_tmp ctx dind-context
-    cp "$REPO_ROOT/images/dind/Dockerfile" "$ctx/Dockerfile"
+    cp "$REPO_ROOT/images/$ENGINE"/* "$ctx/"
     install -m 0755 "$REPO_ROOT/images/dind/dind-entrypoint.sh" "$ctx/dind-entrypoint.sh"
     old=$(image_id "$DIND_SUITE_IMAGE" || true)
     log "docker build $DIND_SUITE_IMAGE (classic builder)"
@@ -744,14 +758,15 @@ build_dind_suite() {
         -t "$DIND_SUITE_IMAGE" "$ctx" >&2 \
         || die "docker build of $DIND_SUITE_IMAGE failed"
     id=$(image_id "$DIND_SUITE_IMAGE")
-    docker run --rm --network none --entrypoint dockerd "$DIND_SUITE_IMAGE" --version >&2 \
-        || die "$DIND_SUITE_IMAGE has no working dockerd"
+    docker run --rm --network none --entrypoint "$ENGINE_CHECK" "$DIND_SUITE_IMAGE" --version >&2 \
+        || die "$DIND_SUITE_IMAGE has no working $ENGINE_CHECK"
     drop_old_image "$old" "$id"
     log "built $DIND_SUITE_IMAGE in $(elapsed "$t0")"
 }
 
 build_dind() {  # suite
-    local SUITE=$1
+    local SUITE=$1 ENGINE=dind ENGINE_INCLUDE=$DIND_INCLUDE ENGINE_CHECK=dockerd
+    local ENGINE_ROOTFS_CHECK="dockerd --version"
     local DIND_ROOTFS_IMAGE="mcp-bridge/dind-rootfs:$1" DIND_SUITE_IMAGE="mcp-bridge/dind:$1"
     build_dind_suite
     if [ "$SUITE" = bookworm ]; then
@@ -845,11 +860,20 @@ build_bridge() {
     log "built $BRIDGE_IMAGE (runs as uid $uid) in $(elapsed "$t0")"
 }
 
+# mcp-bridge/podman:<suite>: the same recipe and entrypoint, with Podman for the engine
+build_podman() {  # suite
+    local SUITE=$1 ENGINE=podman ENGINE_INCLUDE=$PODMAN_INCLUDE ENGINE_CHECK=podman
+    # Podman 5 reads /proc, which the chroot has not: its package is checked instead
+    local ENGINE_ROOTFS_CHECK="dpkg-query -W podman"
+    local DIND_ROOTFS_IMAGE="mcp-bridge/podman-rootfs:$1" DIND_SUITE_IMAGE="mcp-bridge/podman:$1"
+    build_dind_suite
+}
+
 # --------------------------------------------------------------------------
 
 list_images() {
     local refs=() i
-    for i in "$PYTHON_IMAGE" "$MCP_IMAGE" "$MCP_V1_IMAGE" "$CONSUL_IMAGE" "mcp-bridge/dind-rootfs:*" "mcp-bridge/dind:*" "$BRIDGE_IMAGE"; do
+    for i in "$PYTHON_IMAGE" "$MCP_IMAGE" "$MCP_V1_IMAGE" "$CONSUL_IMAGE" "mcp-bridge/dind-rootfs:*" "mcp-bridge/dind:*" "mcp-bridge/podman:*" "$BRIDGE_IMAGE"; do
         refs+=(--filter "reference=$i")
     done
     docker image ls "${refs[@]}" \
@@ -902,6 +926,12 @@ main() {
     fi
     if wanted dind-sid; then
         build_dind sid
+    fi
+    if wanted podman-bookworm; then
+        build_podman bookworm
+    fi
+    if wanted podman-trixie; then
+        build_podman trixie
     fi
     if wanted bridge; then
         ensure_python "$BRIDGE_IMAGE"

@@ -1,6 +1,8 @@
 #!/bin/sh
-# mcp-bridge/dind:<suite> entrypoint: make an unprivileged-but-capable container able to
-# run an inner dockerd, then exec it.
+# mcp-bridge/dind:<suite> and mcp-bridge/podman:<suite> entrypoint: make an
+# unprivileged-but-capable container able to run an inner engine, then exec it: dockerd,
+# or where the image has Podman instead, `podman system service` (its Docker-compatible
+# API).
 #
 # Needed because this image may run WITHOUT `--privileged` (on the project's CI machine
 # `--privileged` fails: the outer capability bounding set lacks CAP_SYS_RESOURCE). It is
@@ -59,6 +61,16 @@ else
             if is_ro "$m"; then remount_rw "$m"; fi
         done
     log "cgroup v1: $(awk '$3 == "cgroup" { n++ } END { print n + 0 }' /proc/mounts) hierarchies"
+fi
+
+if ! command -v dockerd >/dev/null && command -v podman >/dev/null; then
+    # Podman keeps its run state under /run and takes a /run that outlived its
+    # processes for a live system: a tmpfs makes a restarted container a rebooted host.
+    mount -t tmpfs -o mode=0755 none /run 2>/dev/null || log "could not mount a tmpfs on /run"
+    # What podman-restart.service does at boot where systemd runs.
+    podman start --all --filter restart-policy=always >/dev/null 2>&1 || :
+    log "$(podman --version), Docker-compatible API on tcp://0.0.0.0:2375"
+    exec podman system service --time=0 tcp://0.0.0.0:2375 "$@"
 fi
 
 # a pid file left by a killed dockerd would stop the next start

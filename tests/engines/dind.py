@@ -1,6 +1,7 @@
-"""Docker engines of several versions, each in a Docker-in-Docker container started with
-testcontainers from the local mcp-bridge/dind:<suite> images (Ryuk off: its image cannot be
-pulled; every container carries the test label, and the session's clean-up removes it).
+"""Docker engines of several versions, and rootful Podman serving Docker's API, each in a
+container started with testcontainers from the local mcp-bridge/dind:<suite> and
+mcp-bridge/podman:<suite> images (Ryuk off: its image cannot be pulled; every container
+carries the test label, and the session's clean-up removes it).
 
 The engine's API is published on a loopback port of the host, so DOCKER_HOST stays the
 same when the engine restarts.
@@ -24,6 +25,8 @@ from tests.integration.conftest import IMAGE, TEST_LABEL, free_tcp_port
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 
 SUITES = {"bookworm": "20.10", "trixie": "26.1", "sid": "28.5"}  # suite -> engine line
+# Podman's Docker-compatible API: `podman system service`, rootful, no systemd
+PODMAN = {"podman-bookworm": "4.3", "podman-trixie": "5.4"}
 # What --privileged would give, less CAP_SYS_RESOURCE, which the host's bounding set may
 # lack (then Docker 20.10 refuses --privileged): as compose/dind/compose.ci.yaml.
 CAPABILITIES: dict[str, Any] = {
@@ -37,13 +40,15 @@ CAPABILITIES: dict[str, Any] = {
 
 
 class Engine:
-    """One inner dockerd; `url` is its DOCKER_HOST, `client` an SDK client for it."""
+    """One inner engine; `url` is its DOCKER_HOST, `client` an SDK client for it."""
 
     def __init__(self, suite: str, tls_dir: Path | None = None) -> None:
         self.suite = suite
+        self.podman = suite in PODMAN
         self.port = free_tcp_port()
         api = 2376 if tls_dir else 2375
-        self.container = DockerContainer(f"mcp-bridge/dind:{suite}").with_kwargs(
+        image = f"mcp-bridge/podman:{suite[7:]}" if self.podman else f"mcp-bridge/dind:{suite}"
+        self.container = DockerContainer(image).with_kwargs(
             labels={TEST_LABEL: "1", "mcp-bridge-test-engine": suite}, **CAPABILITIES
         )
         self.container.ports[f"{api}/tcp"] = ("127.0.0.1", self.port)  # type: ignore[assignment]
@@ -87,6 +92,13 @@ class Engine:
         assert self.client is not None
         data = b"".join(outer.images.get(image).save(named=True))
         self.client.images.load(data)
+
+    def run_healthchecks(self, container_id: str) -> None:
+        """Podman runs a container's healthcheck from a systemd timer, and there is no
+        systemd here: run it by hand, as that timer would. Docker runs its own."""
+        if self.podman:
+            wrapped = self.container.get_wrapped_container()
+            wrapped.exec_run(["podman", "healthcheck", "run", container_id])
 
     def restart(self) -> None:
         """Stop and start the engine's container: its containers stop, its state stays."""

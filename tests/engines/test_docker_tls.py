@@ -117,7 +117,7 @@ def test_tls_works_and_a_wrong_ca_or_missing_certificate_says_why(
     sid = wait_for("registered over TLS", lambda: world.service("a"))["ID"]
     # Whatever sid ships today (28.5 when written): what the engine says it is.
     version = str(engine.version["Version"])
-    assert f" answers: Engine {version} (API " in doctor(world).stdout, version
+    assert f" answers: Docker Engine {version} (API " in doctor(world).stdout, version
     world.agent.stop()
 
     # A CA that did not sign the engine's certificate.

@@ -873,7 +873,7 @@ build_podman() {  # suite
 
 list_images() {
     local refs=() i
-    for i in "$PYTHON_IMAGE" "$MCP_IMAGE" "$MCP_V1_IMAGE" "$CONSUL_IMAGE" "mcp-bridge/dind-rootfs:*" "mcp-bridge/dind:*" "mcp-bridge/podman:*" "$BRIDGE_IMAGE"; do
+    for i in "$PYTHON_IMAGE" "$MCP_IMAGE" "$MCP_V1_IMAGE" "$CONSUL_IMAGE" "mcp-bridge/dind-rootfs:*" "mcp-bridge/dind:*" "mcp-bridge/podman-rootfs:*" "mcp-bridge/podman:*" "$BRIDGE_IMAGE"; do
         refs+=(--filter "reference=$i")
     done
     docker image ls "${refs[@]}" \

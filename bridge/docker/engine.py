@@ -11,11 +11,9 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import dataclasses
 import os
-import re
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,129 +22,30 @@ import docker.errors
 import requests
 import structlog
 
-from bridge.core.model import PODMAN, Container, ContainerEvent, EngineVersion, PortBinding, Stdin
+from bridge.core.model import Container, ContainerEvent, EngineVersion, Stdin
 from bridge.core.protocols import DockerAPI, DockerUnavailable, EventQueue, EventStream, StreamEnded
 from bridge.core.retry import retry_forever
+from bridge.docker.parse import parse_event, parse_inspect, parse_row, parse_version
 
 T = TypeVar("T")
 
 log = structlog.get_logger("bridge.docker")
 
 INSPECT_AT_MOST = 4  # ids a scoped look inspects one by one; more take one listing
-_HEALTH = re.compile(r"\((healthy|unhealthy|health: starting)\)")
-
-
-def _in_order(published: Mapping[int, list[PortBinding]]) -> dict[int, tuple[PortBinding, ...]]:
-    return {
-        p: tuple(sorted(b, key=lambda x: (x.host_ip, x.host_port))) for p, b in published.items()
-    }
-
-
-def _networks(settings: Mapping[str, Any] | None) -> dict[str, str]:
-    """NetworkSettings.Networks, which a listing row and an inspect share: name -> address."""
-    networks = (settings or {}).get("Networks") or {}
-    return {net: (info or {}).get("IPAddress") or "" for net, info in networks.items()}
-
-
-def parse_row(row: Mapping[str, Any]) -> Container:
-    """One row of GET /containers/json into a Container. Tolerates missing fields."""
-    names = [str(n) for n in row.get("Names") or []]
-    # A container that others --link to also carries "/<linker>/<alias>" names, and the
-    # engine may list one of those first: its own name is the one with no inner "/".
-    own = [n for n in names if "/" not in n.lstrip("/")]
-    name = (own[0] if own else names[0] if names else str(row.get("Id", ""))[:12]).lstrip("/")
-    exposed: set[int] = set()
-    published: dict[int, list[PortBinding]] = {}
-    for port in row.get("Ports") or []:
-        if port.get("Type") != "tcp" or not isinstance(port.get("PrivatePort"), int):
-            continue
-        private = port["PrivatePort"]
-        exposed.add(private)
-        public = port.get("PublicPort")
-        if isinstance(public, int) and public > 0:
-            published.setdefault(private, []).append(PortBinding(port.get("IP") or "", public))
-    health = _HEALTH.search(str(row.get("Status") or ""))
-    return Container(
-        id=str(row.get("Id", "")),
-        name=name,
-        image=str(row.get("Image", "")),
-        state=str(row.get("State", "")),
-        labels=dict(row.get("Labels") or {}),
-        exposed_tcp=frozenset(exposed),
-        published=_in_order(published),
-        networks=_networks(row.get("NetworkSettings")),
-        health=None if health is None else health.group(1).removeprefix("health: "),
-    )
-
-
-def parse_inspect(obj: Mapping[str, Any]) -> Container:
-    """GET /containers/{id}/json into the same Container its listing row gives."""
-    config = obj.get("Config") or {}
-    settings = obj.get("NetworkSettings") or {}
-    state = obj.get("State") or {}
-    exposed: set[int] = set()
-    published: dict[int, list[PortBinding]] = {}
-    # The ports of the running container, as the listing shows them (not Config's: a
-    # stopped container lists none, and Docker's inspect has none; Podman's keeps them).
-    ports = (settings.get("Ports") or {}) if state.get("Running") else {}
-    for key in ports:
-        number, _, proto = str(key).partition("/")
-        if proto == "tcp" and number.isdigit():
-            exposed.add(int(number))
-    for key, bindings in ports.items():
-        number, _, proto = str(key).partition("/")
-        if proto != "tcp" or not number.isdigit():
-            continue
-        for b in bindings or []:
-            host_port = str(b.get("HostPort") or "")
-            if host_port.isdigit() and int(host_port) > 0:
-                published.setdefault(int(number), []).append(
-                    PortBinding(b.get("HostIp") or "", int(host_port))
-                )
-    health = (state.get("Health") or {}).get("Status")
-    return Container(
-        id=str(obj.get("Id", "")),
-        name=str(obj.get("Name", "")).lstrip("/"),
-        image=str(config.get("Image", "")),
-        state=str(state.get("Status", "")),
-        labels=dict(config.get("Labels") or {}),
-        exposed_tcp=frozenset(exposed),
-        published=_in_order(published),
-        networks=_networks(settings),
-        health=health if health in ("healthy", "unhealthy", "starting") else None,
-        stdin=parse_stdin(config, obj.get("HostConfig") or {}),
-    )
-
-
-def parse_version(info: Mapping[str, Any]) -> EngineVersion:
-    """GET /version: Podman names itself among the components ("Podman Engine")."""
-    components = info.get("Components") or []
-    podman = any(str((c or {}).get("Name", "")).startswith(PODMAN) for c in components)
-    return EngineVersion(
-        str(info.get("Version", "")),
-        str(info.get("ApiVersion", "")),
-        PODMAN if podman else "Docker Engine",
-    )
-
-
-def parse_stdin(config: Mapping[str, Any], host_config: Mapping[str, Any]) -> Stdin:
-    return Stdin(
-        open=bool(config.get("OpenStdin")),
-        tty=bool(config.get("Tty")),
-        once=bool(config.get("StdinOnce")),
-        host_network=host_config.get("NetworkMode") == "host",
-    )
 
 
 class DockerEngine:
     def __init__(
-        self, docker_host: str | None = None, timeout: float = 30.0, label_prefix: str | None = None
+        self,
+        docker_host: str | None = None,
+        timeout: float = 30.0,
+        may_manage: Callable[[Container], bool] = lambda _: True,
     ) -> None:
-        """`label_prefix`: Podman's listings need an inspect of each running container;
-        with a prefix, only of containers carrying a label under it."""
+        """`may_manage`: which listed containers the bridge may manage (as its labels and
+        name rules say): on Podman, each running one is inspected in a full listing."""
         self._docker_host = docker_host
         self._timeout = timeout
-        self._label_prefix = label_prefix
+        self._may_manage = may_manage
         self._podman: bool | None = None  # told by the engine's version
         self._client: docker.DockerClient | None = None
         self._lock = threading.Lock()
@@ -198,7 +97,9 @@ class DockerEngine:
             wanted = sorted(set(ids))
             if not wanted:
                 return []
-            if len(wanted) <= INSPECT_AT_MOST:
+            if self._podman is None:
+                await self.version()
+            if len(wanted) <= INSPECT_AT_MOST or self._podman:
                 return await self._call(lambda: self._inspect_each(wanted))
             filters = {"id": wanted}
         if self._podman is None:
@@ -211,16 +112,11 @@ class DockerEngine:
             return listed
         # Podman's compatible listing leaves out the health ("Up 2 seconds", where Docker
         # says "(healthy)") and the ports exposed but not published: its inspects carry
-        # both, so the running containers we may register are inspected, and a full pass
-        # sees what an event's look sees.
-        wanted = [c.id for c in listed if c.running and self._may_check(c)]
-        looked = {c.id: dataclasses.replace(c, stdin=None) for c in self._inspect_each(wanted)}
+        # both, so the running containers the bridge may manage are inspected, and a full
+        # pass sees what an event's look sees (their stdin settings come with them).
+        wanted = [c.id for c in listed if c.running and self._may_manage(c)]
+        looked = {c.id: c for c in self._inspect_each(wanted)}
         return [looked.get(c.id, c) for c in listed]
-
-    def _may_check(self, container: Container) -> bool:
-        return self._label_prefix is None or any(
-            key.startswith(self._label_prefix) for key in container.labels
-        )
 
     async def stdin_of(self, ids: Iterable[str]) -> dict[str, Stdin]:
         """How these containers were created with respect to stdin (a gone one is left
@@ -262,6 +158,7 @@ class DockerEngine:
 
     def close(self) -> None:
         with self._lock:
+            self._podman = None  # the next client may find another engine there
             if self._client is not None:
                 self._client.close()
                 self._client = None
@@ -319,7 +216,7 @@ class StreamHandle:
         reason = "end of stream"
         try:
             for raw in self._stream:
-                event = _parse_event(raw)
+                event = parse_event(raw)
                 if event is not None:
                     self._put(event)
         except Exception as exc:
@@ -332,37 +229,6 @@ class StreamHandle:
         # Closing unblocks the reader thread; a dead stream may fail to close: no matter.
         with contextlib.suppress(Exception):
             self._stream.close()
-
-
-def _parse_event(raw: Any) -> ContainerEvent | None:
-    if not isinstance(raw, dict):
-        return None
-    actor = raw.get("Actor") or {}
-    attributes = actor.get("Attributes") or {}
-    if raw.get("Type") == "network":
-        # connect/disconnect change a container's address: look at that container again.
-        # Docker names the container in the attributes (the actor is the network); Podman
-        # names none there: its actor is the container.
-        container = attributes.get("container") or actor.get("ID")
-        action = str(raw.get("Action") or "")
-        if action not in ("connect", "disconnect") or not container:
-            return None
-        return ContainerEvent(container_id=str(container), action=f"network_{action}", name=None)
-    if raw.get("Type", "container") != "container":
-        return None
-    container_id = actor.get("ID") or raw.get("id")
-    if not container_id:
-        return None
-    action = str(raw.get("Action") or raw.get("status") or "")
-    old_name = attributes.get("oldName")
-    nanos = raw.get("timeNano")
-    return ContainerEvent(
-        container_id=str(container_id),
-        action=action,
-        name=attributes.get("name"),
-        old_name=old_name.lstrip("/") if isinstance(old_name, str) else None,
-        time=nanos / 1e9 if isinstance(nanos, int) else None,
-    )
 
 
 async def watch(

@@ -30,6 +30,7 @@ from bridge.core.protocols import (
 )
 from bridge.docker.engine import DockerEngine, watch
 from bridge.forward.listeners import ForwarderSet
+from bridge.labels.parse import is_managed
 from bridge.loop import stdio as stdio_parts
 from bridge.loop.metrics import AgentReading, Metrics, PoolPressure
 from bridge.loop.passes import (
@@ -71,7 +72,7 @@ class Agent:
         self.node_id = settings.node_id
         self.advertise = settings.advertise_address or detect_advertise_address()
         engine = (
-            DockerEngine(settings.docker_host, label_prefix=settings.label_prefix)
+            DockerEngine(settings.docker_host, may_manage=lambda c: is_managed(c, settings))
             if docker is None
             else None
         )

@@ -47,6 +47,9 @@ NETWORK_ACTIONS = frozenset({"network_connect", "network_disconnect"})
 # network settings reach the view its listing reads from (seen with Engine 20.10 under
 # load): a network event therefore gets a second look a moment later.
 NETWORK_SECOND_LOOK = 1.0
+# Podman's `health_status` (no ": healthy" after it) can come before the result is stored
+# (4.3 sends it first, as its stale HealthStatus field shows): it gets a second look too.
+SECOND_LOOK_ACTIONS = NETWORK_ACTIONS | {"health_status"}
 # A burst is over when no new container turned up for BURST_QUIET; never wait longer than
 # BURST_SETTLE_MAX before its pass starts.
 BURST_QUIET = 0.003
@@ -107,7 +110,7 @@ class Triggers:
         )
         if not taken:
             return False
-        if event.action in NETWORK_ACTIONS:
+        if event.action in SECOND_LOOK_ACTIONS:
             asyncio.get_running_loop().call_later(
                 NETWORK_SECOND_LOOK, self.look_at, event.container_id
             )

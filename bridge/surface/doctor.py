@@ -76,11 +76,12 @@ async def check_services(settings: Settings) -> list[Finding]:
     from bridge.loop.view import DIRECT_ROUTING_HINT
 
     findings = []
-    docker = DockerEngine(settings.docker_host, timeout=5)
+    # A plain listing, counted: no inspects, even on Podman
+    docker = DockerEngine(settings.docker_host, timeout=5, may_manage=lambda _: False)
     where = settings.docker_host or "the local socket (DOCKER_HOST unset)"
     try:
-        containers = await asyncio.wait_for(docker.list(), 10)
         engine = await asyncio.wait_for(docker.version(), 10)
+        containers = await asyncio.wait_for(docker.list(), 10)
         findings.append(
             Finding(
                 Level.OK,

@@ -64,13 +64,19 @@ else
 fi
 
 if ! command -v dockerd >/dev/null && command -v podman >/dev/null; then
+    if [ -n "${DIND_TLS_DIR:-}" ]; then
+        log "DIND_TLS_DIR is set, but podman system service serves no TLS: refusing to start"
+        exit 1
+    fi
     # Podman keeps its run state under /run and takes a /run that outlived its
     # processes for a live system: a tmpfs makes a restarted container a rebooted host.
+    # (It hides whatever the outer engine mounted under /run: nothing is, in this image.)
     mount -t tmpfs -o mode=0755 none /run 2>/dev/null || log "could not mount a tmpfs on /run"
     # What podman-restart.service does at boot where systemd runs.
-    podman start --all --filter restart-policy=always >/dev/null 2>&1 || :
+    podman start --all --filter restart-policy=always >&2 || :
     log "$(podman --version), Docker-compatible API on tcp://0.0.0.0:2375"
-    exec podman system service --time=0 tcp://0.0.0.0:2375 "$@"
+    # catatonit as PID 1 reaps what Podman's exited helpers leave behind.
+    exec catatonit -- podman system service --time=0 tcp://0.0.0.0:2375 "$@"
 fi
 
 # a pid file left by a killed dockerd would stop the next start

@@ -138,20 +138,22 @@ def start_gateway(service: str, port: int, log: Path) -> Gateway:
 
 
 @contextlib.contextmanager
-def least_proxy(port: int, target: str) -> Iterator[str]:
-    """The floor: the least a Python proxy can be (least_proxy.py)."""
-    proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("least_proxy.py")), str(port), target],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def serving(what: str, command: list[str], port: int) -> Iterator[str]:
+    """A proxy process on 127.0.0.1:port, its /mcp URL once it answers; stopped after."""
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/mcp"
-    wait("the least proxy", lambda: _answers(url))
     try:
+        wait(what, lambda: _answers(url))
         yield url
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def least_proxy(port: int, target: str) -> contextlib.AbstractContextManager[str]:
+    """The floor: the least a Python proxy can be (least_proxy.py)."""
+    script = str(Path(__file__).with_name("least_proxy.py"))
+    return serving("the least proxy", [sys.executable, script, str(port), target], port)
 
 
 def haproxy_binary() -> str:
@@ -168,8 +170,7 @@ def haproxy_binary() -> str:
     return found
 
 
-@contextlib.contextmanager
-def haproxy(port: int, target: int, workdir: Path) -> Iterator[str]:
+def haproxy(port: int, target: int, workdir: Path) -> contextlib.AbstractContextManager[str]:
     """HAProxy in HTTP mode, keep-alive on both sides, one server: the cost of a proxy."""
     config = workdir / "haproxy.cfg"
     config.write_text(f"""
@@ -187,18 +188,7 @@ frontend bench
 backend mcp
     server one 127.0.0.1:{target}
 """)
-    proc = subprocess.Popen(
-        [haproxy_binary(), "-f", str(config), "-db"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}/mcp"
-    wait("haproxy", lambda: _answers(url))
-    try:
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    return serving("haproxy", [haproxy_binary(), "-f", str(config), "-db"], port)
 
 
 def call_body(tool: str, n: int) -> tuple[bytes, dict[str, str]]:

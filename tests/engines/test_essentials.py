@@ -21,7 +21,7 @@ import requests
 from bridge.docker.engine import DockerEngine
 from tests.engines.dind import PODMAN, SUITES, Engine, running
 from tests.engines.test_docker_tls import doctor
-from tests.integration.conftest import Bridge, bridge_world, build_image, wait_for
+from tests.integration.conftest import TEST_LABEL, Bridge, bridge_world, build_image, wait_for
 from tests.integration.world import invariant, store_allocations
 
 NO_CHECK = {"check": "none"}
@@ -77,6 +77,25 @@ def test_register_stop_start_rename_and_remove(world: Bridge) -> None:
     )
 
 
+@pytest.mark.bridge_env({"BRIDGE_RESYNC_INTERVAL": "1s"})
+def test_a_container_managed_by_its_name_alone_stays_registered_through_full_passes(
+    world: Bridge,
+) -> None:
+    """No label at all, a name the name pattern matches and a port it only exposes: what
+    Podman's listing leaves out, full passes (every second here) must still see."""
+    api = world.docker.api
+    made = api.create_container(
+        "mcp-bridge/busybox:local", ["httpd", "-f", "-p", "8080"], name=world.tag + "named",
+        ports=[8080], labels={TEST_LABEL: "1"},
+    )  # fmt: skip
+    api.start(made["Id"])
+    service = wait_for("registered", lambda: world.service("named"))
+    assert service["Meta"]["container_port"] == "8080"
+    time.sleep(3.5)  # three full passes
+    assert world.service("named") is not None
+    assert not world.agent.status()["skipped"]
+
+
 def test_network_connect_and_disconnect(world: Bridge) -> None:
     net = world.docker.networks.create(world.tag + "net")
     container = run(world, "netted", expose="internal", network=net.name)
@@ -106,12 +125,16 @@ def test_health_status_is_mirrored_by_the_docker_check(world: Bridge, engine: En
     )
 
     def check(status: str) -> dict[str, Any] | None:
-        engine.run_healthchecks(container.id)  # Podman's, as its systemd timer would
         c = world.check("hc")
         return c if c and c["Status"] == status else None
 
+    # Podman's healthchecks run once each, as its systemd timer would run them: the one
+    # event each makes must be enough (Docker runs its own every 0.5 s).
+    wait_for("registered", lambda: world.check("hc"))
+    engine.run_healthchecks(container.id)
     wait_for("passing", lambda: check("passing"))
     container.exec_run(["rm", "/tmp/ok"])
+    engine.run_healthchecks(container.id)
     critical = wait_for("critical", lambda: check("critical"))
     assert "unhealthy" in critical["Output"]
 
@@ -221,27 +244,46 @@ def test_inspect_and_listing_describe_a_container_alike(world: Bridge, engine: E
         network.connect(two)
         stopped = start("stopped", ports=[8080])
         api.stop(stopped, timeout=0)
+        # Podman lists and inspects a stopped container's ports; Docker neither
+        was_published = start(
+            "stopped-published", ports=[8080], host_config={"port_bindings": {8080: None}}
+        )
+        api.stop(was_published, timeout=0)
         gone = start("gone")
         api.remove_container(gone, force=True)
 
-        async def both_ways() -> tuple[dict[str, Any], dict[str, Any]]:
+        async def both_ways() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
             adapter = DockerEngine(engine.url)
+            bare = DockerEngine(engine.url, may_manage=lambda _: False)  # rows as listed
             try:
                 inspected = await adapter._call(lambda: adapter._inspect_each(ids))
                 listed = await adapter.list()
+                rows = await bare.list()
             finally:
                 adapter.close()
-            return {c.id: c for c in inspected}, {c.id: c for c in listed if c.id in ids}
+                bare.close()
+            return (
+                {c.id: c for c in inspected},
+                {c.id: c for c in listed if c.id in ids},
+                {c.id: c for c in rows if c.id in ids},
+            )
 
-        inspected, listed = asyncio.run(both_ways())
+        inspected, listed, rows = asyncio.run(both_ways())
         assert gone not in inspected, "a removed container is left out, as a listing would"
-        assert set(inspected) == set(listed) == set(ids) - {gone}
+        assert set(inspected) == set(listed) == set(rows) == set(ids) - {gone}
         for cid, container in listed.items():
-            # Alike but for the stdin settings, which only an inspect carries.
-            assert container.stdin is None and inspected[cid].stdin is not None
-            alike = dataclasses.replace(inspected[cid], stdin=None)
-            assert alike == container, (engine.suite, container.name)
+            row, looked = rows[cid], inspected[cid]
+            # Alike but for the stdin settings, which only an inspect carries, and on
+            # Podman what its rows leave out: the adapter took those from the inspect.
+            assert row.stdin is None and looked.stdin is not None
+            if engine.podman:
+                told = {"exposed_tcp": row.exposed_tcp, "health": row.health}
+                assert dataclasses.replace(looked, stdin=None, **told) == row, row.name
+                assert container == (looked if container.running else row), row.name
+            else:
+                assert dataclasses.replace(looked, stdin=None) == row == container, row.name
         assert listed[stopped].state == "exited"
+        assert not listed[was_published].published and not inspected[was_published].published
         assert inspected[ids[3]].health == "starting"
     finally:
         for cid in ids:

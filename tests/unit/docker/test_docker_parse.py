@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from bridge.core.model import Container, ContainerEvent, PortBinding
-from bridge.docker.engine import _parse_event, parse_row
+from bridge.docker.parse import parse_event, parse_row
 
 CID = "4f3c2b1a0e9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b"
 
@@ -248,7 +248,7 @@ def test_labels_are_copied_not_shared() -> None:
     assert container.labels["mcp.port"] == "7000"
 
 
-# ---- _parse_event ---------------------------------------------------------------------
+# ---- parse_event ---------------------------------------------------------------------
 
 
 def event(action: str, **attributes: str) -> dict[str, Any]:
@@ -271,24 +271,24 @@ def event(action: str, **attributes: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("action", ["create", "start", "die", "stop", "destroy"])
 def test_lifecycle_events(action: str) -> None:
-    parsed = _parse_event(event(action))
+    parsed = parse_event(event(action))
     assert parsed == ContainerEvent(CID, action, "probe-x", None)
     assert parsed.time == 1718000000.1234567  # for the event-to-registered histogram
 
 
 def test_rename_event_carries_both_names_without_slash() -> None:
-    parsed = _parse_event(event("rename", name="new", oldName="/old"))
+    parsed = parse_event(event("rename", name="new", oldName="/old"))
     assert parsed == ContainerEvent(CID, "rename", "new", "old")
 
 
 def test_destroy_event() -> None:
-    parsed = _parse_event(event("destroy", exitCode="0"))
+    parsed = parse_event(event("destroy", exitCode="0"))
     assert parsed is not None
     assert (parsed.action, parsed.name, parsed.old_name) == ("destroy", "probe-x", None)
 
 
 def test_exec_start_event_keeps_the_full_action() -> None:
-    parsed = _parse_event(
+    parsed = parse_event(
         event("exec_start: /bin/sh -c curl -fs localhost:7000/health", execID="e" * 64)
     )
     assert parsed is not None
@@ -297,7 +297,7 @@ def test_exec_start_event_keeps_the_full_action() -> None:
 
 
 def test_health_status_event() -> None:
-    parsed = _parse_event(event("health_status: healthy"))
+    parsed = parse_event(event("health_status: healthy"))
     assert parsed is not None
     assert parsed.action == "health_status: healthy"
 
@@ -309,7 +309,7 @@ def test_network_connect_and_disconnect_mark_the_container(action: str) -> None:
         "Action": action,
         "Actor": {"ID": "n" * 64, "Attributes": {"container": CID, "name": "bridge"}},
     }
-    parsed = _parse_event(raw)
+    parsed = parse_event(raw)
     assert parsed is not None
     assert (parsed.container_id, parsed.action) == (CID, f"network_{action}")
 
@@ -332,20 +332,20 @@ def test_network_connect_and_disconnect_mark_the_container(action: str) -> None:
     ],
 )
 def test_non_container_events_are_ignored(raw: dict[str, Any]) -> None:
-    assert _parse_event(raw) is None
+    assert parse_event(raw) is None
 
 
 @pytest.mark.parametrize("raw", [None, "start", b"{}", 42, ["start"], {}])
 def test_garbage_is_ignored(raw: Any) -> None:
-    assert _parse_event(raw) is None
+    assert parse_event(raw) is None
 
 
 def test_old_engine_event_without_type_or_actor() -> None:
     # API < 1.22 sent only status/id/from.
-    parsed = _parse_event({"status": "start", "id": CID, "from": "example/mcp:1"})
+    parsed = parse_event({"status": "start", "id": CID, "from": "example/mcp:1"})
     assert parsed == ContainerEvent(CID, "start", None, None)
 
 
 def test_event_with_null_attributes() -> None:
     raw = {"Type": "container", "Action": "start", "Actor": {"ID": CID, "Attributes": None}}
-    assert _parse_event(raw) == ContainerEvent(CID, "start", None, None)
+    assert parse_event(raw) == ContainerEvent(CID, "start", None, None)

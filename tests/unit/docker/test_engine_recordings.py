@@ -13,7 +13,7 @@ import pytest
 
 from bridge.core.model import ContainerEvent, ServiceSpec
 from bridge.core.registration import resolve_endpoint
-from bridge.docker.engine import _parse_event, parse_row, parse_version
+from bridge.docker.parse import parse_event, parse_row, parse_version
 from bridge.labels.parse import parse_labels
 from bridge.loop.triggers import Pending, Triggers
 from tests.builders import make_container, make_settings
@@ -28,7 +28,7 @@ def recording(suite: str) -> dict[str, Any]:
 
 
 def events(raw: list[dict[str, Any]]) -> list[ContainerEvent]:
-    return [e for e in map(_parse_event, raw) if e is not None]
+    return [e for e in map(parse_event, raw) if e is not None]
 
 
 def story(parsed: list[ContainerEvent]) -> set[tuple[str, str | None, str | None]]:

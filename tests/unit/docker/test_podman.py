@@ -5,10 +5,14 @@ is pinned by its recordings (test_engine_recordings.py)."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
-from bridge.core.model import EngineVersion
-from bridge.docker.engine import DockerEngine, parse_version
+import pytest
+
+from bridge.core.model import Container, EngineVersion
+from bridge.docker.engine import DockerEngine
+from bridge.docker.parse import parse_inspect, parse_version
 from tests.unit.docker.test_docker_parse import ROW
 
 PODMAN_VERSION = {
@@ -40,12 +44,15 @@ class FakeAPI:
 
     def __init__(self, version: dict[str, Any], rows: list[dict[str, Any]]) -> None:
         self._version, self.rows = version, rows
+        self.calls: list[str] = []
         self.inspected: list[str] = []
 
     def version(self) -> dict[str, Any]:
+        self.calls.append("version")
         return self._version
 
     def containers(self, all: bool, filters: Any) -> list[dict[str, Any]]:
+        self.calls.append("containers")
         return copy.deepcopy(self.rows)
 
     def inspect_container(self, cid: str) -> dict[str, Any]:
@@ -53,13 +60,19 @@ class FakeAPI:
         return {
             "Id": cid,
             "Name": "/x",
-            "Config": {"Labels": {}},
-            "State": {"Status": "running", "Health": {"Status": "unhealthy"}},
+            "Config": {"Labels": {}, "OpenStdin": True},
+            "State": {"Status": "running", "Running": True, "Health": {"Status": "unhealthy"}},
+            # exposed, not published: what Podman's row leaves out
+            "NetworkSettings": {"Ports": {"7000/tcp": None, "9000/tcp": None}},
         }
 
 
-def engine_over(api: FakeAPI, label_prefix: str | None = "mcp.") -> DockerEngine:
-    engine = DockerEngine("tcp://127.0.0.1:1", label_prefix=label_prefix)
+def by_label(container: Container) -> bool:
+    return any(k.startswith("mcp.") for k in container.labels)
+
+
+def engine_over(api: FakeAPI, may_manage: Callable[[Container], bool] = by_label) -> DockerEngine:
+    engine = DockerEngine("tcp://127.0.0.1:1", may_manage=may_manage)
     engine._api = lambda: api  # type: ignore[method-assign]
     return engine
 
@@ -73,20 +86,58 @@ def rows() -> list[dict[str, Any]]:
     return [running, unlabelled, stopped, told]
 
 
-async def test_podmans_listing_takes_running_labelled_containers_from_their_inspects() -> None:
+async def test_podmans_listing_takes_the_containers_it_may_manage_from_their_inspects() -> None:
     api = FakeAPI(PODMAN_VERSION, rows())
-    listed = {c.id[0]: c for c in await engine_over(api).list()}
-    assert api.inspected == ["a" * 64, "d" * 64]
-    # the inspect's view: its health, its exposed ports; no stdin, as a listing has none
-    assert (listed["a"].health, listed["a"].name, listed["a"].stdin) == ("unhealthy", "x", None)
+    engine = engine_over(api)
+    listed = {c.id[0]: c for c in await engine.list()}
+    assert api.inspected == ["a" * 64, "d" * 64]  # running, and managed
+    a = listed["a"]
+    assert (a.health, a.exposed_tcp, a.name) == ("unhealthy", frozenset({7000, 9000}), "x")
+    assert a.stdin is not None and a.stdin.open  # kept: the pass need not inspect again
     assert (listed["b"].health, listed["c"].health) == (None, None)  # as listed
-    # without a prefix, every running container
+    assert listed["b"].exposed_tcp == frozenset({7000, 8080})  # the row's
+    assert not listed["c"].published  # a stopped container has no ports, as on Docker
+    await engine.list()
+    assert api.calls == ["version", "containers", "containers"]  # asked once
+    engine.close()  # the next client may reach another engine: asked again
+    await engine.list()
+    assert api.calls[-2:] == ["version", "containers"]
+
+
+async def test_podmans_look_at_many_ids_is_their_inspects_alone() -> None:
     api = FakeAPI(PODMAN_VERSION, rows())
-    await engine_over(api, label_prefix=None).list()
-    assert api.inspected == ["a" * 64, "b" * 64, "d" * 64]
+    ids = [c * 64 for c in "abcdef"]  # more than INSPECT_AT_MOST
+    found = await engine_over(api).list(ids)
+    assert "containers" not in api.calls and api.inspected == ids and len(found) == 6
 
 
 async def test_dockers_listing_is_one_call() -> None:
     api = FakeAPI(DOCKER_VERSION, rows())
     listed = await engine_over(api).list()
     assert api.inspected == [] and [c.health for c in listed] == [None, None, None, "healthy"]
+    await engine_over(api).list([c * 64 for c in "abcdef"])
+    assert api.calls[-1] == "containers" and api.inspected == []  # one filtered listing
+
+
+@pytest.mark.parametrize(
+    ("status", "ports"),
+    [
+        ("running", True),
+        ("paused", True),
+        ("restarting", True),
+        ("exited", False),
+        ("created", False),
+    ],
+)
+def test_an_inspect_has_ports_only_while_its_container_may_use_them(
+    status: str, ports: bool
+) -> None:
+    # Podman keeps a stopped container's ports, and says Running=false when paused
+    inspected = parse_inspect(
+        {
+            "Id": "a" * 64,
+            "State": {"Status": status, "Running": status == "running"},
+            "NetworkSettings": {"Ports": {"8080/tcp": [{"HostIp": "", "HostPort": "40000"}]}},
+        }
+    )
+    assert bool(inspected.published) is ports and bool(inspected.exposed_tcp) is ports

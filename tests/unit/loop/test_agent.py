@@ -269,6 +269,22 @@ async def test_a_network_event_gets_a_second_look_when_the_listing_lags_it(
     assert world.consul.services[service_id(NODE, "mcp-a")].address == "172.20.0.9"
 
 
+async def test_podmans_health_event_gets_a_second_look_when_it_comes_before_the_result(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("bridge.loop.triggers.NETWORK_SECOND_LOOK", 0.01)
+    await world.on(world.run("mcp-a", labels={"mcp.check": "docker"}))
+    container = replace(world.docker.by_name("mcp-a"), health="starting")
+    world.docker.containers[container.id] = container
+    # Podman 4.3 says `health_status` (no result) before its inspect has the result.
+    await world.on(ContainerEvent(container.id, "health_status", "mcp-a"))
+    assert world.agent.view.health_of("mcp-a") == "starting"
+    world.docker.containers[container.id] = replace(container, health="healthy")
+    await asyncio.sleep(0.05)
+    await world.settle()
+    assert world.agent.view.health_of("mcp-a") == "healthy"
+
+
 async def test_tool_records_go_with_their_service_and_orphans_after_a_full_listing(
     world: World,
 ) -> None:

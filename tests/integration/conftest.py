@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import itertools
 import json
 import os
 import secrets
@@ -162,7 +163,9 @@ def free_tcp_port() -> int:
         return int(s.getsockname()[1])
 
 
-_range_counter = iter(range(100))
+# Each world's pool gets 50 ports of 21000-25999, below the ephemeral range and the
+# benchmarks' 28000; worlds run one after another, so the 101st reuses the first's.
+_range_counter = itertools.cycle(range(100))
 
 
 @dataclass

@@ -1,0 +1,222 @@
+"""bench_peer.py's systems and phases: three Docker → Consul bridges, each on containers of
+its own, measured the same way in one run (event → visible, burst tail lag, cold
+reconcile from process spawn, RSS at N).
+
+Each container runs busybox httpd and publishes port 8080 on a random host port, with no
+health check; each system is configured for exactly that:
+- floor: benchkit/floor_registrar.py, the least a bridge can be;
+- serviceregistrator: its console script from a venv of its own, the containers carrying
+  SERVICE_NAME (it registers only containers that name a service and publish a port);
+- mcp-bridge: `mcp-bridge run`, the containers labelled enable, port 8080, expose
+  published and check none, under a label prefix of the run's own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import requests
+
+from benchkit.agent_rig import IMAGE, ROOT, Catalog, StartEvents, log
+from benchkit.common import free_port, nearest_rank
+
+HOME = Path(os.environ.get("MCP_BRIDGE_HOME", "/opt/mcp-bridge"))
+WAVE = 250  # containers started at once in the burst
+
+
+def peer_venv(checkout: Path) -> Path:
+    """serviceregistrator installed into a venv of its own (cached by the checkout's
+    content): from a work tree with its pyproject.toml, or from a git repository's HEAD."""
+    if (checkout / "pyproject.toml").exists():
+        source = checkout
+        digest = hashlib.sha256((checkout / "pyproject.toml").read_bytes()).hexdigest()[:12]
+    else:
+        git = ["git", "--git-dir", str(checkout)]
+        head = subprocess.run(
+            [*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True
+        ).stdout.strip()
+        digest = head[:12]
+        source = Path(tempfile.mkdtemp(prefix="serviceregistrator-"))
+        archive = subprocess.run([*git, "archive", "HEAD"],
+                                 check=True, capture_output=True).stdout  # fmt: skip
+        subprocess.run(["tar", "-x", "-C", str(source)], input=archive, check=True)
+    venv = HOME / "cache" / f"peer-serviceregistrator-{digest}"
+    if not (venv / "bin" / "serviceregistrator").exists():
+        log(f"installing serviceregistrator into {venv}")
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(source)], check=True)
+    return venv
+
+
+@dataclass
+class System:
+    name: str
+    tag: str  # its containers' (and services') names begin with it
+    command: list[str]
+    env: dict[str, str]
+    labels: Callable[[str], dict[str, str]]
+    proc: subprocess.Popen[bytes] | None = None
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    def start(self, log_path: Path) -> float:
+        started = time.time()
+        with log_path.open("ab") as out:
+            self.proc = subprocess.Popen(
+                self.command, env={**os.environ, **self.env}, stdout=out,
+                stderr=subprocess.STDOUT, cwd=ROOT,
+            )  # fmt: skip
+        return started
+
+    def rss_mb(self) -> float:
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def systems(token: str, consul: str, peer: Path | None, tmp: Path) -> list[System]:
+    host, _, port = consul.removeprefix("http://").partition(":")
+    floor_label = f"mcp-bridge-floor={token}"
+    found = [
+        System("floor", f"pf{token}-",
+               [sys.executable, str(Path(__file__).with_name("floor_registrar.py")),
+                floor_label, "127.0.0.1", consul], {},
+               lambda _: dict([floor_label.split("=")])),
+    ]  # fmt: skip
+    if peer is not None:
+        venv = peer_venv(peer)
+        found.append(
+            System("serviceregistrator", f"ps{token}-",
+                   [str(venv / "bin" / "serviceregistrator"), "-i", "127.0.0.1",
+                    "-h", host, "-p", port or "8500", "-l", "WARNING"], {},
+                   lambda name: {"SERVICE_NAME": name}),
+        )  # fmt: skip
+    prefix = f"pb{token}."
+    found.append(
+        System("mcp-bridge", f"pb{token}-", [sys.executable, "-m", "bridge", "run"],
+               {"BRIDGE_NODE_ID": f"peer-{token}", "BRIDGE_LABEL_PREFIX": prefix,
+                "BRIDGE_NAME_PATTERN": "^$never", "BRIDGE_STATE_FILE": str(tmp / "state.db"),
+                "BRIDGE_HTTP_ADDR": f"127.0.0.1:{free_port()}",
+                "BRIDGE_ADVERTISE_ADDRESS": "127.0.0.1", "BRIDGE_RESYNC_INTERVAL": "300s",
+                "BRIDGE_CONSUL_URL": consul},
+               lambda _: {f"{prefix}enable": "true", f"{prefix}port": "8080",
+                          f"{prefix}expose": "published", f"{prefix}check": "none"}),
+    )  # fmt: skip
+    return found
+
+
+class PeerBench:
+    def __init__(self, n: int, peer: Path | None) -> None:
+        self.n = n
+        self.consul = os.environ.get("BRIDGE_CONSUL_URL", "http://127.0.0.1:8500").rstrip("/")
+        token = secrets.token_hex(3)
+        self.bench_label = f"mcp-bridge-bench={token}"
+        self.tmp = Path(tempfile.mkdtemp(prefix="mcp-bridge-peer-"))
+        self.systems = systems(token, self.consul, peer, self.tmp)
+        self.client = docker.from_env(timeout=120)
+        self.catalog = Catalog(self.consul, tuple(s.tag for s in self.systems))
+        self.events = StartEvents(self.client, self.bench_label)
+        self.http = requests.Session()
+
+    def parallel(self, fn: Callable[[Any], Any], items: list[Any], workers: int = 16) -> list[Any]:
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(fn, items))
+
+    def create(self, system: System, name: str) -> Any:
+        key, _, value = self.bench_label.partition("=")
+        return self.client.containers.create(
+            IMAGE, ["httpd", "-f", "-p", "8080"], name=name, detach=True,
+            labels={key: value, **system.labels(name)}, ports={"8080/tcp": None},
+        )  # fmt: skip
+
+    def measure(self, system: System) -> dict[str, Any]:
+        names = [f"{system.tag}{i}" for i in range(self.n)]
+        log(f"{system.name}: {self.n} containers")
+        containers = dict(
+            zip(names, self.parallel(lambda n: self.create(system, n), names), strict=True)
+        )
+        system.start(self.tmp / f"{system.name}.log")
+        time.sleep(2)  # up and watching
+        latencies = []
+        for name in names:  # one at a time: event → visible
+            containers[name].start()
+            happened = self.events.wait(name)
+            latencies.append(self.catalog.wait(lambda seen, n=name: n in seen) - happened)
+        figures: dict[str, Any] = {
+            "p50_ms": statistics.median(latencies) * 1000,
+            "p99_ms": nearest_rank(latencies, 0.99) * 1000,
+        }
+        figures["rss_mb"] = system.rss_mb()
+        # burst: all stopped (withdrawn), then started at once, in waves of at most WAVE
+        # (Docker drops events for a subscriber whose buffer stays full)
+        self.parallel(lambda c: c.stop(timeout=0), list(containers.values()), 32)
+        self.catalog.wait(lambda seen: not any(n in seen for n in names))
+        tails = []
+        for at in range(0, self.n, WAVE):
+            wave = names[at : at + WAVE]
+            with self.events.arrived:
+                self.events.times.clear()
+            self.parallel(lambda n: containers[n].start(), wave, 32)
+            visible = self.catalog.wait(lambda seen, w=wave: all(n in seen for n in w))
+            tails.append(visible - max(self.events.wait(n) for n in wave))
+        figures["burst_tail_ms"] = statistics.median(tails) * 1000
+        # cold reconcile: the system stopped, its services removed, started with N running
+        system.stop()
+        self.deregister(system)
+        self.catalog.wait(lambda seen: not any(n in seen for n in names))
+        spawned = system.start(self.tmp / f"{system.name}.log")
+        figures["cold_s"] = self.catalog.wait(lambda seen: all(n in seen for n in names)) - spawned
+        system.stop()
+        self.deregister(system)
+        self.parallel(lambda c: c.remove(force=True), list(containers.values()), 32)
+        log(f"{system.name}: {figures}")
+        return figures
+
+    def deregister(self, system: System) -> None:
+        services = self.http.get(f"{self.consul}/v1/agent/services", timeout=30).json()
+        mine = [sid for sid, s in services.items() if s["Service"].startswith(system.tag)]
+        for sid in mine:
+            self.http.put(f"{self.consul}/v1/agent/service/deregister/{sid}", timeout=30)
+
+    def run(self) -> dict[str, Any]:
+        try:
+            return {s.name: self.measure(s) for s in self.systems}
+        finally:
+            self.cleanup()
+
+    def cleanup(self) -> None:
+        for system in self.systems:
+            system.stop()
+            with contextlib.suppress(requests.RequestException):
+                self.deregister(system)
+        key, _, value = self.bench_label.partition("=")
+        for c in self.client.containers.list(all=True, filters={"label": f"{key}={value}"}):
+            with contextlib.suppress(docker.errors.APIError):
+                c.remove(force=True)
+        self.catalog.close()
+        self.events.close()

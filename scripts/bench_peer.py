@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """mcp-bridge beside the lean peer, serviceregistrator, and the floor, in one run.
 
-    scripts/bench_peer.py [--containers N] [--runs R] [--peer CHECKOUT] [--json FILE]
+    scripts/bench_peer.py [--containers N...] [--runs R] [--peer CHECKOUT] [--json FILE]
 
 Needs the local Docker engine and Consul (scripts/local-services.sh up) and the busybox
 image (scripts/local-services.sh busybox-image). CHECKOUT is serviceregistrator's work
@@ -18,7 +18,9 @@ port, no health check) and, one system after another:
 - cold reconcile: the system stopped, its services removed, started again with N running:
   from the process's spawn to all N visible.
 
-Prints a table per run and, as the LAST line, one JSON object: every run's figures.
+Containers publish fixed host ports from 29000. Each run (R of them, for each N) begins
+with another system. Prints a table per run and, as the LAST line, one JSON object: each
+N's runs and their figures.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from benchkit.peer_rig import PeerBench
 
@@ -36,7 +39,7 @@ FIGURES = (("p50_ms", "event p50 ms"), ("p99_ms", "p99 ms"), ("burst_tail_ms", "
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--containers", type=int, default=100, metavar="N")
+    parser.add_argument("--containers", type=int, nargs="+", default=[100], metavar="N")
     parser.add_argument("--runs", type=int, default=1, metavar="R")
     parser.add_argument("--peer", type=Path, default=None, metavar="CHECKOUT")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE")
@@ -55,12 +58,12 @@ def table(run: dict[str, dict[str, float]]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    runs = []
+    result: dict[str, list[dict[str, Any]]] = {}
     for number in range(args.runs):
-        run = PeerBench(args.containers, args.peer).run()
-        runs.append(run)
-        print(f"run {number + 1} of {args.runs}, N={args.containers}\n{table(run)}\n", flush=True)
-    result = {"containers": args.containers, "runs": runs}
+        for n in args.containers:
+            run = PeerBench(n, args.peer, rotate=number).run()
+            result.setdefault(str(n), []).append(run)
+            print(f"run {number + 1} of {args.runs}, N={n}\n{table(run)}\n", flush=True)
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result), flush=True)

@@ -102,13 +102,12 @@ class DockerEngine:
             if len(wanted) <= INSPECT_AT_MOST or self._podman:
                 return await self._call(lambda: self._inspect_each(wanted))
             filters = {"id": wanted}
-        if self._podman is None:
-            await self.version()
-        return await self._call(lambda: self._listed(filters))
+        podman = self._podman if self._podman is not None else (await self.version()).podman
+        return await self._call(lambda: self._listed(filters, podman))
 
-    def _listed(self, filters: dict[str, Any] | None) -> builtins.list[Container]:
+    def _listed(self, filters: dict[str, Any] | None, podman: bool) -> builtins.list[Container]:
         listed = [parse_row(r) for r in self._api().containers(all=True, filters=filters)]
-        if not self._podman:
+        if not podman:
             return listed
         # Podman's compatible listing leaves out the health ("Up 2 seconds", where Docker
         # says "(healthy)") and the ports exposed but not published: its inspects carry

@@ -37,27 +37,31 @@ from benchkit.common import free_port, nearest_rank
 
 HOME = Path(os.environ.get("MCP_BRIDGE_HOME", "/opt/mcp-bridge"))
 WAVE = 250  # containers started at once in the burst
+PORT_BASE = 29000  # host ports of a system's containers (and its sentinel's): N < 2,000
 
 
 def peer_venv(checkout: Path) -> Path:
-    """serviceregistrator installed into a venv of its own (cached by the checkout's
-    content): from a work tree with its pyproject.toml, or from a git repository's HEAD."""
+    """serviceregistrator installed into a venv of its own, cached by its source: a work
+    tree (its pyproject.toml and package files) or a git repository (its HEAD)."""
+    git = ["git", "--git-dir", str(checkout)]
     if (checkout / "pyproject.toml").exists():
-        source = checkout
-        digest = hashlib.sha256((checkout / "pyproject.toml").read_bytes()).hexdigest()[:12]
+        files = sorted([checkout / "pyproject.toml", *checkout.glob("serviceregistrator/*.py")])
+        digest = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:12]
     else:
-        git = ["git", "--git-dir", str(checkout)]
         head = subprocess.run(
             [*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True
         ).stdout.strip()
         digest = head[:12]
-        source = Path(tempfile.mkdtemp(prefix="serviceregistrator-"))
-        archive = subprocess.run([*git, "archive", "HEAD"],
-                                 check=True, capture_output=True).stdout  # fmt: skip
-        subprocess.run(["tar", "-x", "-C", str(source)], input=archive, check=True)
     venv = HOME / "cache" / f"peer-serviceregistrator-{digest}"
-    if not (venv / "bin" / "serviceregistrator").exists():
-        log(f"installing serviceregistrator into {venv}")
+    if (venv / "bin" / "serviceregistrator").exists():
+        return venv
+    log(f"installing serviceregistrator into {venv}")
+    with tempfile.TemporaryDirectory(prefix="serviceregistrator-") as unpacked:
+        source = checkout
+        if not (checkout / "pyproject.toml").exists():
+            archive = subprocess.run([*git, "archive", "HEAD"], check=True, capture_output=True)
+            subprocess.run(["tar", "-x", "-C", unpacked], input=archive.stdout, check=True)
+            source = Path(unpacked)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(source)], check=True)
     return venv
@@ -89,6 +93,12 @@ class System:
                 return int(line.split()[1]) / 1024
         raise RuntimeError("no VmRSS")
 
+    def alive(self) -> bool:
+        """Raises when the process has exited: a wait on it would only time out."""
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"{self.name} exited with {self.proc.returncode}: see its log")
+        return True
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -97,6 +107,14 @@ class System:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def unix_socket() -> str:
+    """serviceregistrator reaches Docker only through a unix socket (its -k)."""
+    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    if not host.startswith("unix://"):
+        raise SystemExit(f"serviceregistrator needs a unix:// DOCKER_HOST, not {host}")
+    return host.removeprefix("unix://")
 
 
 def systems(token: str, consul: str, peer: Path | None, tmp: Path) -> list[System]:
@@ -113,7 +131,7 @@ def systems(token: str, consul: str, peer: Path | None, tmp: Path) -> list[Syste
         found.append(
             System("serviceregistrator", f"ps{token}-",
                    [str(venv / "bin" / "serviceregistrator"), "-i", "127.0.0.1",
-                    "-h", host, "-p", port or "8500", "-l", "WARNING"], {},
+                    "-h", host, "-p", port or "8500", "-k", unix_socket()], {},
                    lambda name: {"SERVICE_NAME": name}),
         )  # fmt: skip
     prefix = f"pb{token}."
@@ -131,13 +149,15 @@ def systems(token: str, consul: str, peer: Path | None, tmp: Path) -> list[Syste
 
 
 class PeerBench:
-    def __init__(self, n: int, peer: Path | None) -> None:
+    def __init__(self, n: int, peer: Path | None, rotate: int = 0) -> None:
         self.n = n
         self.consul = os.environ.get("BRIDGE_CONSUL_URL", "http://127.0.0.1:8500").rstrip("/")
         token = secrets.token_hex(3)
         self.bench_label = f"mcp-bridge-bench={token}"
         self.tmp = Path(tempfile.mkdtemp(prefix="mcp-bridge-peer-"))
-        self.systems = systems(token, self.consul, peer, self.tmp)
+        found = systems(token, self.consul, peer, self.tmp)
+        # each run begins with another system: none always measured first or last
+        self.systems = found[rotate % len(found) :] + found[: rotate % len(found)]
         self.client = docker.from_env(timeout=120)
         self.catalog = Catalog(self.consul, tuple(s.tag for s in self.systems))
         self.events = StartEvents(self.client, self.bench_label)
@@ -147,26 +167,45 @@ class PeerBench:
         with ThreadPoolExecutor(workers) as pool:
             return list(pool.map(fn, items))
 
-    def create(self, system: System, name: str) -> Any:
+    def create(self, system: System, name: str, index: int) -> Any:
+        """A fixed host port each: with a random one (`-p 8080`) serviceregistrator cannot
+        tell the port of a stopped container and never withdraws its service."""
         key, _, value = self.bench_label.partition("=")
         return self.client.containers.create(
             IMAGE, ["httpd", "-f", "-p", "8080"], name=name, detach=True,
-            labels={key: value, **system.labels(name)}, ports={"8080/tcp": None},
+            labels={key: value, **system.labels(name)}, ports={"8080/tcp": PORT_BASE + index},
         )  # fmt: skip
+
+    def visible(self, system: System, names: list[str]) -> float:
+        """When the last of these became visible, as the catalog watch saw it."""
+        self.catalog.wait(lambda seen: system.alive() and all(n in seen for n in names))
+        with self.catalog.changed:
+            return max(self.catalog.seen[n] for n in names)
+
+    def gone(self, system: System, names: list[str]) -> None:
+        self.catalog.wait(lambda seen: system.alive() and not any(n in seen for n in names))
+
+    def start_ready(self, system: System) -> float:
+        """Start the system and wait until it registers a first container of its own."""
+        spawned = system.start(self.tmp / f"{system.name}.log")
+        sentinel = self.create(system, f"{system.tag}ready", self.n)
+        sentinel.start()
+        self.visible(system, [f"{system.tag}ready"])
+        sentinel.remove(force=True)
+        self.gone(system, [f"{system.tag}ready"])
+        return spawned
 
     def measure(self, system: System) -> dict[str, Any]:
         names = [f"{system.tag}{i}" for i in range(self.n)]
         log(f"{system.name}: {self.n} containers")
-        containers = dict(
-            zip(names, self.parallel(lambda n: self.create(system, n), names), strict=True)
-        )
-        system.start(self.tmp / f"{system.name}.log")
-        time.sleep(2)  # up and watching
+        made = self.parallel(lambda i: self.create(system, names[i], i), list(range(self.n)))
+        containers = dict(zip(names, made, strict=True))
+        self.start_ready(system)
         latencies = []
         for name in names:  # one at a time: event → visible
             containers[name].start()
             happened = self.events.wait(name)
-            latencies.append(self.catalog.wait(lambda seen, n=name: n in seen) - happened)
+            latencies.append(self.visible(system, [name]) - happened)
         figures: dict[str, Any] = {
             "p50_ms": statistics.median(latencies) * 1000,
             "p99_ms": nearest_rank(latencies, 0.99) * 1000,
@@ -175,14 +214,14 @@ class PeerBench:
         # burst: all stopped (withdrawn), then started at once, in waves of at most WAVE
         # (Docker drops events for a subscriber whose buffer stays full)
         self.parallel(lambda c: c.stop(timeout=0), list(containers.values()), 32)
-        self.catalog.wait(lambda seen: not any(n in seen for n in names))
+        self.gone(system, names)
         tails = []
         for at in range(0, self.n, WAVE):
             wave = names[at : at + WAVE]
             with self.events.arrived:
                 self.events.times.clear()
             self.parallel(lambda n: containers[n].start(), wave, 32)
-            visible = self.catalog.wait(lambda seen, w=wave: all(n in seen for n in w))
+            visible = self.visible(system, wave)
             tails.append(visible - max(self.events.wait(n) for n in wave))
         figures["burst_tail_ms"] = statistics.median(tails) * 1000
         # cold reconcile: the system stopped, its services removed, started with N running
@@ -190,7 +229,7 @@ class PeerBench:
         self.deregister(system)
         self.catalog.wait(lambda seen: not any(n in seen for n in names))
         spawned = system.start(self.tmp / f"{system.name}.log")
-        figures["cold_s"] = self.catalog.wait(lambda seen: all(n in seen for n in names)) - spawned
+        figures["cold_s"] = self.visible(system, names) - spawned
         system.stop()
         self.deregister(system)
         self.parallel(lambda c: c.remove(force=True), list(containers.values()), 32)
@@ -204,6 +243,7 @@ class PeerBench:
             self.http.put(f"{self.consul}/v1/agent/service/deregister/{sid}", timeout=30)
 
     def run(self) -> dict[str, Any]:
+        log(f"logs in {self.tmp}")
         try:
             return {s.name: self.measure(s) for s in self.systems}
         finally:

@@ -26,7 +26,7 @@ def test_bench_peer_runs_small_and_leaves_nothing_behind(
     )
     assert result.returncode == 0, result.stderr[-3000:]
     last = json.loads(result.stdout.strip().splitlines()[-1])
-    [run] = last["runs"]
+    [run] = last["4"]
     assert set(run) == {"floor", "mcp-bridge"}
     for figures in run.values():
         assert set(figures) == {"p50_ms", "p99_ms", "burst_tail_ms", "cold_s", "rss_mb"}

@@ -124,15 +124,20 @@ class StartEvents:
 
 
 class Agent:
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    """The agent as a process (or, with `command`, another registrar the same way)."""
+
+    def __init__(
+        self, env: dict[str, str], log_path: Path, command: list[str] | None = None
+    ) -> None:
         self.env, self.log_path = env, log_path
+        self.command = command or [sys.executable, "-m", "bridge", "run"]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> float:
         started = time.time()
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "bridge", "run"],
+                self.command,
                 env={**os.environ, **self.env},
                 stdout=out,
                 stderr=subprocess.STDOUT,

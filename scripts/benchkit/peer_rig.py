@@ -17,22 +17,20 @@ import contextlib
 import hashlib
 import os
 import secrets
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import docker
 import requests
 
-from benchkit.agent_rig import IMAGE, ROOT, Catalog, StartEvents, log
+from benchkit.agent_rig import IMAGE, Agent, Catalog, StartEvents, log
 from benchkit.common import free_port, nearest_rank
 
 HOME = Path(os.environ.get("MCP_BRIDGE_HOME", "/opt/mcp-bridge"))
@@ -71,42 +69,24 @@ def peer_venv(checkout: Path) -> Path:
 class System:
     name: str
     tag: str  # its containers' (and services') names begin with it
-    command: list[str]
-    env: dict[str, str]
     labels: Callable[[str], dict[str, str]]
-    proc: subprocess.Popen[bytes] | None = None
-    figures: dict[str, Any] = field(default_factory=dict)
+    process: Agent
 
-    def start(self, log_path: Path) -> float:
-        started = time.time()
-        with log_path.open("ab") as out:
-            self.proc = subprocess.Popen(
-                self.command, env={**os.environ, **self.env}, stdout=out,
-                stderr=subprocess.STDOUT, cwd=ROOT,
-            )  # fmt: skip
-        return started
+    def start(self) -> float:
+        return self.process.start()
 
     def rss_mb(self) -> float:
-        assert self.proc is not None
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmRSS")
+        return self.process.rss_mb()
 
     def alive(self) -> bool:
         """Raises when the process has exited: a wait on it would only time out."""
-        if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"{self.name} exited with {self.proc.returncode}: see its log")
+        proc = self.process.proc
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{self.name} exited with {proc.returncode}: see its log")
         return True
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self.process.stop()
 
 
 def unix_socket() -> str:
@@ -119,31 +99,30 @@ def unix_socket() -> str:
 
 def systems(token: str, consul: str, peer: Path | None, tmp: Path) -> list[System]:
     host, _, port = consul.removeprefix("http://").partition(":")
+
+    def system(name: str, tag: str, labels: Callable[[str], dict[str, str]],
+               env: dict[str, str], command: list[str] | None = None) -> System:  # fmt: skip
+        return System(name, tag, labels, Agent(env, tmp / f"{name}.log", command))
+
     floor_label = f"mcp-bridge-floor={token}"
-    found = [
-        System("floor", f"pf{token}-",
-               [sys.executable, str(Path(__file__).with_name("floor_registrar.py")),
-                floor_label, "127.0.0.1", consul], {},
-               lambda _: dict([floor_label.split("=")])),
-    ]  # fmt: skip
+    floor = [sys.executable, str(Path(__file__).with_name("floor_registrar.py")),
+             floor_label, "127.0.0.1", consul]  # fmt: skip
+    found = [system("floor", f"pf{token}-", lambda _: dict([floor_label.split("=")]), {}, floor)]
     if peer is not None:
-        venv = peer_venv(peer)
-        found.append(
-            System("serviceregistrator", f"ps{token}-",
-                   [str(venv / "bin" / "serviceregistrator"), "-i", "127.0.0.1",
-                    "-h", host, "-p", port or "8500", "-k", unix_socket()], {},
-                   lambda name: {"SERVICE_NAME": name}),
-        )  # fmt: skip
+        command = [str(peer_venv(peer) / "bin" / "serviceregistrator"), "-i", "127.0.0.1",
+                   "-h", host, "-p", port or "8500", "-k", unix_socket()]  # fmt: skip
+        found.append(system("serviceregistrator", f"ps{token}-",
+                            lambda name: {"SERVICE_NAME": name}, {}, command))  # fmt: skip
     prefix = f"pb{token}."
     found.append(
-        System("mcp-bridge", f"pb{token}-", [sys.executable, "-m", "bridge", "run"],
+        system("mcp-bridge", f"pb{token}-",
+               lambda _: {f"{prefix}enable": "true", f"{prefix}port": "8080",
+                          f"{prefix}expose": "published", f"{prefix}check": "none"},
                {"BRIDGE_NODE_ID": f"peer-{token}", "BRIDGE_LABEL_PREFIX": prefix,
                 "BRIDGE_NAME_PATTERN": "^$never", "BRIDGE_STATE_FILE": str(tmp / "state.db"),
                 "BRIDGE_HTTP_ADDR": f"127.0.0.1:{free_port()}",
                 "BRIDGE_ADVERTISE_ADDRESS": "127.0.0.1", "BRIDGE_RESYNC_INTERVAL": "300s",
-                "BRIDGE_CONSUL_URL": consul},
-               lambda _: {f"{prefix}enable": "true", f"{prefix}port": "8080",
-                          f"{prefix}expose": "published", f"{prefix}check": "none"}),
+                "BRIDGE_CONSUL_URL": consul}),
     )  # fmt: skip
     return found
 
@@ -187,7 +166,7 @@ class PeerBench:
 
     def start_ready(self, system: System) -> float:
         """Start the system and wait until it registers a first container of its own."""
-        spawned = system.start(self.tmp / f"{system.name}.log")
+        spawned = system.start()
         sentinel = self.create(system, f"{system.tag}ready", self.n)
         sentinel.start()
         self.visible(system, [f"{system.tag}ready"])
@@ -228,7 +207,7 @@ class PeerBench:
         system.stop()
         self.deregister(system)
         self.catalog.wait(lambda seen: not any(n in seen for n in names))
-        spawned = system.start(self.tmp / f"{system.name}.log")
+        spawned = system.start()
         figures["cold_s"] = self.visible(system, names) - spawned
         system.stop()
         self.deregister(system)

@@ -18,10 +18,9 @@ import pytest
 
 from bridge.docker.attach import STDOUT, Endpoint, attach
 from bridge.mcp.stdio.mux import PROCESS_ENDED
-from bridge.mcp.stdio.process import StdioServer
 from tests.engines.dind import PODMAN, Engine, running
 from tests.integration.conftest import IMAGE, WAIT, Bridge, bridge_world, build_image, wait_for
-from tests.integration.test_attach import ECHO
+from tests.integration.test_attach import ECHO, SILENT, killed_mid_call
 from tests.integration.test_stdio_agent import FAST_CHECKS, passing, url_of, use_all
 
 
@@ -71,22 +70,9 @@ async def test_attach_carries_stdin_and_both_outputs_and_its_end_closes_stdin(
 
 
 async def test_a_server_killed_mid_call_answers_every_client_at_once(engine: Engine) -> None:
-    container = run_i(engine, ["sh", "-c", "while read -r line; do :; done"])
+    container = run_i(engine, SILENT)
     try:
-        stream = await attach(endpoint(engine), container.id)
-        server = StdioServer(stream, max_message=1 << 20, request_timeout=300)
-        reading = asyncio.create_task(server.run())
-        channels = [server.open(f"client {n}") for n in range(3)]
-        calls = [
-            asyncio.create_task(server.request(ch, {"jsonrpc": "2.0", "id": 1, "method": "x"}))
-            for ch in channels
-        ]
-        await asyncio.sleep(0.5)
-        assert not any(c.done() for c in calls)
-        await asyncio.to_thread(container.kill)
-        async with asyncio.timeout(WAIT):
-            answers = await asyncio.gather(*calls)
-            await reading
+        server, _, answers = await killed_mid_call(endpoint(engine), container.id, container)
         assert [a["error"]["code"] for a in answers] == [PROCESS_ENDED] * 3
         assert not server.mux.pending
     finally:

@@ -16,7 +16,7 @@ from testcontainers.core.container import DockerContainer
 from bridge.docker.attach import STDOUT, AttachFailed, Endpoint, attach, endpoint_from_env
 from bridge.mcp.stdio.lines import Lines, encode
 from bridge.mcp.stdio.mux import PROCESS_ENDED
-from bridge.mcp.stdio.process import StdioServer
+from bridge.mcp.stdio.process import Channel, StdioServer
 from tests.integration.conftest import IMAGE, TEST_LABEL, WAIT
 
 pytestmark = pytest.mark.usefixtures("services")
@@ -150,25 +150,41 @@ async def test_killing_the_server_mid_call_answers_every_client_at_once() -> Non
     """A server that reads and never answers, killed (SIGKILL) while three clients wait:
     each gets a JSON-RPC error at once, none is left hanging, and a request after the
     end is answered too, not queued."""
-    container = started(IMAGE, ["sh", "-c", "while read -r line; do :; done"])
+    container = started(IMAGE, SILENT)
     try:
-        stream = await attach(endpoint_from_env(), container.get_wrapped_container().id)
-        server = StdioServer(stream, max_message=1 << 20, request_timeout=300)
-        reading = asyncio.create_task(server.run())
-        channels = [server.open(f"client {n}") for n in range(3)]
-        calls = [
-            asyncio.create_task(server.request(ch, {"jsonrpc": "2.0", "id": 1, "method": "x"}))
-            for ch in channels
-        ]
-        await asyncio.sleep(0.5)
-        assert not any(c.done() for c in calls)
-        await asyncio.to_thread(container.get_wrapped_container().kill)
-        async with asyncio.timeout(WAIT):
-            answers = await asyncio.gather(*calls)
-            await reading
+        endpoint, cid = endpoint_from_env(), container.get_wrapped_container().id
+        server, channels, answers = await killed_mid_call(
+            endpoint, cid, container.get_wrapped_container()
+        )
         assert [a["error"]["code"] for a in answers] == [PROCESS_ENDED] * 3
         assert [a["id"] for a in answers] == [1, 1, 1]
         late = await server.request(channels[0], {"jsonrpc": "2.0", "id": 2, "method": "x"})
         assert late["error"]["code"] == PROCESS_ENDED and not server.mux.pending
     finally:
         container.stop()
+
+
+# A server that reads and never answers.
+SILENT = ["sh", "-c", "while read -r line; do :; done"]
+
+
+async def killed_mid_call(
+    endpoint: Endpoint, container_id: str, container: Any
+) -> tuple[StdioServer, list[Channel], list[dict[str, Any]]]:
+    """Three clients each wait on a call to a server attached at `endpoint`; the container
+    is killed (SIGKILL): the server, its channels and every answer, once reading ended."""
+    stream = await attach(endpoint, container_id)
+    server = StdioServer(stream, max_message=1 << 20, request_timeout=300)
+    reading = asyncio.create_task(server.run())
+    channels = [server.open(f"client {n}") for n in range(3)]
+    calls = [
+        asyncio.create_task(server.request(ch, {"jsonrpc": "2.0", "id": 1, "method": "x"}))
+        for ch in channels
+    ]
+    await asyncio.sleep(0.5)
+    assert not any(c.done() for c in calls)
+    await asyncio.to_thread(container.kill)
+    async with asyncio.timeout(WAIT):
+        answers = await asyncio.gather(*calls)
+        await reading
+    return server, channels, list(answers)

@@ -1,5 +1,8 @@
 """The stdio servers' parts put together from the settings: the Docker attach and inspect
-the served set needs (mcp/ does not import docker/), the endpoint's rules, TLS."""
+the served set needs (mcp/ does not import docker/), the endpoint's rules, TLS.
+
+The stdio bridge itself (bridge/mcp/stdio/, the attach) is loaded with the first stdio
+container (LazyStdio): an agent that serves none does not carry its code."""
 
 from __future__ import annotations
 
@@ -7,29 +10,23 @@ import contextlib
 import json
 import os
 import ssl
-from collections.abc import Mapping
-from typing import Protocol
+from collections.abc import Callable, Collection, Mapping
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
 from bridge.core.config import Settings
+from bridge.core.model import StdioReading, StdioTarget
 from bridge.core.protocols import DockerUnavailable, StdioSetAPI
-from bridge.docker.attach import AttachFailed, Endpoint, attach, endpoint_from_env
 from bridge.docker.engine import DockerEngine
 from bridge.mcp.probe import ProbeResult
-from bridge.mcp.stdio.check import probe_served
-from bridge.mcp.stdio.handshake import Handshake
 from bridge.mcp.stdio.http import ServeRules
-from bridge.mcp.stdio.process import Stream
-from bridge.mcp.stdio.served import (
-    AttachRefused,
-    KeptUnreadable,
-    Served,
-    StdioSet,
-    StdioSettings,
-)
 from bridge.pool.processes import ProcessStore
 from bridge.pool.store import StoreError
+
+if TYPE_CHECKING:
+    from bridge.mcp.stdio.handshake import Handshake
+    from bridge.mcp.stdio.served import Served, StdioSet
 
 log = structlog.get_logger("bridge.stdio")
 
@@ -43,6 +40,8 @@ class StdioServing(StdioSetAPI, Protocol):
 
 async def probe(stdio: StdioServing, sid: str, budget: float, want_tools: bool) -> ProbeResult:
     """The `mcp` check of one served stdio service (mcp/stdio/check.py)."""
+    from bridge.mcp.stdio.check import probe_served
+
     return await probe_served(
         stdio.served.get(sid), budget, want_tools=want_tools, find=lambda: stdio.served.get(sid)
     )
@@ -75,6 +74,8 @@ class KeptHandshakes:
         except StoreError as exc:
             # Not "none kept": that would send a live process a second initialize.
             log.warning("stdio_handshake_unread", container_id=container_id, error=str(exc))
+            from bridge.mcp.stdio.served import KeptUnreadable
+
             raise KeptUnreadable(str(exc)) from exc
         if text is None:
             return False, None
@@ -128,6 +129,8 @@ class KeptHandshakes:
 def _decode(text: str) -> Handshake | None:
     """A kept row as a Handshake; None for SENT, or for anything this module did not
     write (then the process is taken as sent to: no second `initialize` unasked)."""
+    from bridge.mcp.stdio.handshake import Handshake
+
     try:
         data = json.loads(text)
         era = data["era"]
@@ -161,33 +164,70 @@ def serve_tls(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
-def stdio_set(settings: Settings, engine: DockerEngine, kept: KeptHandshakes) -> StdioSet:
+class LazyStdio:
+    """The served set, built when a pass first wants a stdio service. Until then there is
+    nothing served, so nothing to withdraw, and no reading."""
+
+    def __init__(self, build: Callable[[], StdioSet]) -> None:
+        self._build = build
+        self._set: StdioSet | None = None
+
+    @property
+    def served(self) -> Mapping[str, Served]:
+        return {} if self._set is None else self._set.served
+
+    async def sync(
+        self, desired: Mapping[str, StdioTarget], scope: Collection[str] | None = None
+    ) -> dict[str, str]:
+        if self._set is None:
+            if not desired:
+                return {}
+            self._set = self._build()
+        return await self._set.sync(desired, scope)
+
+    def readings(self) -> dict[str, StdioReading]:
+        return {} if self._set is None else self._set.readings()
+
+    async def close(self) -> None:
+        if self._set is not None:
+            await self._set.close()
+
+
+def stdio_set(settings: Settings, engine: DockerEngine, kept: KeptHandshakes) -> LazyStdio:
+    # The rules and TLS are read now: a bad token or key file stops the agent at start,
+    # not at its first stdio container.
+    rules, tls = serve_rules(settings), serve_tls(settings)
     env = dict(os.environ)
     if settings.docker_host is not None:
         env["DOCKER_HOST"] = settings.docker_host
-    found: list[Endpoint] = []
 
-    async def attach_to(container_id: str) -> Stream:
-        # Read when first needed: a DOCKER_HOST the attach cannot use (ssh://) or TLS
-        # files not readable yet must not stop an agent that serves no stdio server.
-        try:
-            if not found:
-                found.append(endpoint_from_env(env))
-            return await attach(found[0], container_id)
-        except AttachFailed as exc:
-            raise AttachRefused(exc.reason, gone=exc.gone) from exc
+    def build() -> StdioSet:
+        from bridge.docker.attach import AttachFailed, Endpoint, attach, endpoint_from_env
+        from bridge.mcp.stdio.process import Stream
+        from bridge.mcp.stdio.served import AttachRefused, StdioSet, StdioSettings
 
-    async def identify(container_id: str) -> str:
-        try:
-            started = await engine.started_at(container_id)
-        except DockerUnavailable as exc:
-            raise AttachRefused(str(exc)) from exc
-        if not started:
-            raise AttachRefused("the container is not running", gone=True)
-        return started
+        found: list[Endpoint] = []
 
-    parts = StdioSettings(
-        settings.listen_address, serve_rules(settings), settings.stdio_request_timeout,
-        serve_tls(settings),
-    )  # fmt: skip
-    return StdioSet(parts, attach_to, identify, kept)
+        async def attach_to(container_id: str) -> Stream:
+            # Read when first needed: a DOCKER_HOST the attach cannot use (ssh://) or TLS
+            # files not readable yet must not stop an agent that serves no stdio server.
+            try:
+                if not found:
+                    found.append(endpoint_from_env(env))
+                return await attach(found[0], container_id)
+            except AttachFailed as exc:
+                raise AttachRefused(exc.reason, gone=exc.gone) from exc
+
+        async def identify(container_id: str) -> str:
+            try:
+                started = await engine.started_at(container_id)
+            except DockerUnavailable as exc:
+                raise AttachRefused(str(exc)) from exc
+            if not started:
+                raise AttachRefused("the container is not running", gone=True)
+            return started
+
+        parts = StdioSettings(settings.listen_address, rules, settings.stdio_request_timeout, tls)
+        return StdioSet(parts, attach_to, identify, kept)
+
+    return LazyStdio(build)

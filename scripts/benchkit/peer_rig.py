@@ -30,10 +30,9 @@ from typing import Any
 import docker
 import requests
 
-from benchkit.agent_rig import IMAGE, Agent, Catalog, StartEvents, log
+from benchkit.agent_rig import HOME, IMAGE, Agent, Catalog, StartEvents, log, runtime_python
 from benchkit.common import free_port, nearest_rank
 
-HOME = Path(os.environ.get("MCP_BRIDGE_HOME", "/opt/mcp-bridge"))
 WAVE = 250  # containers started at once in the burst
 PORT_BASE = 29000  # host ports of a system's containers (and its sentinel's): N < 2,000
 
@@ -105,7 +104,7 @@ def systems(token: str, consul: str, peer: Path | None, tmp: Path) -> list[Syste
         return System(name, tag, labels, Agent(env, tmp / f"{name}.log", command))
 
     floor_label = f"mcp-bridge-floor={token}"
-    floor = [sys.executable, str(Path(__file__).with_name("floor_registrar.py")),
+    floor = [runtime_python(), str(Path(__file__).with_name("floor_registrar.py")),
              floor_label, "127.0.0.1", consul]  # fmt: skip
     found = [system("floor", f"pf{token}-", lambda _: dict([floor_label.split("=")]), {}, floor)]
     if peer is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import os
 import secrets
@@ -136,23 +137,30 @@ def runtime_python() -> str:
     digest = hashlib.sha256("\n".join(wanted).encode()).hexdigest()[:12]
     venv = HOME / "cache" / f"runtime-venv-{digest}"
     python = venv / "bin" / "python"
-    if not (venv / "ready").exists():
-        log(f"installing mcp-bridge's runtime dependencies into {venv}")
-        # the test venv's versions, so that the two measure the same code
-        frozen = subprocess.run([sys.executable, "-m", "pip", "freeze"], check=True,
-                                capture_output=True, text=True).stdout  # fmt: skip
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-        pinned = [line for line in frozen.splitlines() if "==" in line]  # no `-e` checkout
-        (venv / "constraints.txt").write_text("\n".join(pinned) + "\n")
-        done = subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-             "-c", str(venv / "constraints.txt"), *wanted],
-            capture_output=True, text=True,
-        )  # fmt: skip
-        if done.returncode != 0:
-            raise SystemExit(f"pip install into {venv} failed:\n{done.stderr}")
-        (venv / "ready").touch()
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with (venv.parent / f"{venv.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another bench may be making it right now
+        if not (venv / "ready").exists():
+            _make_runtime_venv(venv, wanted)
     return str(python)
+
+
+def _make_runtime_venv(venv: Path, wanted: list[str]) -> None:
+    log(f"installing mcp-bridge's runtime dependencies into {venv}")
+    # the test venv's versions, so that the two measure the same code
+    frozen = subprocess.run([sys.executable, "-m", "pip", "freeze"], check=True,
+                            capture_output=True, text=True).stdout  # fmt: skip
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+    pinned = [line for line in frozen.splitlines() if "==" in line]  # no `-e` checkout
+    (venv / "constraints.txt").write_text("\n".join(pinned) + "\n")
+    done = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
+         "--disable-pip-version-check", "-c", str(venv / "constraints.txt"), *wanted],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"pip install into {venv} failed:\n{done.stderr}")
+    (venv / "ready").touch()
 
 
 class Agent:

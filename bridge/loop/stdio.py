@@ -171,6 +171,7 @@ class LazyStdio:
     def __init__(self, build: Callable[[], StdioSet]) -> None:
         self._build = build
         self._set: StdioSet | None = None
+        self._failed: str | None = None  # why the last build failed, said once
 
     @property
     def served(self) -> Mapping[str, Served]:
@@ -182,7 +183,14 @@ class LazyStdio:
         if self._set is None:
             if not desired:
                 return {}
-            self._set = self._build()
+            try:
+                self._set = self._build()
+            except Exception as exc:  # a broken install: hold back the stdio services only
+                why = f"stdio bridge unavailable: {type(exc).__name__}: {exc}"
+                if why != self._failed:
+                    log.error("stdio_unavailable", error=why, services=sorted(desired))
+                self._failed = why
+                return {sid: why for sid in desired}
         return await self._set.sync(desired, scope)
 
     def readings(self) -> dict[str, StdioReading]:

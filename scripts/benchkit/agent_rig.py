@@ -129,29 +129,28 @@ class StartEvents:
 
 def runtime_python() -> str:
     """The interpreter of a venv holding only mcp-bridge's runtime dependencies (its
-    pyproject's `dependencies`, cached by them), as a user's install or the image has.
-    The test venv also holds rich (import-linter needs it), which structlog imports when
-    it is there: about 4 MB and 50 ms the agent does not carry when installed."""
+    pyproject's `dependencies`) at the test venv's versions, as a user's install or the
+    image has; cached by those, and the Python version. The test venv also holds rich
+    (import-linter needs it), which structlog imports when it is there: about 4 MB and
+    50 ms the agent does not carry when installed."""
     with (ROOT / "pyproject.toml").open("rb") as fh:
         wanted = sorted(tomllib.load(fh)["project"]["dependencies"])
-    digest = hashlib.sha256("\n".join(wanted).encode()).hexdigest()[:12]
-    venv = HOME / "cache" / f"runtime-venv-{digest}"
-    python = venv / "bin" / "python"
+    frozen = subprocess.run([sys.executable, "-m", "pip", "freeze"], check=True,
+                            capture_output=True, text=True).stdout  # fmt: skip
+    pinned = sorted(line for line in frozen.splitlines() if "==" in line)  # no `-e` checkout
+    key = "\n".join([sys.version, *wanted, *pinned]).encode()
+    venv = HOME / "cache" / f"runtime-venv-{hashlib.sha256(key).hexdigest()[:12]}"
     venv.parent.mkdir(parents=True, exist_ok=True)
     with (venv.parent / f"{venv.name}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another bench may be making it right now
         if not (venv / "ready").exists():
-            _make_runtime_venv(venv, wanted)
-    return str(python)
+            _make_runtime_venv(venv, wanted, pinned)
+    return str(venv / "bin" / "python")
 
 
-def _make_runtime_venv(venv: Path, wanted: list[str]) -> None:
+def _make_runtime_venv(venv: Path, wanted: list[str], pinned: list[str]) -> None:
     log(f"installing mcp-bridge's runtime dependencies into {venv}")
-    # the test venv's versions, so that the two measure the same code
-    frozen = subprocess.run([sys.executable, "-m", "pip", "freeze"], check=True,
-                            capture_output=True, text=True).stdout  # fmt: skip
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-    pinned = [line for line in frozen.splitlines() if "==" in line]  # no `-e` checkout
     (venv / "constraints.txt").write_text("\n".join(pinned) + "\n")
     done = subprocess.run(
         [str(venv / "bin" / "python"), "-m", "pip", "install", "-q",

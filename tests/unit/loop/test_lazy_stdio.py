@@ -14,6 +14,7 @@ import pytest
 
 from bridge.core.model import StdioReading, StdioTarget
 from bridge.loop.stdio import KeptHandshakes, LazyStdio, stdio_set
+from bridge.mcp.stdio.served import StdioSet
 from tests.builders import make_settings
 
 ROOT = Path(__file__).parents[3]
@@ -23,13 +24,38 @@ def test_the_agent_and_its_cli_load_without_the_stdio_bridge() -> None:
     code = (
         "import sys, bridge.surface.cli, bridge.loop.agent\n"
         "print(sorted(m for m in sys.modules if m.startswith("
-        "('bridge.mcp.stdio.served', 'bridge.mcp.stdio.endpoint', 'bridge.docker.attach'))))"
+        "('bridge.mcp.stdio', 'bridge.docker.attach', 'mcp_types'))))"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
+    # the serving rules only (read at start), none of the serving
+    assert done.stdout.strip() == str(
+        ["bridge.mcp.stdio", "bridge.mcp.stdio.http", "bridge.mcp.stdio.mux"]
+    )
+
+
+def test_the_built_set_is_the_real_one() -> None:
+    lazy = stdio_set(make_settings(), cast(Any, None), KeptHandshakes())
+    assert isinstance(lazy._build(), StdioSet)
+
+
+async def test_a_set_that_cannot_be_built_holds_back_the_stdio_services_only() -> None:
+    calls: list[int] = []
+
+    def build() -> Any:
+        calls.append(1)
+        raise ImportError("No module named 'bridge.mcp.stdio.served'")
+
+    lazy = LazyStdio(build)
+    target = cast(StdioTarget, "target")
+    failed = await lazy.sync({"s1": target, "s2": target})
+    assert set(failed) == {"s1", "s2"}
+    assert "stdio bridge unavailable: ImportError" in failed["s1"]
+    assert await lazy.sync({}) == {} and lazy.readings() == {}
+    await lazy.sync({"s1": target})
+    assert len(calls) == 2  # tried again on the next pass that wants one
 
 
 class FakeSet:
@@ -73,7 +99,7 @@ async def test_nothing_is_built_until_a_pass_wants_a_stdio_service() -> None:
     await lazy.sync({})  # withdrawn: the built set is told, not skipped
     assert len(built) == 1
     assert built[0].synced == [{"s1": target}, {"s1": target}, {}]
-    assert lazy.readings() == {"s1": "reading"}
+    assert lazy.readings() == {"s1": cast(StdioReading, "reading")}
     await lazy.close()
     assert built[0].closed
 

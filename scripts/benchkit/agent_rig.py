@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import contextlib
 import fcntl
+import functools
 import hashlib
 import os
 import secrets
@@ -127,6 +128,32 @@ class StartEvents:
             self._stream.close()
 
 
+def cached_venv(name: str, fill: Callable[[Path], None]) -> Path:
+    """A venv under $MCP_BRIDGE_HOME/cache/NAME, made once and filled by `fill`; under a
+    lock, since another bench may be making it right now; `ready` marks it whole."""
+    venv = HOME / "cache" / name
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with (venv.parent / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (venv / "ready").exists():
+            log(f"making {venv}")
+            subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+            fill(venv)
+            (venv / "ready").touch()
+    return venv
+
+
+def pip_install(venv: Path, *args: str) -> None:
+    done = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
+         "--disable-pip-version-check", *args],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"pip install into {venv} failed:\n{done.stderr}")
+
+
+@functools.cache
 def runtime_python() -> str:
     """The interpreter of a venv holding only mcp-bridge's runtime dependencies (its
     pyproject's `dependencies`) at the test venv's versions, as a user's install or the
@@ -139,27 +166,13 @@ def runtime_python() -> str:
                             capture_output=True, text=True).stdout  # fmt: skip
     pinned = sorted(line for line in frozen.splitlines() if "==" in line)  # no `-e` checkout
     key = "\n".join([sys.version, *wanted, *pinned]).encode()
-    venv = HOME / "cache" / f"runtime-venv-{hashlib.sha256(key).hexdigest()[:12]}"
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    with (venv.parent / f"{venv.name}.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another bench may be making it right now
-        if not (venv / "ready").exists():
-            _make_runtime_venv(venv, wanted, pinned)
+
+    def fill(venv: Path) -> None:
+        (venv / "constraints.txt").write_text("\n".join(pinned) + "\n")
+        pip_install(venv, "-c", str(venv / "constraints.txt"), *wanted)
+
+    venv = cached_venv(f"runtime-venv-{hashlib.sha256(key).hexdigest()[:12]}", fill)
     return str(venv / "bin" / "python")
-
-
-def _make_runtime_venv(venv: Path, wanted: list[str], pinned: list[str]) -> None:
-    log(f"installing mcp-bridge's runtime dependencies into {venv}")
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-    (venv / "constraints.txt").write_text("\n".join(pinned) + "\n")
-    done = subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
-         "--disable-pip-version-check", "-c", str(venv / "constraints.txt"), *wanted],
-        capture_output=True, text=True,
-    )  # fmt: skip
-    if done.returncode != 0:
-        raise SystemExit(f"pip install into {venv} failed:\n{done.stderr}")
-    (venv / "ready").touch()
 
 
 class Agent:

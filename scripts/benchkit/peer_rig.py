@@ -19,7 +19,6 @@ import os
 import secrets
 import statistics
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +29,16 @@ from typing import Any
 import docker
 import requests
 
-from benchkit.agent_rig import HOME, IMAGE, Agent, Catalog, StartEvents, log, runtime_python
+from benchkit.agent_rig import (
+    IMAGE,
+    Agent,
+    Catalog,
+    StartEvents,
+    cached_venv,
+    log,
+    pip_install,
+    runtime_python,
+)
 from benchkit.common import free_port, nearest_rank
 
 WAVE = 250  # containers started at once in the burst
@@ -49,19 +57,17 @@ def peer_venv(checkout: Path) -> Path:
             [*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True
         ).stdout.strip()
         digest = head[:12]
-    venv = HOME / "cache" / f"peer-serviceregistrator-{digest}"
-    if (venv / "bin" / "serviceregistrator").exists():
-        return venv
-    log(f"installing serviceregistrator into {venv}")
-    with tempfile.TemporaryDirectory(prefix="serviceregistrator-") as unpacked:
-        source = checkout
-        if not (checkout / "pyproject.toml").exists():
+
+    def fill(venv: Path) -> None:
+        if (checkout / "pyproject.toml").exists():
+            pip_install(venv, str(checkout))
+            return
+        with tempfile.TemporaryDirectory(prefix="serviceregistrator-") as unpacked:
             archive = subprocess.run([*git, "archive", "HEAD"], check=True, capture_output=True)
             subprocess.run(["tar", "-x", "-C", unpacked], input=archive.stdout, check=True)
-            source = Path(unpacked)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(source)], check=True)
-    return venv
+            pip_install(venv, unpacked)
+
+    return cached_venv(f"peer-serviceregistrator-{digest}", fill)
 
 
 @dataclass

@@ -114,8 +114,9 @@ class StdioEndpoint:
             if length > limit:
                 return None
             # (A compressed body's length is the compressed one; content gives it
-            # uncompressed, so it is read as a chunked one is, below.)
-            return await request.content.readexactly(length)
+            # uncompressed, so it is read as a chunked one is, below.) aiohttp 3.14's
+            # readexactly(0) at the end of the body raises instead of giving b"".
+            return await request.content.readexactly(length) if length else b""
         body = bytearray()
         async for chunk in request.content.iter_chunked(65536):  # read() stops at what came
             body += chunk

@@ -9,7 +9,7 @@ import asyncio
 import json
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.unit.mcp.test_stdio_endpoint import JSON_ONLY, call, initialize, serving
@@ -51,6 +51,8 @@ requests = st.tuples(st.sampled_from(["POST", "GET", "DELETE", "PUT"]), headers,
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(requests, min_size=1, max_size=12))
+# An empty POST: aiohttp 3.14 made readexactly(0) raise, which answered 500.
+@example([("POST", {"Content-Type": "application/json"}, b"")])
 def test_hostile_requests_get_a_meant_status_and_disturb_nothing(
     sent: list[tuple[str, dict[str, str], Any]],
 ) -> None:

@@ -29,8 +29,7 @@ STEPS = [
     ("prometheus-client", "prometheus_client"),
     ("aiohttp (client)", "aiohttp"),
     ("aiohttp.web (server)", "aiohttp.web"),
-    ("requests (for docker and py-consul)", "requests"),
-    ("docker (SDK)", "docker"),
+    ("requests (for py-consul)", "requests"),
     ("py-consul", "consul.aio"),
     ("bridge: core, labels, pool rules", "bridge.core.config,bridge.labels.parse"),
     ("bridge: adapters", "bridge.consul.client,bridge.docker.engine,bridge.mcp.checks,"

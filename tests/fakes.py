@@ -96,7 +96,7 @@ class FakeDocker:
             raise DockerUnavailable(self.down)
         return self.engine
 
-    def close(self) -> None:
+    async def close(self) -> None:
         pass
 
     # ---- what a user does; each returns the event Docker would send ----

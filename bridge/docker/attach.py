@@ -8,9 +8,9 @@ may be split across reads and one read may hold several; `readexactly` takes car
 
 Why not the SDK's `attach_socket`: it is a blocking socket (an `ssl.SSLSocket` over TLS,
 which asyncio cannot drive), so each attached container would hold a thread. Here the
-upgrade is one request on an asyncio connection made from the same DOCKER_HOST,
-DOCKER_TLS_VERIFY and DOCKER_CERT_PATH the SDK reads: unix socket, TCP and TLS alike, and
-500 attached containers are 500 sockets, not 500 threads.
+upgrade is one request on an asyncio connection to the engine's endpoint (endpoint.py,
+the engine's other calls use it too): unix socket, TCP and TLS alike, and 500 attached
+containers are 500 sockets, not 500 threads.
 
 Closing the attach connection does not close the server's stdin for a container run with
 `docker run -d -i` (OpenStdin, not StdinOnce): the bridge may attach again later. The
@@ -26,18 +26,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import ssl
 import struct
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
+
+from bridge.docker.endpoint import Endpoint
 
 STDOUT, STDERR = 1, 2
 HEADER = struct.Struct(">BxxxL")
 MAX_HEAD = 64 * 1024  # the engine's answer to the upgrade: a status line and a few headers
-DEFAULT_SOCKET = "/var/run/docker.sock"
 ATTACH_WAIT = 10.0  # seconds for the connection and the upgrade; the stream itself has none
 
 
@@ -48,60 +46,6 @@ class AttachFailed(Exception):
         super().__init__(reason)
         self.reason = reason
         self.gone = gone  # the container is not there, or not running: not the engine's fault
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """Where the engine's API listens, as DOCKER_HOST and the TLS variables say."""
-
-    unix_path: str | None = None
-    host: str = ""
-    port: int = 0
-    tls: ssl.SSLContext | None = None
-
-    def __str__(self) -> str:
-        if self.unix_path is not None:
-            return f"unix://{self.unix_path}"
-        return f"{'https' if self.tls else 'tcp'}://{self.host}:{self.port}"
-
-
-def endpoint_from_env(env: Mapping[str, str] | None = None) -> Endpoint:
-    """The engine as the Docker SDK (and CLI) would find it from these variables."""
-    env = os.environ if env is None else env
-    docker_host = env.get("DOCKER_HOST") or f"unix://{DEFAULT_SOCKET}"
-    parts = urlsplit(docker_host)
-    if parts.scheme in ("unix", "http+unix"):
-        return Endpoint(unix_path=parts.path or DEFAULT_SOCKET)
-    if parts.scheme not in ("tcp", "http", "https"):
-        raise AttachFailed(f"DOCKER_HOST {docker_host}: attach needs unix:// or tcp://")
-    # As the SDK: TLS when DOCKER_TLS_VERIFY is set (the engine verified), or when only
-    # DOCKER_CERT_PATH is (a client certificate, the engine not verified).
-    verify = bool(env.get("DOCKER_TLS_VERIFY"))
-    use_tls = verify or bool(env.get("DOCKER_CERT_PATH")) or parts.scheme == "https"
-    tls = None
-    if use_tls:
-        cert_path = Path(env.get("DOCKER_CERT_PATH") or Path.home() / ".docker")
-        try:
-            tls = _tls_context(cert_path, verify)
-        except (OSError, ssl.SSLError) as exc:
-            raise AttachFailed(f"TLS files in {cert_path}: {exc}") from exc
-    port = parts.port or (2376 if use_tls else 2375)
-    return Endpoint(host=parts.hostname or "127.0.0.1", port=port, tls=tls)
-
-
-def _tls_context(cert_path: Path, verify: bool) -> ssl.SSLContext:
-    """The engine's CA verifies it and the client certificate proves us, as for the SDK;
-    the CA named here wins over any bundle the environment points at."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    if verify:
-        context.load_verify_locations(cafile=str(cert_path / "ca.pem"))
-    else:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    cert, key = cert_path / "cert.pem", cert_path / "key.pem"
-    if cert.is_file() and key.is_file():
-        context.load_cert_chain(str(cert), str(key))
-    return context
 
 
 class Attached:

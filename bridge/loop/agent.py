@@ -182,7 +182,7 @@ class Agent:
             self.pool = None
         await self.session.destroy()  # the node id is free at once, not after the TTL
         await self.consul.close()
-        self.docker.close()
+        await self.docker.close()
         log.info(
             "agent_stopped", node_id=self.node_id, registrations_kept=len(self.view.registered)
         )

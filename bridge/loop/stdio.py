@@ -210,7 +210,8 @@ def stdio_set(settings: Settings, engine: DockerEngine, kept: KeptHandshakes) ->
         env["DOCKER_HOST"] = settings.docker_host
 
     def build() -> StdioSet:
-        from bridge.docker.attach import AttachFailed, Endpoint, attach, endpoint_from_env
+        from bridge.docker.attach import AttachFailed, attach
+        from bridge.docker.endpoint import Endpoint, EndpointError, endpoint_from_env
         from bridge.mcp.stdio.process import Stream
         from bridge.mcp.stdio.served import AttachRefused, StdioSet, StdioSettings
 
@@ -223,6 +224,8 @@ def stdio_set(settings: Settings, engine: DockerEngine, kept: KeptHandshakes) ->
                 if not found:
                     found.append(endpoint_from_env(env))
                 return await attach(found[0], container_id)
+            except EndpointError as exc:
+                raise AttachRefused(exc.reason) from exc
             except AttachFailed as exc:
                 raise AttachRefused(exc.reason, gone=exc.gone) from exc
 

@@ -94,7 +94,7 @@ async def check_services(settings: Settings) -> list[Finding]:
     except Exception as exc:
         findings.append(Finding(Level.FAIL, "docker", f"cannot reach Docker at {where}: {exc}"))
     finally:
-        docker.close()
+        await docker.close()
     consul = ConsulClient.from_settings(settings, timeout=5, attempts=1)
     try:
         leader = await consul.leader()

@@ -159,9 +159,10 @@ def runtime_python() -> str:
     pyproject's `dependencies`) at the test venv's versions, as a user's install or the
     image has; cached by those, and the Python version. The test venv also holds rich
     (import-linter needs it), which structlog imports when it is there: about 4 MB and
-    50 ms the agent does not carry when installed."""
+    50 ms the agent does not carry when installed. The Docker SDK is there too, for the
+    bench's floor registrar (floor_registrar.py); the agent never imports it."""
     with (ROOT / "pyproject.toml").open("rb") as fh:
-        wanted = sorted(tomllib.load(fh)["project"]["dependencies"])
+        wanted = sorted([*tomllib.load(fh)["project"]["dependencies"], "docker"])
     frozen = subprocess.run([sys.executable, "-m", "pip", "freeze"], check=True,
                             capture_output=True, text=True).stdout  # fmt: skip
     pinned = sorted(line for line in frozen.splitlines() if "==" in line)  # no `-e` checkout

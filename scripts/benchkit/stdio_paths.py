@@ -113,7 +113,8 @@ def docker_rm(name: str) -> None:
 
 @contextlib.asynccontextmanager
 async def attach_path(tag: str) -> AsyncIterator[Path]:
-    from bridge.docker.attach import attach, endpoint_from_env
+    from bridge.docker.attach import attach
+    from bridge.docker.endpoint import endpoint_from_env
 
     name = f"{tag}-attach"
     cid = docker_run(name)

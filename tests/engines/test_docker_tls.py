@@ -16,7 +16,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from bridge.docker.attach import endpoint_from_env
+from bridge.docker.endpoint import endpoint_from_env
 from tests.engines.dind import Engine
 from tests.integration.conftest import (
     IMAGE,

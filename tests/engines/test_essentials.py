@@ -260,12 +260,12 @@ def test_inspect_and_listing_describe_a_container_alike(world: Bridge, engine: E
             adapter = DockerEngine(engine.url)
             bare = DockerEngine(engine.url, may_manage=lambda _: False)  # rows as listed
             try:
-                inspected = await adapter._call(lambda: adapter._inspect_each(ids))
+                inspected = await adapter._inspect_each(ids)
                 listed = await adapter.list()
                 rows = await bare.list()
             finally:
-                adapter.close()
-                bare.close()
+                await adapter.close()
+                await bare.close()
             return (
                 {c.id: c for c in inspected},
                 {c.id: c for c in listed if c.id in ids},

@@ -16,7 +16,8 @@ from typing import Any
 import docker
 import pytest
 
-from bridge.docker.attach import STDOUT, Endpoint, attach
+from bridge.docker.attach import STDOUT, attach
+from bridge.docker.endpoint import Endpoint
 from bridge.mcp.stdio.mux import PROCESS_ENDED
 from tests.engines.dind import PODMAN, Engine, running
 from tests.integration.conftest import IMAGE, WAIT, Bridge, bridge_world, build_image, wait_for

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from testcontainers.core.container import DockerContainer
 
-from bridge.docker.attach import STDOUT, AttachFailed, Endpoint, attach, endpoint_from_env
+from bridge.docker.attach import STDOUT, AttachFailed, attach
+from bridge.docker.endpoint import Endpoint, endpoint_from_env
 from bridge.mcp.stdio.lines import Lines, encode
 from bridge.mcp.stdio.mux import PROCESS_ENDED
 from bridge.mcp.stdio.process import Channel, StdioServer

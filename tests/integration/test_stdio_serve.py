@@ -16,7 +16,8 @@ import pytest
 from aiohttp import web
 from mcp import Client
 
-from bridge.docker.attach import attach, endpoint_from_env
+from bridge.docker.attach import attach
+from bridge.docker.endpoint import endpoint_from_env
 from bridge.mcp.stdio.endpoint import ServeRules, StdioEndpoint
 from bridge.mcp.stdio.handshake import handshake, own_channel, round_trip
 from bridge.mcp.stdio.process import StdioServer

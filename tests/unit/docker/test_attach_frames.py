@@ -17,8 +17,8 @@ from bridge.docker.attach import (
     Attached,
     AttachFailed,
     attach,
-    endpoint_from_env,
 )
+from bridge.docker.endpoint import EndpointError, endpoint_from_env
 from tests.pki import Authority
 
 
@@ -113,7 +113,7 @@ def test_docker_host_is_read_as_the_sdk_reads_it() -> None:
     assert str(endpoint_from_env({"DOCKER_HOST": "unix:///run/x.sock"})) == "unix:///run/x.sock"
     plain = endpoint_from_env({"DOCKER_HOST": "tcp://10.1.2.3"})
     assert (plain.host, plain.port, plain.tls) == ("10.1.2.3", 2375, None)
-    with pytest.raises(AttachFailed, match="unix:// or tcp://"):
+    with pytest.raises(EndpointError, match="unix:// or tcp://"):
         endpoint_from_env({"DOCKER_HOST": "ssh://me@host"})
 
 

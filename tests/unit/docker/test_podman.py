@@ -40,22 +40,23 @@ def test_the_engine_is_named_from_its_components() -> None:
 
 
 class FakeAPI:
-    """The SDK's low-level client, as much of it as `list` uses."""
+    """The engine's HTTP session (bridge.docker.http.EngineHTTP), as much as `list` uses."""
 
     def __init__(self, version: dict[str, Any], rows: list[dict[str, Any]]) -> None:
         self._version, self.rows = version, rows
         self.calls: list[str] = []
         self.inspected: list[str] = []
 
-    def version(self) -> dict[str, Any]:
+    async def get(self, path: str) -> dict[str, Any]:
+        assert path == "/version"
         self.calls.append("version")
         return self._version
 
-    def containers(self, all: bool, filters: Any) -> list[dict[str, Any]]:
+    async def containers(self, filters: Any) -> list[dict[str, Any]]:
         self.calls.append("containers")
         return copy.deepcopy(self.rows)
 
-    def inspect_container(self, cid: str) -> dict[str, Any]:
+    async def inspect(self, cid: str) -> dict[str, Any]:
         self.inspected.append(cid)
         return {
             "Id": cid,
@@ -99,7 +100,7 @@ async def test_podmans_listing_takes_the_containers_it_may_manage_from_their_ins
     assert not listed["c"].published  # a stopped container has no ports, as on Docker
     await engine.list()
     assert api.calls == ["version", "containers", "containers"]  # asked once
-    engine.close()  # the next client may reach another engine: asked again
+    await engine.close()  # the next session may reach another engine: asked again
     await engine.list()
     assert api.calls[-2:] == ["version", "containers"]
 

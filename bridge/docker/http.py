@@ -1,0 +1,138 @@
+"""The Engine API's few GETs the bridge needs, over aiohttp on the event loop.
+
+Why not the Docker SDK: it blocks, so each call took a worker thread, and the hop there
+and back with requests' own work cost 0.8-1.0 ms of an inspect that aiohttp answers in
+0.3 (docs/benchmarks.md, "What changed"); the event stream held a thread of its own. The
+bridge reads five endpoints, so it speaks them itself, on the connection the stdio attach
+already makes from the same DOCKER_HOST and TLS files (endpoint.py).
+
+Paths carry no API version: an engine answers an unversioned path at its own current
+version, which is what the SDK negotiated (Engine 29 refuses anything below 1.44), and
+Podman's compatible API answers them alike.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from bridge.docker.endpoint import Endpoint
+
+MAX_EVENT = 8 * 1024 * 1024  # one event's JSON; a longer line is not an event we can use
+
+
+class EngineError(Exception):
+    """The engine could not be reached, or answered with an error."""
+
+
+class NotFound(EngineError):
+    """404: no such container (removed meanwhile)."""
+
+
+class EngineHTTP:
+    """One aiohttp session to the engine; made on the loop that uses it."""
+
+    def __init__(self, endpoint: Endpoint, timeout: float | None) -> None:
+        self.endpoint = endpoint
+        connector: aiohttp.BaseConnector
+        if endpoint.unix_path is not None:
+            connector = aiohttp.UnixConnector(path=endpoint.unix_path)
+            self._base = "http://docker"
+        else:
+            host = f"[{endpoint.host}]" if ":" in endpoint.host else endpoint.host
+            connector = aiohttp.TCPConnector(ssl=endpoint.tls or True)
+            self._base = f"{'https' if endpoint.tls else 'http'}://{host}:{endpoint.port}"
+        # No total time for the event stream (it lives as long as the engine), only for
+        # making its connection.
+        limit = aiohttp.ClientTimeout(total=timeout, sock_connect=timeout or 30.0)
+        self._session = aiohttp.ClientSession(connector=connector, timeout=limit)
+
+    async def get(self, path: str, params: Mapping[str, str] | None = None) -> Any:
+        """The decoded JSON answer to GET `path`; NotFound for 404, EngineError otherwise."""
+        try:
+            async with self._session.get(self._base + path, params=params) as response:
+                body = await response.read()
+                _check(response.status, body)
+                return json.loads(body)
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            raise EngineError(_say(exc)) from exc
+
+    async def ping(self) -> bool:
+        try:
+            async with self._session.get(self._base + "/_ping") as response:
+                return response.status == 200 and (await response.read()).strip() == b"OK"
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise EngineError(_say(exc)) from exc
+
+    async def inspect(self, container_id: str) -> Any:
+        return await self.get(f"/containers/{quote(container_id, safe='')}/json")
+
+    async def containers(self, filters: Mapping[str, list[str]] | None) -> Any:
+        params = {"all": "1"}
+        if filters:
+            params["filters"] = json.dumps(filters)
+        return await self.get("/containers/json", params)
+
+    async def open(self, path: str, params: Mapping[str, str]) -> aiohttp.ClientResponse:
+        """GET a streamed answer: returned once the engine has answered 200, its body
+        still to come (read it with `json_lines`, close it when done)."""
+        try:
+            response = await self._session.get(self._base + path, params=params)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise EngineError(_say(exc)) from exc
+        if response.status != 200:
+            try:
+                body = await response.read()
+            except (aiohttp.ClientError, OSError, TimeoutError):
+                body = b""
+            finally:
+                response.close()
+            _check(response.status, body)
+        return response
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
+async def json_lines(response: aiohttp.ClientResponse) -> AsyncIterator[Any]:
+    """The JSON documents of a streamed answer, one per line (the event stream), each
+    decoded as it comes. Ends when the engine ends it; raises EngineError on a fault."""
+    pending = bytearray()
+    try:
+        async for chunk in response.content.iter_any():
+            pending += chunk
+            while (end := pending.find(b"\n")) >= 0:
+                line = bytes(pending[:end])
+                del pending[: end + 1]
+                if line.strip():
+                    yield json.loads(line)
+            if len(pending) > MAX_EVENT:
+                raise EngineError(f"a line of the stream is over {MAX_EVENT} bytes")
+    except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+        raise EngineError(_say(exc)) from exc
+
+
+def _check(status: int, body: bytes) -> None:
+    if status < 400:
+        return
+    try:
+        message = str(json.loads(body).get("message", ""))
+    except (ValueError, AttributeError):
+        message = body.decode("utf-8", "replace")
+    message = " ".join(message.split())[:300] or "no detail"  # one line, short
+    if status == 404:
+        raise NotFound(message)
+    raise EngineError(f"HTTP {status}: {message}")
+
+
+def _say(exc: BaseException) -> str:
+    """One line naming the fault: TLS failures carry CERTIFICATE_VERIFY_FAILED and the
+    like in their text, which the operator needs."""
+    if isinstance(exc, EngineError):
+        return str(exc)
+    text = " ".join(str(exc).split()) or "no detail"
+    return f"{type(exc).__name__}: {text}"

@@ -41,10 +41,15 @@ def endpoint_from_env(env: Mapping[str, str] | None = None) -> Endpoint:
     """The engine as the Docker SDK (and CLI) would find it from these variables. The TLS
     files are read now: call again to pick up mended ones."""
     env = os.environ if env is None else env
-    docker_host = env.get("DOCKER_HOST") or f"unix://{DEFAULT_SOCKET}"
+    docker_host = (env.get("DOCKER_HOST") or "").strip() or f"unix://{DEFAULT_SOCKET}"
+    if "://" not in docker_host:  # host:port alone is TCP, to the SDK and the CLI
+        docker_host = f"tcp://{docker_host}"
     parts = urlsplit(docker_host)
     if parts.scheme in ("unix", "http+unix"):
-        return Endpoint(unix_path=parts.path or DEFAULT_SOCKET)
+        # unix://var/run/docker.sock (two slashes) is unix:///var/run/docker.sock, as the
+        # SDK reads it: the first part of the path lands in the netloc
+        path = f"/{parts.netloc}{parts.path}" if parts.netloc else parts.path
+        return Endpoint(unix_path=path or DEFAULT_SOCKET)
     if parts.scheme not in ("tcp", "http", "https"):
         raise EndpointError(f"DOCKER_HOST {docker_host}: mcp-bridge needs unix:// or tcp://")
     # As the SDK: TLS when DOCKER_TLS_VERIFY is set (the engine verified), or when only
@@ -71,10 +76,11 @@ def endpoint_from_env(env: Mapping[str, str] | None = None) -> Endpoint:
 
 
 def _tls_context(cert_path: Path, verify: bool) -> ssl.SSLContext:
-    """The engine's CA verifies it and the client certificate proves us, as for the SDK;
-    the CA named here wins over any bundle the environment points at (requests would let
-    REQUESTS_CA_BUNDLE replace it)."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    """The engine's CA verifies it and the client certificate proves us, as for the SDK.
+    ca.pem is the only CA trusted: not the system's, nor a bundle SSL_CERT_FILE,
+    REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE points at (a corporate CA must not vouch for
+    the engine)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # hostname checked, cert required
     if verify:
         context.load_verify_locations(cafile=str(cert_path / "ca.pem"))
     else:

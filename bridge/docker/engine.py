@@ -21,7 +21,7 @@ from bridge.core.model import Container, ContainerEvent, EngineVersion, Stdin
 from bridge.core.protocols import DockerAPI, DockerUnavailable, EventQueue, EventStream, StreamEnded
 from bridge.core.retry import retry_forever
 from bridge.docker.endpoint import EndpointError, endpoint_from_env
-from bridge.docker.http import EngineError, EngineHTTP, NotFound, json_lines
+from bridge.docker.http import EngineError, EngineHTTP, NotFound, StatusError, json_lines
 from bridge.docker.parse import parse_event, parse_inspect, parse_row, parse_version
 
 T = TypeVar("T")
@@ -61,20 +61,20 @@ class DockerEngine:
             self._http = self._connect(self._timeout)
         return self._http
 
-    async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
+    async def _call(self, call: Callable[[EngineHTTP], Awaitable[T]]) -> T:
+        http: EngineHTTP | None = None
         try:
-            return await call()
+            http = self._api()
+            return await call(http)
         except (EngineError, EndpointError) as exc:
-            await self._drop()
+            if not isinstance(exc, StatusError):  # the engine answered: the session is fine
+                await self._drop(http)
             where = self._docker_host or "the local socket"
             raise DockerUnavailable(f"Docker at {where}: {exc}") from exc
 
-    async def ping(self) -> bool:
-        return bool(await self._call(lambda: self._api().ping()))
-
     async def version(self) -> EngineVersion:
         """The engine's version and API version (GET /version): Docker's, or Podman's."""
-        engine = parse_version(await self._call(lambda: self._api().get("/version")))
+        engine = parse_version(await self._call(lambda http: http.get("/version")))
         self._podman = engine.podman
         return engine
 
@@ -93,15 +93,15 @@ class DockerEngine:
             if self._podman is None:
                 await self.version()
             if len(wanted) <= INSPECT_AT_MOST or self._podman:
-                return await self._call(lambda: self._inspect_each(wanted))
+                return await self._call(lambda http: self._inspect_each(http, wanted))
             filters = {"id": wanted}
         podman = self._podman if self._podman is not None else (await self.version()).podman
-        return await self._call(lambda: self._listed(filters, podman))
+        return await self._call(lambda http: self._listed(http, filters, podman))
 
     async def _listed(
-        self, filters: dict[str, builtins.list[str]] | None, podman: bool
+        self, http: EngineHTTP, filters: dict[str, builtins.list[str]] | None, podman: bool
     ) -> builtins.list[Container]:
-        listed = [parse_row(r) for r in await self._api().containers(filters)]
+        listed = [parse_row(r) for r in await http.containers(filters)]
         if not podman:
             return listed
         # Podman's compatible listing leaves out the health ("Up 2 seconds", where Docker
@@ -109,34 +109,35 @@ class DockerEngine:
         # both, so the running containers the bridge may manage are inspected, and a full
         # pass sees what an event's look sees (their stdin settings come with them).
         wanted = [c.id for c in listed if c.running and self._may_manage(c)]
-        looked = {c.id: c for c in await self._inspect_each(wanted)}
+        looked = {c.id: c for c in await self._inspect_each(http, wanted)}
         return [looked.get(c.id, c) for c in listed]
 
     async def stdin_of(self, ids: Iterable[str]) -> dict[str, Stdin]:
         """How these containers were created with respect to stdin (a gone one is left
         out): one inspect each, which the pass asks once per container id."""
         wanted = sorted(set(ids))
-        found = await self._call(lambda: self._inspect_each(wanted)) if wanted else []
+        found = await self._call(lambda h: self._inspect_each(h, wanted)) if wanted else []
         return {c.id: c.stdin for c in found if c.stdin is not None}
 
     async def started_at(self, container_id: str) -> str:
         """When the container's running process started (State.StartedAt): with the id,
         the name of one process. Empty when the container is gone."""
 
-        async def read() -> str:
+        async def read(http: EngineHTTP) -> str:
             try:
-                state = (await self._api().inspect(container_id)).get("State") or {}
+                state = (await http.inspect(container_id)).get("State") or {}
             except NotFound:
                 return ""
             return str(state.get("StartedAt") or "") if state.get("Running") else ""
 
         return await self._call(read)
 
-    async def _inspect_each(self, ids: Iterable[str]) -> builtins.list[Container]:
+    @staticmethod
+    async def _inspect_each(http: EngineHTTP, ids: Iterable[str]) -> builtins.list[Container]:
         found = []
         for cid in ids:
             try:
-                found.append(parse_inspect(await self._api().inspect(cid)))
+                found.append(parse_inspect(await http.inspect(cid)))
             except NotFound:
                 continue  # removed meanwhile: gone, as a listing would say
         return found
@@ -146,16 +147,21 @@ class DockerEngine:
         Returns once the engine has answered, so no event after this call is missed."""
         await self._close_events()  # the stream before this one
 
-        async def open_stream() -> aiohttp.ClientResponse:
+        try:
             self._events_http = self._connect(None)
-            return await self._events_http.open("/events", {"filters": json.dumps(EVENT_TYPES)})
-
-        handle = StreamHandle(await self._call(open_stream), queue)
+            response = await self._events_http.open("/events", {"filters": json.dumps(EVENT_TYPES)})
+        except (EngineError, EndpointError) as exc:
+            where = self._docker_host or "the local socket"
+            raise DockerUnavailable(f"Docker at {where}: {exc}") from exc
+        handle = StreamHandle(response, queue)
         handle.start()
         return handle
 
     async def close(self) -> None:
-        await self._drop()
+        self._podman = None
+        if self._http is not None:
+            http, self._http = self._http, None
+            await http.close()
         await self._close_events()
 
     async def _close_events(self) -> None:
@@ -163,11 +169,15 @@ class DockerEngine:
             http, self._events_http = self._events_http, None
             await http.close()
 
-    async def _drop(self) -> None:
+    async def _drop(self, http: EngineHTTP | None) -> None:
+        """After a fault: the next call makes a new session (reading the TLS files and
+        DOCKER_HOST again); this one closes when the calls under way on it are done."""
         self._podman = None  # the next session may find another engine there
-        if self._http is not None:
-            http, self._http = self._http, None
-            await http.close()
+        if http is None:
+            return
+        if self._http is http:  # not a newer one another call already made
+            self._http = None
+        await http.retire()
 
 
 class StreamHandle:

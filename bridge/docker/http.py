@@ -3,7 +3,7 @@
 Why not the Docker SDK: it blocks, so each call took a worker thread, and the hop there
 and back with requests' own work cost 0.8-1.0 ms of an inspect that aiohttp answers in
 0.3 (docs/benchmarks.md, "What changed"); the event stream held a thread of its own. The
-bridge reads five endpoints, so it speaks them itself, on the connection the stdio attach
+bridge reads four endpoints, so it speaks them itself, on the connection the stdio attach
 already makes from the same DOCKER_HOST and TLS files (endpoint.py).
 
 Paths carry no API version: an engine answers an unversioned path at its own current
@@ -29,12 +29,23 @@ class EngineError(Exception):
     """The engine could not be reached, or answered with an error."""
 
 
-class NotFound(EngineError):
+class StatusError(EngineError):
+    """The engine answered, with an error status: the connection itself is fine."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+
+
+class NotFound(StatusError):
     """404: no such container (removed meanwhile)."""
 
 
 class EngineHTTP:
-    """One aiohttp session to the engine; made on the loop that uses it."""
+    """One aiohttp session to the engine; made on the loop that uses it.
+
+    `retire` closes it once the calls under way on it are done: closing an aiohttp session
+    aborts the connections in use, and one call's fault must not fail the others."""
 
     def __init__(self, endpoint: Endpoint, timeout: float | None) -> None:
         self.endpoint = endpoint
@@ -50,23 +61,30 @@ class EngineHTTP:
         # making its connection.
         limit = aiohttp.ClientTimeout(total=timeout, sock_connect=timeout or 30.0)
         self._session = aiohttp.ClientSession(connector=connector, timeout=limit)
+        self._busy = 0
+        self._retired = False
 
     async def get(self, path: str, params: Mapping[str, str] | None = None) -> Any:
         """The decoded JSON answer to GET `path`; NotFound for 404, EngineError otherwise."""
+        body = await self._read(path, params)
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            raise EngineError(_say(exc)) from exc
+
+    async def _read(self, path: str, params: Mapping[str, str] | None) -> bytes:
+        self._busy += 1
         try:
             async with self._session.get(self._base + path, params=params) as response:
                 body = await response.read()
                 _check(response.status, body)
-                return json.loads(body)
-        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
-            raise EngineError(_say(exc)) from exc
-
-    async def ping(self) -> bool:
-        try:
-            async with self._session.get(self._base + "/_ping") as response:
-                return response.status == 200 and (await response.read()).strip() == b"OK"
+                return body
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise EngineError(_say(exc)) from exc
+        finally:
+            self._busy -= 1
+            if self._retired and not self._busy:
+                await self._session.close()
 
     async def inspect(self, container_id: str) -> Any:
         return await self.get(f"/containers/{quote(container_id, safe='')}/json")
@@ -92,7 +110,14 @@ class EngineHTTP:
             finally:
                 response.close()
             _check(response.status, body)
+            raise StatusError(response.status, "not the stream asked for")
         return response
+
+    async def retire(self) -> None:
+        """Close once idle: now, or when the last call under way ends."""
+        self._retired = True
+        if not self._busy:
+            await self._session.close()
 
     async def close(self) -> None:
         await self._session.close()
@@ -125,8 +150,8 @@ def _check(status: int, body: bytes) -> None:
         message = body.decode("utf-8", "replace")
     message = " ".join(message.split())[:300] or "no detail"  # one line, short
     if status == 404:
-        raise NotFound(message)
-    raise EngineError(f"HTTP {status}: {message}")
+        raise NotFound(status, message)
+    raise StatusError(status, message)
 
 
 def _say(exc: BaseException) -> str:

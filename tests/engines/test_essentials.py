@@ -260,7 +260,7 @@ def test_inspect_and_listing_describe_a_container_alike(world: Bridge, engine: E
             adapter = DockerEngine(engine.url)
             bare = DockerEngine(engine.url, may_manage=lambda _: False)  # rows as listed
             try:
-                inspected = await adapter._inspect_each(ids)
+                inspected = await adapter._call(lambda h: adapter._inspect_each(h, ids))
                 listed = await adapter.list()
                 rows = await bare.list()
             finally:

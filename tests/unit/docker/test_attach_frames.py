@@ -113,6 +113,13 @@ def test_docker_host_is_read_as_the_sdk_reads_it() -> None:
     assert str(endpoint_from_env({"DOCKER_HOST": "unix:///run/x.sock"})) == "unix:///run/x.sock"
     plain = endpoint_from_env({"DOCKER_HOST": "tcp://10.1.2.3"})
     assert (plain.host, plain.port, plain.tls) == ("10.1.2.3", 2375, None)
+    # the SDK's legacy forms: two slashes after unix:, and host:port with no scheme
+    legacy = endpoint_from_env({"DOCKER_HOST": "unix://home/u/.docker/run/docker.sock"})
+    assert legacy.unix_path == "/home/u/.docker/run/docker.sock"
+    bare = endpoint_from_env({"DOCKER_HOST": "10.0.0.5:2375"})
+    assert (bare.host, bare.port, bare.tls) == ("10.0.0.5", 2375, None)
+    v6 = endpoint_from_env({"DOCKER_HOST": "tcp://[fd00::5]:2375"})
+    assert (v6.host, v6.port) == ("fd00::5", 2375)
     with pytest.raises(EndpointError, match="unix:// or tcp://"):
         endpoint_from_env({"DOCKER_HOST": "ssh://me@host"})
 

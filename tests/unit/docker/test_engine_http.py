@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,11 +15,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import unused_port
 
 from bridge.core.model import ContainerEvent
 from bridge.core.protocols import DockerUnavailable, EventQueue, StreamEnded
 from bridge.docker.engine import DockerEngine
 from bridge.docker.http import MAX_EVENT
+from tests.pki import Authority
 from tests.unit.docker.test_docker_parse import CID, event, row
 
 
@@ -32,22 +35,32 @@ def inspected(cid: str) -> dict[str, Any]:
     }
 
 
+async def got(queue: EventQueue) -> ContainerEvent | StreamEnded:
+    return await asyncio.wait_for(queue.get(), 5)  # a lost StreamEnded fails, not hangs
+
+
 class FakeEngine:
-    """Docker's answers to the five GETs, and a hand on the event stream."""
+    """Docker's answers to the four GETs, and a hand on the event stream."""
 
     def __init__(self) -> None:
         self.asked: list[str] = []
         self.containers = {CID: row(), "b" * 64: row(Id="b" * 64)}
-        self.fail: tuple[int, str] | None = None
+        self.fail: dict[str, tuple[int, str]] = {}  # path: (status, message); 0 hangs up
+        self.delay: dict[str, float] = {}  # path: seconds before answering
         self.chunks: asyncio.Queue[bytes | None] = asyncio.Queue()  # None ends the stream
         self.stream_open = asyncio.Event()
+        self.url = ""
 
     @web.middleware
     async def record(self, request: web.Request, handler: Any) -> web.StreamResponse:
         self.asked.append(request.path_qs)
-        if self.fail is not None:
-            status, text = self.fail
-            return web.json_response({"message": text}, status=status)
+        await asyncio.sleep(self.delay.get(request.path, 0))
+        if (failing := self.fail.get(request.path)) is not None:
+            status, text = failing
+            if not status:
+                assert request.transport is not None
+                request.transport.abort()  # the connection drops: no answer at all
+            return web.json_response({"message": text}, status=status or 500)
         response: web.StreamResponse = await handler(request)
         return response
 
@@ -91,7 +104,8 @@ async def engine(tmp_path: Path) -> AsyncIterator[tuple[FakeEngine, DockerEngine
     await runner.setup()
     sock = tmp_path / "docker.sock"
     await web.UnixSite(runner, str(sock)).start()
-    adapter = DockerEngine(f"unix://{sock}", timeout=5)
+    fake.url = f"unix://{sock}"
+    adapter = DockerEngine(fake.url, timeout=5)
     try:
         yield fake, adapter
     finally:
@@ -118,7 +132,6 @@ async def test_a_listing_and_a_look_ask_what_the_sdk_asked(
     assert query["all"] == ["1"] and json.loads(query["filters"][0]) == {"id": sorted(many)}
     assert await adapter.started_at(CID) == "2026-12-07T01:00:00Z"
     assert await adapter.started_at("gone") == ""
-    assert await adapter.ping() is False  # no /_ping here: an answer, not a fault
 
 
 async def test_events_are_cut_at_their_newlines_however_they_arrive(
@@ -134,11 +147,11 @@ async def test_events_are_cut_at_their_newlines_however_they_arrive(
     one, two = (json.dumps(event(a, name="c")).encode() + b"\n" for a in ("start", "die"))
     await fake.chunks.put(one[:7])  # an event split across chunks,
     await fake.chunks.put(one[7:] + b"\n" + two)  # then a blank line and one whole
-    first, second = await queue.get(), await queue.get()
+    first, second = await got(queue), await got(queue)
     assert isinstance(first, ContainerEvent) and isinstance(second, ContainerEvent)
     assert (first.action, second.action) == ("start", "die")
     await fake.chunks.put(None)  # the engine ends the stream: said once, as such
-    ended = await queue.get()
+    ended = await got(queue)
     assert isinstance(ended, StreamEnded) and str(ended) == "end of stream"
     stream.close()
 
@@ -150,14 +163,14 @@ async def test_an_event_that_cannot_be_read_ends_the_stream_and_says_why(
     queue: EventQueue = asyncio.Queue()
     stream = await adapter.events(queue)
     await fake.chunks.put(b"{not json}\n")
-    ended = await queue.get()
+    ended = await got(queue)
     assert isinstance(ended, StreamEnded) and "JSONDecodeError" in str(ended)
     stream.close()
     await fake.chunks.put(None)  # the fake's first stream, which waits on its queue, ends
     await asyncio.sleep(0.05)
     stream = await adapter.events(queue)  # the watch connects again
     await fake.chunks.put(b"x" * (MAX_EVENT + 1))  # no newline, ever: not held without end
-    ended = await queue.get()
+    ended = await got(queue)
     assert isinstance(ended, StreamEnded) and "over" in str(ended)
     stream.close()
 
@@ -172,23 +185,105 @@ async def test_a_closed_stream_says_nothing_more(engine: tuple[FakeEngine, Docke
     assert queue.empty()
 
 
-async def test_faults_become_docker_unavailable_and_the_next_call_starts_afresh(
-    engine: tuple[FakeEngine, DockerEngine], tmp_path: Path
+async def test_the_stream_has_no_time_limit_but_the_calls_do(
+    engine: tuple[FakeEngine, DockerEngine],
+) -> None:
+    fake, _ = engine
+    quick = DockerEngine(fake.url, timeout=0.2)
+    try:
+        queue: EventQueue = asyncio.Queue()
+        stream = await quick.events(queue)
+        await asyncio.sleep(0.5)  # quiet for longer than a call may take
+        await fake.chunks.put(json.dumps(event("start")).encode() + b"\n")
+        assert isinstance(await got(queue), ContainerEvent)
+        stream.close()
+        fake.delay["/version"] = 0.5
+        with pytest.raises(DockerUnavailable, match="Timeout"):
+            await quick.version()
+    finally:
+        await quick.close()
+
+
+async def test_an_error_answer_keeps_the_session_and_spares_calls_under_way(
+    engine: tuple[FakeEngine, DockerEngine],
 ) -> None:
     fake, adapter = engine
-    fake.fail = (500, "the engine\nbroke")
+    await adapter.version()
+    session = adapter._http
+    fake.delay["/containers/json"] = 0.3
+    fake.fail[f"/containers/{CID}/json"] = (500, "the engine\nbroke")
+    listing = asyncio.ensure_future(adapter.list())
+    await asyncio.sleep(0.05)
     with pytest.raises(DockerUnavailable, match="HTTP 500: the engine broke") as failed:
-        await adapter.list()
+        await adapter.started_at(CID)
     assert "\n" not in str(failed.value)  # one log line
+    assert len(await listing) == 2
+    assert adapter._http is session  # the engine answered: nothing to read again
     with pytest.raises(DockerUnavailable, match="HTTP 500"):
+        fake.fail["/events"] = (500, "no")
         await adapter.events(asyncio.Queue())
-    fake.fail = None
-    assert len(await adapter.list()) == 2  # a new session, the version asked again
-    assert fake.asked[-2:] == ["/version", "/containers/json?all=1"]
 
+
+async def test_a_dropped_connection_makes_a_new_session_and_spares_calls_under_way(
+    engine: tuple[FakeEngine, DockerEngine],
+) -> None:
+    fake, adapter = engine
+    assert not (await adapter.version()).podman
+    session = adapter._http
+    assert session is not None
+    fake.delay["/containers/json"] = 0.3
+    fake.fail[f"/containers/{CID}/json"] = (0, "")
+    listing = asyncio.ensure_future(adapter.list())
+    await asyncio.sleep(0.05)
+    with pytest.raises(DockerUnavailable, match="Docker at unix://"):
+        await adapter.started_at(CID)
+    assert adapter._podman is None  # the next session may reach another engine: asked again
+    assert adapter._http is None  # the next call reads DOCKER_HOST and the TLS files again
+    assert len(await listing) == 2  # under way on the old session: answered
+    assert session._session.closed  # then that session closed
+    del fake.fail[f"/containers/{CID}/json"]
+    assert await adapter.started_at(CID)
+    assert adapter._http is not None and adapter._http is not session
+
+
+async def test_no_engine_or_an_unusable_docker_host_is_docker_unavailable(tmp_path: Path) -> None:
     nobody = DockerEngine(f"unix://{tmp_path / 'none.sock'}", timeout=5)
     with pytest.raises(DockerUnavailable, match=r"none\.sock"):
         await nobody.version()
+    with pytest.raises(DockerUnavailable, match=r"none\.sock"):
+        await nobody.events(asyncio.Queue())
+    await nobody.close()
     with pytest.raises(DockerUnavailable, match="unix:// or tcp://"):
         await DockerEngine("ssh://me@host").version()
-    await nobody.close()
+
+
+async def test_over_tls_only_ca_pem_vouches_for_the_engine_and_mended_files_need_no_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ours, other = Authority(tmp_path / "ours", "ours"), Authority(tmp_path / "other", "other")
+    server, client = other.issue("dockerd", server=True), ours.issue("bridge", server=False)
+    certs = tmp_path / "docker"
+    certs.mkdir()
+    (certs / "ca.pem").write_bytes(ours.pem.read_bytes())
+    (certs / "cert.pem").write_bytes(client.cert.read_bytes())
+    (certs / "key.pem").write_bytes(client.key.read_bytes())
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(server.cert, server.key)
+    runner = web.AppRunner(FakeEngine().app())
+    await runner.setup()
+    port = unused_port()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=served).start()
+    monkeypatch.setenv("DOCKER_TLS_VERIFY", "1")
+    monkeypatch.setenv("DOCKER_CERT_PATH", str(certs))
+    monkeypatch.setenv("SSL_CERT_FILE", str(other.pem))  # a bundle that would vouch for it
+    adapter = DockerEngine(f"tcp://127.0.0.1:{port}", timeout=5)
+    try:
+        with pytest.raises(DockerUnavailable, match="CERTIFICATE_VERIFY_FAILED") as failed:
+            await adapter.version()
+        assert f"tcp://127.0.0.1:{port}" in str(failed.value) and "\n" not in str(failed.value)
+        (certs / "ca.pem").write_bytes(other.pem.read_bytes())  # mended: read again, no restart
+        assert (await adapter.version()).version == "20.10.24"
+        assert len(await adapter.list()) == 2
+    finally:
+        await adapter.close()
+        await runner.cleanup()

@@ -1,10 +1,11 @@
 """The Engine API's few GETs the bridge needs, over aiohttp on the event loop.
 
 Why not the Docker SDK: it blocks, so each call took a worker thread, and the hop there
-and back with requests' own work cost 0.8-1.0 ms of an inspect that aiohttp answers in
-0.3 (docs/benchmarks.md, "What changed"); the event stream held a thread of its own. The
-bridge reads four endpoints, so it speaks them itself, on the connection the stdio attach
-already makes from the same DOCKER_HOST and TLS files (endpoint.py).
+and back with requests' own work cost 0.66-0.78 ms for an inspect that aiohttp answers in
+0.24-0.26 (scripts/inspect_cost.py; docs/benchmarks.md, "The Docker API on the loop"); the
+event stream held a thread of its own. The bridge reads four endpoints, so it speaks them
+itself, to the endpoint the stdio attach uses too (endpoint.py: DOCKER_HOST and the TLS
+files read once, one way).
 
 Paths carry no API version: an engine answers an unversioned path at its own current
 version, which is what the SDK negotiated (Engine 29 refuses anything below 1.44), and

@@ -1,4 +1,5 @@
-"""Docker, behind a thin adapter: one-call listings, the event stream, the reconnecting watch.
+"""Docker, behind a thin adapter: the look (a few inspects or one listing), the event stream,
+the reconnecting watch.
 
 Every call is a request on the event loop (http.py): no worker threads. Calls do not
 retry: `watch` reconnects with backoff and tells the agent, which relists after every

@@ -95,3 +95,12 @@ class Authority:
             )
         )
         return issued
+
+
+def docker_cert_path(directory: Path, ca: Path, client: Issued) -> Path:
+    """A DOCKER_CERT_PATH folder as the Docker CLI reads it: ca.pem, cert.pem, key.pem."""
+    directory.mkdir()
+    (directory / "ca.pem").write_bytes(ca.read_bytes())
+    (directory / "cert.pem").write_bytes(client.cert.read_bytes())
+    (directory / "key.pem").write_bytes(client.key.read_bytes())
+    return directory

@@ -49,7 +49,6 @@ class EngineHTTP:
     aborts the connections in use, and one call's fault must not fail the others."""
 
     def __init__(self, endpoint: Endpoint, timeout: float | None) -> None:
-        self.endpoint = endpoint
         connector: aiohttp.BaseConnector
         if endpoint.unix_path is not None:
             connector = aiohttp.UnixConnector(path=endpoint.unix_path)

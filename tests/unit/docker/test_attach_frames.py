@@ -19,7 +19,7 @@ from bridge.docker.attach import (
     attach,
 )
 from bridge.docker.endpoint import EndpointError, endpoint_from_env
-from tests.pki import Authority
+from tests.pki import Authority, docker_cert_path
 
 
 def frame(stream: int, payload: bytes) -> bytes:
@@ -132,11 +132,7 @@ async def test_attach_over_tls_with_the_client_certificate_of_docker_cert_path(
     ca = Authority(tmp_path, "ca")
     server = ca.issue("dockerd", server=True)
     client = ca.issue("bridge", server=False)
-    certs = tmp_path / "docker"
-    certs.mkdir()
-    (certs / "ca.pem").write_bytes(ca.pem.read_bytes())
-    (certs / "cert.pem").write_bytes(client.cert.read_bytes())
-    (certs / "key.pem").write_bytes(client.key.read_bytes())
+    certs = docker_cert_path(tmp_path / "docker", ca.pem, client)
     served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     served.load_cert_chain(server.cert, server.key)
     served.load_verify_locations(ca.pem)

@@ -18,10 +18,10 @@ from aiohttp import web
 from aiohttp.test_utils import unused_port
 
 from bridge.core.model import ContainerEvent
-from bridge.core.protocols import DockerUnavailable, EventQueue, StreamEnded
+from bridge.core.protocols import DockerUnavailable, EventQueue, EventStream, StreamEnded
 from bridge.docker.engine import DockerEngine
 from bridge.docker.http import MAX_EVENT
-from tests.pki import Authority
+from tests.pki import Authority, docker_cert_path
 from tests.unit.docker.test_docker_parse import CID, event, row
 
 
@@ -37,6 +37,11 @@ def inspected(cid: str) -> dict[str, Any]:
 
 async def got(queue: EventQueue) -> ContainerEvent | StreamEnded:
     return await asyncio.wait_for(queue.get(), 5)  # a lost StreamEnded fails, not hangs
+
+
+async def opened(adapter: DockerEngine) -> tuple[EventQueue, EventStream]:
+    queue: EventQueue = asyncio.Queue()
+    return queue, await adapter.events(queue)
 
 
 class FakeEngine:
@@ -138,8 +143,7 @@ async def test_events_are_cut_at_their_newlines_however_they_arrive(
     engine: tuple[FakeEngine, DockerEngine],
 ) -> None:
     fake, adapter = engine
-    queue: EventQueue = asyncio.Queue()
-    stream = await adapter.events(queue)
+    queue, stream = await opened(adapter)
     assert fake.stream_open.is_set()  # open before events() returns: none after it missed
     (asked,) = [a for a in fake.asked if a.startswith("/events")]
     filters = json.loads(parse_qs(urlsplit(asked).query)["filters"][0])
@@ -160,8 +164,7 @@ async def test_an_event_that_cannot_be_read_ends_the_stream_and_says_why(
     engine: tuple[FakeEngine, DockerEngine],
 ) -> None:
     fake, adapter = engine
-    queue: EventQueue = asyncio.Queue()
-    stream = await adapter.events(queue)
+    queue, stream = await opened(adapter)
     await fake.chunks.put(b"{not json}\n")
     ended = await got(queue)
     assert isinstance(ended, StreamEnded) and "JSONDecodeError" in str(ended)
@@ -177,8 +180,7 @@ async def test_an_event_that_cannot_be_read_ends_the_stream_and_says_why(
 
 async def test_a_closed_stream_says_nothing_more(engine: tuple[FakeEngine, DockerEngine]) -> None:
     fake, adapter = engine
-    queue: EventQueue = asyncio.Queue()
-    stream = await adapter.events(queue)
+    queue, stream = await opened(adapter)
     stream.close()
     await fake.chunks.put(json.dumps(event("start")).encode() + b"\n")
     await asyncio.sleep(0.05)
@@ -191,8 +193,7 @@ async def test_the_stream_has_no_time_limit_but_the_calls_do(
     fake, _ = engine
     quick = DockerEngine(fake.url, timeout=0.2)
     try:
-        queue: EventQueue = asyncio.Queue()
-        stream = await quick.events(queue)
+        queue, stream = await opened(quick)
         await asyncio.sleep(0.5)  # quiet for longer than a call may take
         await fake.chunks.put(json.dumps(event("start")).encode() + b"\n")
         assert isinstance(await got(queue), ContainerEvent)
@@ -262,11 +263,7 @@ async def test_over_tls_only_ca_pem_vouches_for_the_engine_and_mended_files_need
 ) -> None:
     ours, other = Authority(tmp_path / "ours", "ours"), Authority(tmp_path / "other", "other")
     server, client = other.issue("dockerd", server=True), ours.issue("bridge", server=False)
-    certs = tmp_path / "docker"
-    certs.mkdir()
-    (certs / "ca.pem").write_bytes(ours.pem.read_bytes())
-    (certs / "cert.pem").write_bytes(client.cert.read_bytes())
-    (certs / "key.pem").write_bytes(client.key.read_bytes())
+    certs = docker_cert_path(tmp_path / "docker", ours.pem, client)
     served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     served.load_cert_chain(server.cert, server.key)
     runner = web.AppRunner(FakeEngine().app())

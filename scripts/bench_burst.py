@@ -9,7 +9,7 @@ frozen, the W started again, the agent thawed; until all W are visible in Consul
 time each process spent (agent, Consul, dockerd) per registration; then W raw registers at
 the agent's concurrency from this process, and the CPU Consul and this process spent.
 With --py-spy (a py-spy binary), R more waves are sampled by `py-spy record --nonblocking`
-(the agent is never paused; --native would ptrace it, which fails here) and their stacks
+(py-spy never pauses the agent; --native would ptrace it, which fails here) and their stacks
 summed: the agent's share of samples in its own functions and by library.
 The CPU figures come from /proc in clock ticks (10 ms), so read the median of several
 waves. Prints one JSON line per wave, then the summary.

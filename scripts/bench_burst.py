@@ -23,7 +23,6 @@ import collections
 import json
 import os
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -69,29 +68,25 @@ class BurstBench(Bench):
 
     def wave(self, i: int, pids: dict[str, int], stacks: Path | None) -> dict[str, Any]:
         wave = self.names[: self.args.wave]
-        self.parallel(lambda n: self.client.api.stop(n, timeout=0), wave)
-        self.catalog.wait(lambda seen: not any(n in seen for n in wave))
-        self.agent.signal(signal.SIGSTOP)
-        self.parallel(lambda n: self.client.api.start(n), wave)
-        for name in wave:
-            self.events.wait(name)
-        time.sleep(0.5)
-        spy = None
-        if stacks is not None:
-            spy = subprocess.Popen(
-                [self.args.py_spy, "record", "--nonblocking", "--pid", str(pids["agent"]),
-                 "--rate", "1000", "--format", "raw", "--output", str(stacks),
-                 "--duration", "4"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
-            time.sleep(1.0)  # attached before the agent thaws
-        before = {k: cpu_s(p) for k, p in pids.items()}
-        t0 = time.time()
-        self.agent.signal(signal.SIGCONT)
+        spy: list[subprocess.Popen[bytes]] = []
+        before: dict[str, float] = {}
+
+        def before_thaw() -> None:
+            if stacks is not None:
+                spy.append(subprocess.Popen(
+                    [self.args.py_spy, "record", "--nonblocking", "--pid", str(pids["agent"]),
+                     "--rate", "1000", "--format", "raw", "--output", str(stacks),
+                     "--duration", "4"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                ))  # fmt: skip
+                time.sleep(1.0)  # attached before the agent thaws
+            before.update({k: cpu_s(p) for k, p in pids.items()})
+
+        t0 = self.restart_frozen(wave, before_thaw)
         agent_s = self.catalog.wait(lambda seen: all(n in seen for n in wave)) - t0
         after = {k: cpu_s(p) for k, p in pids.items()}
-        if spy is not None:
-            spy.wait()
+        for sampler in spy:
+            sampler.wait()
         raw = [f"{self.rawtag}w{i}-{j}" for j in range(len(wave))]
         raw_pids = {"bench": os.getpid(), "consul": pids["consul"]}
         raw_before = {k: cpu_s(p) for k, p in raw_pids.items()}

@@ -12,6 +12,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import requests
@@ -148,18 +149,7 @@ class Bench(Rig):
         total_n, total_s, raw_total_s = 0, 0.0, 0.0
         for lo in range(0, self.n, self.args.wave):
             wave = self.names[lo : lo + self.args.wave]
-            self.parallel(lambda n: self.client.api.stop(n, timeout=0), wave)
-            self.catalog.wait(lambda seen, w=wave: not any(n in seen for n in w))
-            self.agent.signal(signal.SIGSTOP)
-            try:
-                self.parallel(lambda n: self.client.api.start(n), wave)
-                # Every start event is out before the agent wakes.
-                for name in wave:
-                    self.events.wait(name)
-                time.sleep(0.5)
-            finally:
-                t0 = time.time()
-                self.agent.signal(signal.SIGCONT)
+            t0 = self.restart_frozen(wave)
             elapsed = self.catalog.wait(lambda seen, w=wave: all(n in seen for n in w)) - t0
             rates.append(len(wave) / elapsed)
             total_n += len(wave)
@@ -180,6 +170,26 @@ class Bench(Rig):
             "raw_wave_rates": raw_rates,
             "wave": self.args.wave,
         }
+
+    def restart_frozen(
+        self, wave: list[str], before_thaw: Callable[[], None] = lambda: None
+    ) -> float:
+        """Stop `wave` until Consul no longer lists it, freeze the agent, start `wave` again
+        and thaw the agent once every start event is out; returns the time of the thaw."""
+        self.parallel(lambda n: self.client.api.stop(n, timeout=0), wave)
+        self.catalog.wait(lambda seen: not any(n in seen for n in wave))
+        self.agent.signal(signal.SIGSTOP)
+        try:
+            self.parallel(lambda n: self.client.api.start(n), wave)
+            # Every start event is out before the agent wakes.
+            for name in wave:
+                self.events.wait(name)
+            time.sleep(0.5)
+            before_thaw()
+        finally:
+            thawed = time.time()
+            self.agent.signal(signal.SIGCONT)
+        return thawed
 
     def cold_reconcile(self) -> None:
         log(f"cold reconcile: agent started with {self.n} containers running, Consul empty of them")
